@@ -1,0 +1,3 @@
+from autokd.cli import main
+
+main()

@@ -1,0 +1,326 @@
+"""The ``autokd`` command line: search, report, export, teacher train, dashboard.
+
+Every user error is an :class:`AutokdError`, printed as one line on stderr with exit code 2 (a
+traceback only with ``--debug``), raised before the study or its folder is touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autokd.config import StudyConfig, load_study_config
+from autokd.errors import AutokdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.splitlines()[0])
+teacher_app = typer.Typer(help="Train teacher checkpoints.")
+app.add_typer(teacher_app, name="teacher")
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn AutokdError into one line + exit 2 and Ctrl-C into a clean exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutokdError as err:
+            if _state["debug"]:
+                raise
+            errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: the running trial was marked FAIL; completed trials are kept in the study. "
+                         "Run the same command again to continue.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def resolve_study(study: Optional[str]) -> StudyConfig:
+    """A study YAML path, a study output folder, or the name of a study under ./runs."""
+    if study is None:
+        return load_study_config(None)
+    path = Path(study)
+    if path.is_file():
+        return load_study_config(path)
+    for folder in (path, Path("runs") / study):
+        if (folder / "study.yaml").is_file():
+            return load_study_config(folder / "study.yaml")
+    raise AutokdError(f"no study file or study folder '{study}'",
+                      "pass a study YAML (studies/NAME.yaml), its output folder, or a name under ./runs")
+
+
+# --------------------------------------------------------------------------- search
+
+
+@app.command()
+@guarded
+def search(
+    study: Optional[str] = typer.Argument(None, help="Study YAML (default: the built-in digits study)."),
+    n_trials: Optional[int] = typer.Option(None, help="Total finished trials the study should hold."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the output folder)."),
+    output: Optional[str] = typer.Option(None, help="Output folder (default: runs/NAME)."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
+    download: Optional[bool] = typer.Option(None, "--download", help="Allow torchvision to download the dataset."),
+    executor: Optional[str] = typer.Option(None, help="local or ray."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (ray executor)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial (ray), e.g. 0.25."),
+    cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (ray)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
+) -> None:
+    """Run (or continue) a student search; prints the Pareto front."""
+    from autokd.config import SearchSpace
+    from autokd.search.study import open_study
+
+    cfg = resolve_study(study).with_overrides(
+        n_trials=n_trials, timeout=timeout, storage=storage, output=output, data_root=data_root, download=download,
+        executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial, address=address)
+    space = SearchSpace.load(cfg.resolve(cfg.search_space))
+    from autokd.trial import load_study_data
+
+    data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
+    created_output = not cfg.output_dir.exists()
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        optuna_study = open_study(cfg)
+    except AutokdError:
+        if created_output and not any(cfg.output_dir.iterdir()):
+            shutil.rmtree(cfg.output_dir)
+        raise
+    from autokd.search.storage import redact_url
+
+    console.print(f"[bold]study[/] {cfg.name}  [bold]storage[/] {redact_url(cfg.storage_url)}  "
+                  f"[bold]dataset[/] {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
+                  f"{data.channels}x{data.image_size}x{data.image_size})")
+    (cfg.output_dir / "study.yaml").write_text(cfg.to_yaml())
+    started = time.perf_counter()
+    if cfg.executor.kind == "ray":
+        from autokd.search.ray_executor import run_ray
+
+        run_ray(optuna_study, cfg, space, console=console)
+    else:
+        _search_local(optuna_study, cfg, space)
+    console.print(f"search wall time {time.perf_counter() - started:.1f} s")
+    from autokd.report import pareto_table
+
+    console.print(pareto_table(optuna_study, optuna_study.user_attrs.get("teacher")))
+
+
+def prepare_context(optuna_study: Any, cfg: StudyConfig) -> Any:
+    """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
+    from autokd.trial import build_context, measure_model
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
+        task = progress.add_task("teacher", total=cfg.teacher.epochs, info="")
+
+        def on_teacher_epoch(epoch: int, metrics: dict) -> None:
+            progress.update(task, completed=epoch + 1, info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
+
+        context = build_context(cfg, on_teacher_epoch=on_teacher_epoch)
+    summary = context.teacher_summary
+    stored = optuna_study.user_attrs.get("teacher")
+    if not stored or stored.get("id") != summary["id"]:
+        figures = measure_model(context.teacher, context)
+        optuna_study.set_user_attr("teacher", {**summary, **figures, "architecture": " + ".join(summary["members"])})
+        optuna_study.set_user_attr("classes", list(context.data.classes))
+    console.print(f"teacher {' + '.join(summary['members'])}: test accuracy {100 * summary['accuracy']:.2f}%, "
+                  f"{summary['params']:,} params")
+    return context
+
+
+def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any) -> None:
+    from autokd.search.local import run_local
+    from autokd.search.study import finished_count
+
+    context = prepare_context(optuna_study, cfg)
+    total = cfg.n_trials
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as progress:
+        study_task = progress.add_task("trials", total=total, completed=finished_count(optuna_study), info="")
+        trial_task = progress.add_task("epochs", total=1, info="")
+
+        def on_epoch(trial: Any, epoch: int, metrics: dict) -> None:
+            progress.update(trial_task, description=f"trial {trial.number}", completed=epoch + 1,
+                            total=trial.params and trial.user_attrs["config"]["epochs"],
+                            info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
+
+        def on_trial_end(study: Any, trial: Any) -> None:
+            progress.update(study_task, completed=finished_count(study))
+            a = trial.user_attrs
+            if trial.state.name == "COMPLETE":
+                progress.console.print(
+                    f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} acc {100 * a['accuracy']:6.2f}%  "
+                    f"params {a['params']:>9,}  {a['latency_ms']:.3f} ms  ({a['trial_seconds']:.1f} s)")
+            else:
+                progress.console.print(f"trial {trial.number:>3} {trial.state.name}")
+
+        run_local(optuna_study, cfg, space, context, on_epoch=on_epoch, on_trial_end=on_trial_end)
+
+
+# --------------------------------------------------------------------------- report, export, dashboard
+
+
+def _open_existing(study: Optional[str], storage: Optional[str]) -> tuple[StudyConfig, Any]:
+    from autokd.search.study import open_study
+
+    cfg = resolve_study(study).with_overrides(storage=storage)
+    if cfg.storage is None and not (cfg.output_dir / "study.db").exists():
+        raise AutokdError(f"study '{cfg.name}' has no database at {cfg.output_dir / 'study.db'}",
+                          "run 'autokd search' for it first, or pass --storage URL")
+    return cfg, open_study(cfg, create=False, heartbeat=False)
+
+
+@app.command()
+@guarded
+def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
+           storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
+    """Print the Pareto front and per-class accuracy; write pareto.png beside the study."""
+    from autokd.report import print_report
+
+    cfg, optuna_study = _open_existing(study, storage)
+    print_report(optuna_study, cfg, console)
+
+
+@app.command()
+@guarded
+def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
+           trial: int = typer.Option(..., "--trial", help="Trial number to export."),
+           format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+           out: Optional[Path] = typer.Option(None, help="Output file (default: beside the study)."),
+           storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
+    """Write a trial's student as a deployable ONNX or TorchScript file, checked against PyTorch."""
+    from optuna.trial import TrialState
+
+    from autokd.export import FORMATS, agreement, export_model, load_trial_model
+    from autokd.trial import load_study_data
+
+    if format not in FORMATS:
+        raise AutokdError(f"unknown export format '{format}'", f"use one of {', '.join(FORMATS)}")
+    cfg, optuna_study = _open_existing(study, storage)
+    trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    if trial not in trials:
+        raise AutokdError(f"study '{cfg.name}' has no COMPLETE trial {trial}",
+                          f"pick one of {', '.join(map(str, sorted(trials))) or '(none)'}")
+    weights = Path(trials[trial].user_attrs["weights_path"])
+    if not weights.exists():
+        weights = _download_weights(cfg, trials[trial])
+    model, payload = load_trial_model(weights)
+    data = load_study_data(cfg, show_progress=False)
+    suffix = {"onnx": ".onnx", "torchscript": ".ts"}[format]
+    out = out or cfg.output_dir / "exports" / f"trial{trial:05d}{suffix}"
+    example = data.test_images[:1].float() / 255.0
+    export_model(model, format, out, example)
+    agree = agreement(model, out, format, data.test_images)
+    console.print(f"wrote {out} ({out.stat().st_size:,} bytes); predictions agree with PyTorch on "
+                  f"{100 * agree:.2f}% of {len(data.test_labels)} test images")
+    if agree < 0.99:
+        raise AutokdError(f"exported {format} agrees with PyTorch on only {100 * agree:.2f}% of the test split",
+                          "report this trial; try the other format")
+
+
+def _download_weights(cfg: StudyConfig, trial: Any) -> Path:
+    from optuna.artifacts import download_artifact
+
+    from autokd.search.local import artifact_store
+
+    artifact = trial.user_attrs.get("weights_artifact")
+    if not artifact:
+        raise AutokdError(f"trial {trial.number} has no stored weights", "re-run the trial")
+    target = cfg.output_dir / "trials" / f"{trial.number:05d}" / "student.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    download_artifact(artifact_store=artifact_store(cfg), file_path=str(target), artifact_id=artifact)
+    return target
+
+
+@app.command()
+@guarded
+def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
+              host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
+              port: int = typer.Option(8080, help="Port."),
+              storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
+    """Serve optuna-dashboard on the study's storage and print its URL."""
+    import optuna_dashboard
+
+    from autokd.search.local import artifact_store
+
+    cfg, optuna_study = _open_existing(study, storage)
+    console.print(f"optuna-dashboard for '{cfg.name}' at http://{host}:{port}/dashboard/ (Ctrl-C stops it)")
+    optuna_dashboard.run_server(optuna_study._storage, host=host, port=port, artifact_store=artifact_store(cfg))
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+@teacher_app.command("train")
+@guarded
+def teacher_train(
+    out: Path = typer.Option(..., help="Checkpoint file to write."),
+    dataset: str = typer.Option("digits", help="digits, cifar10, ..., or imagefolder:PATH."),
+    family: str = typer.Option("resnet18", help="Model family from the registry."),
+    knob: list[str] = typer.Option([], help="Family knob as NAME=VALUE (repeatable)."),
+    epochs: int = typer.Option(15, min=1),
+    lr: float = typer.Option(0.05, min=0.0),
+    batch_size: int = typer.Option(128, min=1),
+    seed: int = typer.Option(0),
+    data_root: Optional[str] = typer.Option(None),
+    download: bool = typer.Option(False, "--download"),
+) -> None:
+    """Train a teacher on labels and save it as a weights-only checkpoint."""
+    from autokd.checkpoint import save_checkpoint
+    from autokd.models import build_model
+    from autokd.teacher import train_teacher
+    from autokd.trial import augment_policy, load_study_data, pick_device
+
+    knobs = dict(_parse_knob(k) for k in knob)
+    cfg = StudyConfig(dataset=dataset, data_root=data_root, download=download, seed=seed)
+    data = load_study_data(cfg)
+    build_model(family, num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size,
+                **knobs)  # validate family and knobs before any training
+    with Progress(TextColumn("teacher {task.fields[family]}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as progress:
+        task = progress.add_task("train", total=epochs, family=family, info="")
+        net, acc = train_teacher(
+            data, family=family, knobs=knobs, epochs=epochs, lr=lr, batch_size=batch_size,
+            policy=augment_policy(cfg, data), device=pick_device(), seed=seed,
+            on_epoch=lambda e, m: progress.update(task, completed=e + 1, info=f"acc {100 * m['accuracy']:.1f}%"))
+    save_checkpoint(out, net, family=family, knobs=net.knobs, num_classes=data.num_classes,
+                    in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
+                    accuracy=acc, dataset=dataset)
+    console.print(f"teacher {family} test accuracy {100 * acc:.2f}% -> {out}")
+
+
+def _parse_knob(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise AutokdError(f"knob '{text}' is not NAME=VALUE", "write e.g. --knob width=32")
+    name, value = text.split("=", 1)
+    return name.strip(), yaml.safe_load(value)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

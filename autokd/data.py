@@ -1,0 +1,568 @@
+"""Datasets as uint8 tensors: the first stage of autokd's flow.
+
+Every data set, whatever its source, becomes one :class:`ImageData`: uint8 ``(N, C, H, W)``
+images and int64 labels for a train and a test split, held whole in memory so the training
+loop can move them to the accelerator once and augment there. ``ImageData`` is pure (no I/O);
+all reading, decoding and caching lives in :func:`load_dataset` and the private helpers below.
+
+Sources:
+
+* ``digits``: scikit-learn's 8x8 hand-written digits (bundled with scikit-learn, no files).
+* ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``: torchvision's files under
+  a local root (downloaded only when asked).
+* ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, or class folders
+  directly under ``PATH`` (then split 80/20, stratified and seeded).
+
+Decoded torchvision and image-folder data sets are cached in ``cache_dir`` as one
+``torch.save``'d file whose name carries a hash of every source file's path, size and mtime,
+so a changed, added or removed file means a rebuild, and a corrupt cache file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autokd.errors import AutokdError
+
+__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "ImageData", "load_dataset"]
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
+TEST_FRACTION = 0.2  # held out when a source has no test split of its own (digits, flat folders)
+_CACHE_FORMAT = 1  # bump when the cache layout changes so old files are rebuilt, never misread
+_DATA_ROOT_FIX = "pass --data-root DIR holding the torchvision files, or --download"
+
+
+# --------------------------------------------------------------------------------------------
+# The in-memory data set (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A whole image-classification data set in memory, as uint8 tensors.
+
+    Attributes:
+        name: readable name of the source, e.g. ``"cifar10"`` or ``"imagefolder:pets"``.
+        classes: class names; label ``i`` means ``classes[i]``.
+        train_images: uint8 ``(N, C, H, W)``, contiguous, square images.
+        train_labels: int64 ``(N,)``.
+        test_images: uint8 ``(M, C, H, W)``.
+        test_labels: int64 ``(M,)``.
+
+    Example:
+        >>> data = load_dataset("digits")
+        >>> data.train_images.shape, data.num_classes
+        (torch.Size([1437, 1, 8, 8]), 10)
+        >>> search, val = data.validation_split(0.1)
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    train_images: torch.Tensor = field(repr=False)
+    train_labels: torch.Tensor = field(repr=False)
+    test_images: torch.Tensor = field(repr=False)
+    test_labels: torch.Tensor = field(repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[2] != images.shape[3]:
+                raise ValueError(f"{split}_images must be uint8 (N, C, H, H), got {images.dtype} {tuple(images.shape)}")
+            if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+                raise ValueError(f"{split}_labels must be int64 ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(f"train and test image shapes differ: {tuple(self.train_images.shape[1:])} vs {tuple(self.test_images.shape[1:])}")
+
+    def __repr__(self) -> str:
+        return (f"ImageData(name={self.name!r}, classes={self.num_classes}, "
+                f"train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)})")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[2]
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean of the training images, in [0, 1] units."""
+        return self._moments[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel (population) standard deviation of the training images, in [0, 1] units."""
+        return self._moments[1]
+
+    @cached_property
+    def _moments(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        # A 256-bin histogram per channel gives exact moments without a float copy of the data.
+        values = torch.arange(256, dtype=torch.float64) / 255.0
+        means, stds = [], []
+        for c in range(self.channels):
+            hist = torch.zeros(256, dtype=torch.float64)
+            for chunk in self.train_images[:, c].split(4096):
+                hist += torch.bincount(chunk.reshape(-1).long(), minlength=256).double()
+            total = hist.sum().clamp_min(1.0)
+            mean = float((hist * values).sum() / total)
+            var = float((hist * values.square()).sum() / total) - mean * mean
+            means.append(mean)
+            stds.append(math.sqrt(max(var, 0.0)))
+        return tuple(means), tuple(stds)
+
+    def subset(self, n_train: int | None, n_test: int | None, seed: int = 0) -> ImageData:
+        """A class-stratified, seeded random subset (``None`` keeps a split whole).
+
+        Each class keeps its share of the split (largest-remainder rounding); images keep their
+        original order.
+
+        Example:
+            >>> small = load_dataset("digits").subset(500, 100, seed=1)
+        """
+        train_idx = self._pick("train", n_train, seed)
+        test_idx = self._pick("test", n_test, seed)
+        return ImageData(
+            name=self.name,
+            classes=self.classes,
+            train_images=self.train_images if train_idx is None else self.train_images[train_idx].contiguous(),
+            train_labels=self.train_labels if train_idx is None else self.train_labels[train_idx],
+            test_images=self.test_images if test_idx is None else self.test_images[test_idx].contiguous(),
+            test_labels=self.test_labels if test_idx is None else self.test_labels[test_idx],
+        )
+
+    def _pick(self, split: str, n: int | None, seed: int) -> torch.Tensor | None:
+        labels = getattr(self, f"{split}_labels")
+        if n is None:
+            return None
+        if not 1 <= n <= len(labels):
+            raise AutokdError(
+                f"cannot take {n} {split} images from {self.name}, which has {len(labels)}",
+                f"ask for 1..{len(labels)} {split} images, or none to keep them all",
+            )
+        picked, _ = _stratified_split(labels, n, self.num_classes, seed)
+        return picked
+
+    def validation_split(self, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
+        """Hold out a stratified, seeded ``fraction`` of the training images for validation.
+
+        Returns:
+            ``(train_part, validation)``: ``train_part`` has the remaining training images and
+            the original test split; ``validation`` has the same remaining training images as
+            its train fields and the held-out images as its *test* fields, so a search can
+            train and score on it without ever seeing the real test split. Its name gets a
+            ``"-val"`` suffix.
+
+        Example:
+            >>> final, search = load_dataset("digits").validation_split(0.2)
+            >>> search.test_images.shape[0]
+            288
+        """
+        n = len(self.train_labels)
+        n_val = math.ceil(round(fraction * n, 9)) if 0.0 < fraction < 1.0 else 0
+        if not 1 <= n_val < n:
+            raise AutokdError(
+                f"validation fraction {fraction} of {n} training images in {self.name} leaves no validation or no training images",
+                "pass a validation fraction between 0 and 1, e.g. 0.1",
+            )
+        val_idx, keep_idx = _stratified_split(self.train_labels, n_val, self.num_classes, seed)
+        train_images = self.train_images[keep_idx].contiguous()
+        train_labels = self.train_labels[keep_idx]
+        train_part = ImageData(self.name, self.classes, train_images, train_labels, self.test_images, self.test_labels)
+        validation = ImageData(
+            f"{self.name}-val", self.classes, train_images, train_labels,
+            self.train_images[val_idx].contiguous(), self.train_labels[val_idx],
+        )
+        return train_part, validation
+
+
+def _stratified_split(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified split: (``n`` picked indices, the rest), each sorted ascending."""
+    total = len(labels)
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    exact = counts * n / total
+    quota = exact.floor().long()
+    short = n - int(quota.sum())
+    if short > 0:  # largest remainder; ties go to the lower class index (stable sort)
+        order = torch.argsort(exact - quota.double(), descending=True, stable=True)
+        quota[order[:short]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(total, generator=generator)
+    shuffled_labels = labels[perm]
+    mask = torch.zeros(total, dtype=torch.bool)
+    for c in torch.nonzero(quota).flatten().tolist():
+        mask[perm[shuffled_labels == c][: quota[c]]] = True
+    return torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
+
+
+def _split_by_labels(name: str, classes: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> ImageData:
+    n_test = math.ceil(round(TEST_FRACTION * len(labels), 9))
+    test_idx, train_idx = _stratified_split(labels, n_test, len(classes), seed)
+    return ImageData(name, classes, images[train_idx].contiguous(), labels[train_idx],
+                     images[test_idx].contiguous(), labels[test_idx])
+
+
+# --------------------------------------------------------------------------------------------
+# Loading (all I/O lives below)
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    spec: str,
+    *,
+    root: str | Path | None = None,
+    cache_dir: str | Path = ".cache/autokd",
+    download: bool = False,
+    image_size: int | None = None,
+    show_progress: bool = True,
+) -> ImageData:
+    """Load a data set by name or ``imagefolder:PATH`` into memory as uint8 tensors.
+
+    Args:
+        spec: one of :data:`DATASET_NAMES`, or ``imagefolder:PATH`` where ``PATH`` holds
+            ``train/<class>/`` and ``test/<class>/`` folders, or class folders directly
+            (then split 80/20, stratified, seed 0).
+        root: folder of torchvision's files for the torchvision data sets; defaults to
+            ``cache_dir/torchvision``.
+        cache_dir: where decoded tensors are cached (created when needed).
+        download: let torchvision download missing files into ``root``.
+        image_size: square side in pixels (8..64) to resize every image to; by default the
+            source's own size (for image folders: the first image's).
+        show_progress: show a progress bar while decoding image files.
+
+    Raises:
+        AutokdError: unknown spec, missing files or folders, unreadable images, bad size.
+
+    Example:
+        >>> data = load_dataset("imagefolder:/data/pets", image_size=32)
+        >>> data = load_dataset("cifar10", root="~/datasets", download=True)
+    """
+    if image_size is not None:
+        _check_image_size(image_size, "--image-size")
+    cache_dir = Path(cache_dir).expanduser()
+    if spec.startswith("imagefolder:"):
+        path = spec[len("imagefolder:"):]
+        if not path:
+            raise AutokdError("imagefolder: needs a path", "write imagefolder:PATH, e.g. imagefolder:./data/pets")
+        return _load_image_folder(Path(path).expanduser(), cache_dir, image_size, show_progress)
+    name = spec.strip().lower()
+    if name == "digits":
+        return _load_digits(image_size)
+    if name in _TORCHVISION:
+        root = Path(root).expanduser() if root is not None else cache_dir / "torchvision"
+        return _load_torchvision(name, root, cache_dir, download, image_size)
+    raise AutokdError(
+        f"unknown dataset {spec!r}",
+        f"use one of {', '.join(DATASET_NAMES)}, or imagefolder:PATH for a folder of class folders",
+    )
+
+
+def _check_image_size(size: int, source: str) -> None:
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise AutokdError(
+            f"image size {size} px (from {source}) is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px",
+            f"pass --image-size N with {MIN_IMAGE_SIZE} <= N <= {MAX_IMAGE_SIZE}",
+        )
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (antialiased) resize of uint8 (N, C, H, W) to (N, C, size, size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), 4096):  # chunks keep the float copy small
+        chunk = images[start:start + 4096].float()
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start:start + 4096] = chunk.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _load_digits(image_size: int | None) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    images = torch.from_numpy(pixels).unsqueeze(1).contiguous()  # (1797, 1, 8, 8)
+    if image_size is not None:
+        images = _resize(images, image_size)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    return _split_by_labels("digits", tuple(str(d) for d in range(10)), images, labels)
+
+
+# ---- cache ---------------------------------------------------------------------------------
+
+
+def _cache_path(cache_dir: Path, readable: str, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', readable).strip('_')}-{digest}.pt"
+
+
+def _read_cache(path: Path, key: dict) -> ImageData | None:
+    """The cached data set, or None when absent, unreadable, stale or malformed (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("format") != _CACHE_FORMAT or blob.get("key") != json.dumps(key, sort_keys=True):
+            return None
+        return ImageData(
+            name=blob["name"], classes=tuple(blob["classes"]),
+            train_images=blob["train_images"], train_labels=blob["train_labels"],
+            test_images=blob["test_images"], test_labels=blob["test_labels"],
+        )
+    except Exception:  # any damage means "not cached": the caller rebuilds and overwrites it
+        return None
+
+
+def _write_cache(path: Path, key: dict, data: ImageData) -> None:
+    blob = {
+        "format": _CACHE_FORMAT, "key": json.dumps(key, sort_keys=True),
+        "name": data.name, "classes": list(data.classes),
+        "train_images": data.train_images, "train_labels": data.train_labels,
+        "test_images": data.test_images, "test_labels": data.test_labels,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(blob, f)
+            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:  # a read-only cache only costs speed, never the run
+        warnings.warn(f"could not write dataset cache {path}: {exc}", stacklevel=3)
+
+
+def _file_stats(base: Path, files: list[Path]) -> list[list]:
+    stats = []
+    for f in files:
+        st = f.stat()
+        stats.append([f.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns])
+    return stats
+
+
+# ---- torchvision ---------------------------------------------------------------------------
+
+# name -> (torchvision class, paths under root that hold its files, fixed class names or None)
+_TORCHVISION: dict[str, tuple[str, tuple[str, ...], tuple[str, ...] | None]] = {
+    "cifar10": ("CIFAR10", ("cifar-10-batches-py",), None),
+    "cifar100": ("CIFAR100", ("cifar-100-python",), None),
+    "mnist": ("MNIST", ("MNIST",), None),
+    "fashion-mnist": ("FashionMNIST", ("FashionMNIST",), None),
+    "svhn": ("SVHN", ("train_32x32.mat", "test_32x32.mat"), tuple(str(d) for d in range(10))),
+}
+
+
+def _torchvision_key(name: str, root: Path, image_size: int | None) -> dict | None:
+    files: list[Path] = []
+    for rel in _TORCHVISION[name][1]:
+        p = root / rel
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+    if not files:
+        return None
+    return {"dataset": name, "root": str(root.resolve()), "image_size": image_size, "files": _file_stats(root, files)}
+
+
+def _load_torchvision(name: str, root: Path, cache_dir: Path, download: bool, image_size: int | None) -> ImageData:
+    key = _torchvision_key(name, root, image_size)
+    if key is not None:
+        cached = _read_cache(_cache_path(cache_dir, name, key), key)
+        if cached is not None:
+            return cached
+    elif not download:
+        raise AutokdError(f"{name} files not found under {root}", _DATA_ROOT_FIX)
+
+    import torchvision.datasets as tvd
+
+    cls_name, _, fixed_classes = _TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    splits = []
+    for train in (True, False):
+        kwargs = {"split": "train" if train else "test"} if name == "svhn" else {"train": train}
+        try:
+            splits.append(cls(str(root), download=download, **kwargs))
+        except Exception as exc:  # torchvision signals missing/corrupt files and failed downloads loosely
+            what = "could not download" if download else "files missing or corrupt for"
+            raise AutokdError(f"{what} {name} under {root}: {exc}", _DATA_ROOT_FIX) from exc
+
+    tensors = []
+    for ds in splits:
+        images = torch.as_tensor(np.asarray(ds.data))
+        if images.dim() == 3:  # MNIST-like: (N, 28, 28)
+            images = images.unsqueeze(1)
+        elif name != "svhn":  # CIFAR: (N, 32, 32, 3); SVHN is already (N, 3, 32, 32)
+            images = images.permute(0, 3, 1, 2)
+        images = images.to(torch.uint8).contiguous()
+        labels = torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets), dtype=torch.int64)
+        if image_size is not None:
+            images = _resize(images, image_size)
+        tensors += [images, labels]
+    classes = fixed_classes or tuple(splits[0].classes)
+    data = ImageData(name, classes, *tensors)
+
+    key = _torchvision_key(name, root, image_size)  # after a download the files exist now
+    if key is not None:
+        _write_cache(_cache_path(cache_dir, name, key), key, data)
+    return data
+
+
+# ---- image folders -------------------------------------------------------------------------
+
+_FOLDER_FIX = "pass imagefolder:DIR where DIR holds train/<class>/ and test/<class>/ folders, or class folders directly"
+
+
+def _list_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files, for each subfolder of ``folder`` that holds images."""
+    found = {}
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p for p in class_dir.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        )
+        if files:
+            found[class_dir.name] = files
+    return found
+
+
+def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show_progress: bool) -> ImageData:
+    path = path.resolve()
+    if not path.is_dir():
+        raise AutokdError(f"dataset path {path} does not exist", _FOLDER_FIX)
+    has_train, has_test = (path / "train").is_dir(), (path / "test").is_dir()
+    if has_train != has_test:
+        have, lack = ("train", "test") if has_train else ("test", "train")
+        raise AutokdError(
+            f"dataset path {path} has a {have}/ folder but no {lack}/ folder",
+            f"add {path / lack}/<class>/ folders, or put class folders directly under {path} for an 80/20 split",
+        )
+    if has_train:
+        train, test = _list_classes(path / "train"), _list_classes(path / "test")
+        if not train and not test:
+            raise AutokdError(f"no images found under {path}", f"put {'/'.join(IMAGE_EXTENSIONS)} files in {path}/train/<class>/ and {path}/test/<class>/")
+        if list(train) != list(test):
+            only_train = sorted(set(train) - set(test))
+            only_test = sorted(set(test) - set(train))
+            raise AutokdError(
+                f"train and test classes differ under {path} (only in train: {only_train or 'none'}; only in test: {only_test or 'none'})",
+                "give train/ and test/ the same class folders, each with at least one image",
+            )
+        classes = tuple(train)
+        groups = [train, test]
+    else:
+        flat = _list_classes(path)
+        if not flat:
+            raise AutokdError(f"no images found under {path}", f"put {'/'.join(IMAGE_EXTENSIONS)} files in class folders {path}/<class>/")
+        classes = tuple(flat)
+        groups = [flat]
+
+    files = [f for group in groups for c in classes for f in group[c]]
+    labels = torch.tensor([i for group in groups for i, c in enumerate(classes) for _ in group[c]], dtype=torch.int64)
+    name = f"imagefolder:{path.name}"
+    key = {"path": str(path), "image_size": image_size, "layout": "train/test" if has_train else "flat",
+           "files": _file_stats(path, files)}
+    cache_path = _cache_path(cache_dir, f"imagefolder-{path.name}", key)
+    cached = _read_cache(cache_path, key)
+    if cached is not None:
+        return cached
+
+    images = _decode_all(files, image_size, show_progress, description=f"decoding {name}")
+    if has_train:
+        n_train = sum(len(train[c]) for c in classes)
+        data = ImageData(name, classes, images[:n_train].contiguous(), labels[:n_train],
+                         images[n_train:].contiguous(), labels[n_train:])
+    else:
+        data = _split_by_labels(name, classes, images, labels)
+    _write_cache(cache_path, key, data)
+    return data
+
+
+def _target_size(first: Path, image_size: int | None) -> int:
+    if image_size is not None:
+        return image_size
+    from PIL import Image
+
+    try:
+        with Image.open(first) as im:
+            width, height = im.size
+    except Exception as exc:
+        raise _unreadable(first, exc) from exc
+    size = min(width, height)  # a non-square first image: every image is squashed to its short side
+    _check_image_size(size, f"the first image {first}")
+    return size
+
+
+def _unreadable(path: Path, exc: Exception) -> AutokdError:
+    return AutokdError(f"cannot read image {path} ({type(exc).__name__}: {exc})", f"remove or replace {path}")
+
+
+def _decode_image(path: Path, size: int) -> tuple[np.ndarray, bool]:
+    """One image as uint8 (size, size, 3) and whether it was grayscale ("L")."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            gray = im.mode == "L"
+            im = im.convert("L" if gray else "RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            pixels = np.asarray(im)
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError... for bad files
+        raise _unreadable(path, exc) from exc
+    if gray:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels, gray
+
+
+def _decode_all(files: list[Path], image_size: int | None, show_progress: bool, description: str) -> torch.Tensor:
+    """Decode ``files`` in a thread pool (PIL releases the GIL) into uint8 (N, C, S, S)."""
+    size = _target_size(files[0], image_size)
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)  # (N, H, W, 3)
+    all_gray = True
+    progress = None
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        progress.start()
+        task = progress.add_task(description, total=len(files))
+    pool = ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4))
+    try:
+        for i, (pixels, gray) in enumerate(pool.map(lambda f: _decode_image(f, size), files)):
+            out[i] = pixels
+            all_gray &= gray
+            if progress is not None:
+                progress.advance(task)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, drop the queued work
+        if progress is not None:
+            progress.stop()
+    images = torch.from_numpy(out).permute(0, 3, 1, 2)  # (N, 3, S, S)
+    return (images[:, :1] if all_gray else images).contiguous()

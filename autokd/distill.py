@@ -1,0 +1,144 @@
+"""Distillation losses as pure functions, and the teacher (single network or weighted ensemble).
+
+Losses (all return a scalar mean over the batch):
+
+- ``kd``: Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
+  ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
+  The ``T^2`` keeps the soft-target gradients on the scale of the hard-label ones.
+- ``fm``: function matching, Beyer et al. 2022, "Knowledge distillation: A good teacher is
+  patient and consistent". KL only, no labels; teacher and student see the same (mixed-up,
+  augmented) batch.
+- ``hint``: FitNets, Romero et al. 2015. ``kd`` plus ``hint_weight * MSE(adapter(f_s), f_t)`` on one
+  intermediate feature map, through a learned 1x1 adapter.
+- ``none``: cross-entropy on labels only: the baseline every study can compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch."""
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)  # (B, K)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)  # (B, K)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+            alpha: float, temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Hinton KD: ``alpha * T^2 * KL + (1 - alpha) * CE``.
+
+    Example:
+        >>> s = torch.tensor([[1.0, 0.0]]); t = torch.tensor([[0.0, 1.0]]); y = torch.tensor([0])
+        >>> round(kd_loss(s, t, y, alpha=0.0, temperature=1.0).item(), 4)  # plain CE
+        0.3133
+    """
+    hard = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
+    if alpha == 0.0:
+        return hard
+    return alpha * soft_kl(student_logits, teacher_logits, temperature) + (1.0 - alpha) * hard
+
+
+def fm_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """Function matching: KL between teacher and student on the same view, no labels."""
+    return soft_kl(student_logits, teacher_logits, temperature)
+
+
+def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
+    """FitNets hint: MSE between the adapted student feature map and the teacher's.
+
+    The adapter is a 1x1 conv from the student's channels to the teacher's; spatial sizes are
+    matched by adaptive average pooling to the teacher's map.
+    """
+    adapted = adapter(student_features)  # (B, C_t, H_s, W_s)
+    if adapted.shape[-2:] != teacher_features.shape[-2:]:
+        adapted = F.adaptive_avg_pool2d(adapted, teacher_features.shape[-2:])
+    return F.mse_loss(adapted.float(), teacher_features.float())
+
+
+def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
+
+
+def make_hint_adapter(student_channels: int, teacher_channels: int) -> nn.Module:
+    return nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False)
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+@dataclass
+class TeacherMember:
+    """One trained network with the normalisation it was trained with."""
+
+    model: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    accuracy: float | None = None
+    description: str = ""
+
+
+class Teacher(nn.Module):
+    """A teacher: one network, or a weighted average of several networks' logits.
+
+    Inputs are uint8 images scaled to [0, 1] floats (``x / 255``); each member applies its own
+    normalisation, so members trained with different statistics still mix correctly.
+    """
+
+    def __init__(self, members: Sequence[TeacherMember], weights: Sequence[float] | None = None):
+        super().__init__()
+        self.members = nn.ModuleList(m.model for m in members)
+        self.info = list(members)
+        weights = list(weights) if weights is not None else [1.0 / len(members)] * len(members)
+        total = sum(weights)
+        self.weights = [w / total for w in weights]
+        for i, m in enumerate(members):
+            self.register_buffer(f"mean{i}", torch.tensor(m.mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer(f"std{i}", torch.tensor(m.std).view(1, -1, 1, 1), persistent=False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":
+        return super().train(False)  # a teacher never updates its batch-norm statistics
+
+    def member_logits(self, x01: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, model in enumerate(self.members):
+            mean, std = getattr(self, f"mean{i}"), getattr(self, f"std{i}")
+            outs.append(model((x01 - mean) / std).float())
+        return outs
+
+    @torch.no_grad()
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        logits = self.member_logits(x01)
+        return sum(w * z for w, z in zip(self.weights, logits))
+
+    @property
+    def hint_layer(self) -> nn.Module:
+        return self.members[0].hint_layer
+
+
+def fit_ensemble_weights(member_logits: Sequence[torch.Tensor], labels: torch.Tensor, *, steps: int = 200,
+                         seed: int = 0) -> list[float]:
+    """Weights (summing to 1) that maximise validation accuracy of the averaged logits.
+
+    Optimises the cross-entropy of the softmax-weighted average (a smooth proxy of accuracy)
+    with Adam, from a seeded start; deterministic for a given seed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    stacked = torch.stack([z.float() for z in member_logits])  # (M, N, K)
+    raw = (0.01 * torch.randn(len(member_logits), generator=gen)).requires_grad_()
+    opt = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        w = torch.softmax(raw, 0)
+        loss = F.cross_entropy((w[:, None, None] * stacked).sum(0), labels)
+        loss.backward()
+        opt.step()
+    return [float(v) for v in torch.softmax(raw.detach(), 0)]

@@ -1,0 +1,80 @@
+"""Student model families: ``build_model(family, *, num_classes, in_channels, image_size, **knobs)``.
+
+Every model works for 1 or 3 input channels and images of 8..64 px (a pool or stride that would
+shrink a 1x1 map is left out, decided at build time), traces with ``torch.jit.trace`` and exports
+to ONNX. Each carries ``hint_layer`` (a mid-network module whose output is (N, C, H, W), for a
+FitNets forward hook), ``family`` and ``knobs`` (the resolved knobs, defaults filled in).
+
+Example:
+    >>> from autokd.models import build_model, family_knobs
+    >>> family_knobs("vgg")
+    {'variant': 7, 'width': 1.0}
+    >>> model = build_model("vgg", num_classes=10, in_channels=3, image_size=32, variant=11, width=0.5)
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from autokd.models.cnn import build_cnn5
+from autokd.models.densenet import build_densenet
+from autokd.models.googlenet import build_googlenet
+from autokd.models.mobilenet import build_mobilenetv2
+from autokd.models.registry import Family, Registry
+from autokd.models.resnet import build_resnet, build_resnet18, build_resnet34
+from autokd.models.vgg import build_vgg
+
+__all__ = ["FAMILIES", "Family", "Registry", "build_model", "family_knobs", "family_names"]
+
+FAMILIES = Registry([
+    Family("cnn5", build_cnn5, {"width": 1.0, "hidden": 128},
+           "5-layer CNN: 3 conv-BN-ReLU-pool blocks (32/64/128 x width), MLP head"),
+    Family("densenet", build_densenet, {"growth_rate": 12, "block_layers": 6},
+           "DenseNet-BC for CIFAR: 3 dense blocks of bottleneck layers, compression 0.5"),
+    Family("googlenet", build_googlenet, {"width": 0.25},
+           "small GoogLeNet (kuangliu): inception a3..b5, branch channels x width"),
+    Family("mobilenetv2", build_mobilenetv2, {"width": 1.0},
+           "MobileNetV2 for CIFAR (kuangliu): inverted residuals, channels x width"),
+    Family("resnet", build_resnet, {"depth": 20, "width": 16},
+           "CIFAR ResNet (He et al. 2016): 6n+2 layers, stages width/2w/4w"),
+    Family("resnet18", build_resnet18, {"width": 64},
+           "ResNet-18 for CIFAR (kuangliu): BasicBlocks [2,2,2,2], stages w/2w/4w/8w"),
+    Family("resnet34", build_resnet34, {"width": 64},
+           "ResNet-34 for CIFAR (kuangliu): BasicBlocks [3,4,6,3], stages w/2w/4w/8w"),
+    Family("vgg", build_vgg, {"variant": 7, "width": 1.0},
+           "VGG 7/11/13/16 with BatchNorm and one linear classifier, channels x width"),
+])
+
+
+def build_model(family: str, *, num_classes: int, in_channels: int, image_size: int, **knobs: object) -> nn.Module:
+    """Build a student network of a registered family.
+
+    Args:
+        family: a name from ``family_names()``.
+        num_classes: size of the output logits.
+        in_channels: image channels (1 or 3).
+        image_size: height = width of the input images in pixels.
+        **knobs: the family's knobs (see ``family_knobs``); missing ones take the defaults.
+
+    Returns:
+        The model, with ``hint_layer``, ``family`` and ``knobs`` attributes.
+
+    Raises:
+        AutokdError: unknown family, unknown knob, or a knob value out of range.
+
+    Example:
+        >>> model = build_model("resnet", num_classes=10, in_channels=3, image_size=32, depth=32)
+        >>> model.knobs
+        {'depth': 32, 'width': 16}
+    """
+    return FAMILIES.build(family, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **knobs)
+
+
+def family_names() -> list[str]:
+    """The registered family names, sorted."""
+    return FAMILIES.names()
+
+
+def family_knobs(family: str) -> dict[str, object]:
+    """Knob name -> default value for one family (a copy; raises AutokdError if unknown)."""
+    return FAMILIES.knobs(family)

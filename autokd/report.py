@@ -1,0 +1,133 @@
+"""Reports: the Pareto front as rich tables and a PNG plot, read through Optuna's API only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
+
+from autokd.config import StudyConfig
+
+
+def human(n: float | None, unit: str = "") -> str:
+    if n is None:
+        return "-"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal, feasible COMPLETE trials, most accurate first."""
+    best = study.best_trials if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else []
+    return sorted(best, key=lambda t: -float(t.user_attrs.get("accuracy", 0.0)))
+
+
+def _kd(attrs: dict[str, Any]) -> str:
+    cfg = attrs.get("config", {})
+    loss = cfg.get("loss", "?")
+    if loss == "none":
+        return "labels only"
+    parts = [loss]
+    if loss in ("kd", "hint"):
+        parts.append(f"a={cfg.get('alpha', 0):.2f}")
+    parts.append(f"T={cfg.get('temperature', 0):.1f}")
+    return " ".join(parts)
+
+
+def _compression(attrs: dict[str, Any]) -> str:
+    cfg = attrs.get("config", {})
+    method = cfg.get("compress.method", "none")
+    if method == "none":
+        return "-"
+    detail = attrs.get("compression_detail") or ""
+    return f"{method} {cfg.get('compress.ratio', '')}".strip() + (f" ({detail})" if detail else "")
+
+
+def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> Table:
+    trials = pareto_trials(study)
+    table = Table(title=f"Pareto front of '{study.study_name}' ({len(trials)} of "
+                        f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials)")
+    for col, justify in (("trial", "right"), ("architecture", "left"), ("accuracy", "right"),
+                         ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
+                         ("KD", "left"), ("epochs", "right"), ("compression", "left")):
+        table.add_column(col, justify=justify)
+    if teacher:
+        table.add_row("teacher", teacher.get("architecture", "-"), f"{100 * teacher['accuracy']:.2f}%",
+                      human(teacher.get("params")), "-", "-", "-", "-", "-", "-", style="dim")
+    for t in trials:
+        a = t.user_attrs
+        table.add_row(str(t.number), a.get("architecture", "?"), f"{100 * a['accuracy']:.2f}%", human(a.get("params")),
+                      human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
+                      _kd(a), str(a.get("config", {}).get("epochs", "-")), _compression(a))
+    return table
+
+
+def per_class_table(study: optuna.Study, classes: list[str] | None, teacher: dict[str, Any] | None,
+                    top: int = 3) -> Table:
+    trials = pareto_trials(study)[:top]
+    table = Table(title=f"Per-class accuracy of the {len(trials)} most accurate Pareto trials")
+    table.add_column("class")
+    if teacher and teacher.get("per_class_accuracy"):
+        table.add_column("teacher", justify="right")
+    for t in trials:
+        table.add_column(f"#{t.number}", justify="right")
+    n = len(trials[0].user_attrs.get("per_class_accuracy", [])) if trials else 0
+    for i in range(n):
+        row = [classes[i] if classes and i < len(classes) else str(i)]
+        if teacher and teacher.get("per_class_accuracy"):
+            row.append(f"{100 * teacher['per_class_accuracy'][i]:.1f}")
+        row += [f"{100 * t.user_attrs['per_class_accuracy'][i]:.1f}" for t in trials]
+        table.add_row(*row)
+    return table
+
+
+def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None) -> Path:
+    """Accuracy against params and against CPU latency; Pareto trials highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    front = {t.number for t in pareto_trials(study)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "latency_ms", "CPU latency, batch 1 (ms)")):
+        for trials, style in (([t for t in complete if t.number not in front], dict(c="0.6", s=18, label="trial")),
+                              ([t for t in complete if t.number in front], dict(c="tab:red", s=36, label="Pareto"))):
+            xs = [t.user_attrs.get(key, 0) for t in trials]
+            ys = [100 * t.user_attrs.get("accuracy", 0) for t in trials]
+            ax.scatter(xs, ys, **style)
+        if teacher and teacher.get(key):
+            ax.scatter([teacher[key]], [100 * teacher["accuracy"]], marker="*", s=160, c="k", label="teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(f"autokd study '{study.study_name}'")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def teacher_info(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get("teacher")
+
+
+def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) -> Path:
+    teacher = teacher_info(study)
+    console.print(pareto_table(study, teacher))
+    console.print(per_class_table(study, study.user_attrs.get("classes"), teacher))
+    counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    console.print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
+    plot = pareto_plot(study, study_cfg.output_dir / "pareto.png", teacher)
+    console.print(f"Pareto plot written to {plot}")
+    return plot

@@ -1,0 +1,329 @@
+"""Training: device-resident uint8 data, a seeded augmentation schedule, the distillation loop.
+
+Augmentation follows a schedule that depends only on (policy seed, epoch, image index), never on
+the trial, so the teacher's outputs for an epoch are the same for every trial of a study and can
+be computed once (:class:`TeacherLogitCache`). The order in which a trial visits images is its
+own (``TrainSpec.seed``). Everything runs on whatever device the tensors live on: CUDA when
+present, else CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autokd.config import DistillSpec, TrainSpec
+from autokd.distill import Teacher, ce_loss, fm_loss, hint_loss, kd_loss, make_hint_adapter
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA when present (or asked for and present), else CPU: GPU paths fall back cleanly."""
+    if prefer == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """Random crop with zero padding, optional horizontal flip, optional per-sample mixup."""
+
+    crop_pad: int = 0
+    flip: bool = False
+    mixup: bool = False
+    seed: int = 0
+
+    def key(self) -> str:
+        return f"pad{self.crop_pad}-flip{int(self.flip)}-mix{int(self.mixup)}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class EpochViews:
+    """The random choices of one epoch, per image index."""
+
+    shifts: torch.Tensor  # (N, 2) int64 in [-pad, pad]
+    flips: torch.Tensor  # (N,) bool
+    partner: torch.Tensor | None  # (N,) int64 mixup partner
+    lam: torch.Tensor | None  # (N,) float mixup weight of the image itself
+
+    def to(self, device: torch.device) -> "EpochViews":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return EpochViews(move(self.shifts), move(self.flips), move(self.partner), move(self.lam))
+
+
+def epoch_views(policy: AugmentPolicy, n_images: int, epoch: int) -> EpochViews:
+    gen = torch.Generator().manual_seed(policy.seed * 1_000_003 + epoch)
+    p = policy.crop_pad
+    shifts = torch.randint(-p, p + 1, (n_images, 2), generator=gen)
+    flips = torch.rand(n_images, generator=gen) < 0.5 if policy.flip else torch.zeros(n_images, dtype=torch.bool)
+    partner = lam = None
+    if policy.mixup:
+        partner = torch.randperm(n_images, generator=gen)
+        lam = torch.rand(n_images, generator=gen)  # Beta(1, 1)
+    return EpochViews(shifts, flips, partner, lam)
+
+
+def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Per-sample translated crop of a zero-padded batch, then per-sample flip. x: (B, C, H, W)."""
+    if pad > 0:
+        b, c, h, w = x.shape
+        padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+        rows = torch.arange(h, device=x.device)[None, :] + (shifts[:, 0:1] + pad)  # (B, H)
+        cols = torch.arange(w, device=x.device)[None, :] + (shifts[:, 1:2] + pad)  # (B, W)
+        padded = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
+        x = padded.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    if flips.any():
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def augmented_batch(images: torch.Tensor, index: torch.Tensor, views: EpochViews, policy: AugmentPolicy) -> torch.Tensor:
+    """Floats in [0, 1] of the images at ``index`` as the epoch's schedule views them. (B, C, H, W)"""
+    x = _crop_flip(images[index].float() / 255.0, views.shifts[index], views.flips[index], policy.crop_pad)
+    if views.partner is not None:
+        other = views.partner[index]
+        y = _crop_flip(images[other].float() / 255.0, views.shifts[other], views.flips[other], policy.crop_pad)
+        lam = views.lam[index][:, None, None, None]
+        x = lam * x + (1.0 - lam) * y
+    return x
+
+
+class Normalize(nn.Module):
+    """``(x01 - mean) / std`` as a module, so exported models take [0, 1] floats."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return (x01 - self.mean) / self.std
+
+
+# --------------------------------------------------------------------------- teacher cache
+
+
+class TeacherLogitCache:
+    """Teacher logits for (epoch, image) under a shared augmentation schedule, computed once.
+
+    Stored as fp16 files beside the study (``{dir}/{teacher_id}-{policy}-e{epoch}.pt``) so every
+    trial, in any process, reuses them; a trial that runs more epochs extends the cache.
+    """
+
+    def __init__(self, teacher: Teacher, images: torch.Tensor, policy: AugmentPolicy, teacher_id: str,
+                 directory: Path | None):
+        self.teacher = teacher
+        self.images = images
+        self.policy = policy
+        self.teacher_id = teacher_id
+        self.directory = directory
+        self.hits = 0
+        self.misses = 0
+        self._memory: dict[int, torch.Tensor] = {}
+
+    def _path(self, epoch: int) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / f"{self.teacher_id}-{self.policy.key()}-n{len(self.images)}-e{epoch}.pt"
+
+    def epoch_logits(self, epoch: int, views: EpochViews) -> torch.Tensor:
+        if epoch in self._memory:
+            self.hits += 1
+            return self._memory[epoch]
+        path = self._path(epoch)
+        logits = None
+        if path is not None and path.exists():
+            try:
+                logits = torch.load(path, weights_only=True, map_location=self.images.device)
+                self.hits += 1
+            except Exception:  # a torn or corrupt cache file is recomputed, never trusted
+                logits = None
+        if logits is None or logits.shape[0] != len(self.images):
+            self.misses += 1
+            logits = predict_views(self.teacher, self.images, views, self.policy).half()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save(logits.cpu(), tmp)
+                os.replace(tmp, path)
+        self._memory = {epoch: logits}  # keep one epoch resident
+        return logits
+
+
+@torch.inference_mode()
+def predict_views(model: nn.Module, images: torch.Tensor, views: EpochViews, policy: AugmentPolicy,
+                  batch_size: int = 512) -> torch.Tensor:
+    """Outputs of ``model`` (taking [0, 1] input) on every image as the schedule views it. (N, K)"""
+    outs = []
+    for start in range(0, len(images), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(images)), device=images.device)
+        with _autocast(images.device):
+            outs.append(model(augmented_batch(images, index, views, policy)).float())
+    return torch.cat(outs)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` (taking [0, 1] input) on un-augmented uint8 images. (N, K)"""
+    model.eval()
+    outs = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].float() / 255.0
+        with _autocast(images.device):
+            outs.append(model(x).float())
+    return torch.cat(outs)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    teacher_path: str = "none"  # "cache" | "live" | "none": how teacher outputs were obtained
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
+                distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
+                logit_cache: TeacherLogitCache | None = None,
+                evaluate: Callable[[nn.Module], float] | None = None,
+                on_epoch: EpochCallback | None = None, start_epoch: int = 0,
+                optimizer_state: dict | None = None) -> TrainResult:
+    """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
+
+    With ``distill.loss`` in kd/fm/hint a ``teacher`` is required. Teacher outputs come from
+    ``logit_cache`` when given and the loss needs logits only (kd, fm), else the teacher runs live.
+    ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
+    it may raise to stop the trial (pruning, Ctrl-C).
+    """
+    device = images.device
+    needs_teacher = distill.loss != "none"
+    if needs_teacher and teacher is None:
+        raise ValueError(f"loss {distill.loss!r} needs a teacher")
+    use_cache = needs_teacher and logit_cache is not None and distill.loss in ("kd", "fm")
+    result = TrainResult(teacher_path="cache" if use_cache else ("live" if needs_teacher else "none"))
+
+    params = list(model.parameters())
+    adapter, features = None, {}
+    if distill.loss == "hint":
+        adapter, hooks = _attach_hint(model, teacher, images[:2].float() / 255.0, features)
+        params += list(adapter.parameters())
+    steps_per_epoch = max(1, len(images) // train.batch_size)
+    optimizer = _optimizer(params, train)
+    scheduler = _scheduler(optimizer, train, steps_per_epoch)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    order_gen = torch.Generator().manual_seed(train.seed)
+    for _ in range(start_epoch):  # keep the visiting order identical on resume
+        torch.randperm(len(images), generator=order_gen)
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, train.epochs):
+        model.train()
+        views = epoch_views(policy, len(images), epoch).to(device)
+        teacher_epoch = logit_cache.epoch_logits(epoch, views) if use_cache else None
+        order = torch.randperm(len(images), generator=order_gen).to(device)
+        total, count = torch.zeros((), device=device), 0
+        for step in range(steps_per_epoch):
+            index = order[step * train.batch_size:(step + 1) * train.batch_size]
+            x = augmented_batch(images, index, views, policy)
+            with _autocast(device):
+                logits = model(x)
+                if needs_teacher:
+                    t_logits = teacher_epoch[index].float() if use_cache else teacher(x)
+                loss = _loss(distill, train, logits, t_logits if needs_teacher else None, labels[index],
+                             adapter, features)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+            count += 1
+        metrics = {"epoch": epoch + 1, "loss": float(total) / max(count, 1)}
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {metrics['loss']})")
+        if evaluate is not None:
+            metrics["accuracy"] = evaluate(model)
+        result.history.append(metrics)
+        if on_epoch is not None:
+            # ``_state`` is lazy: only an executor that checkpoints epochs pays for it.
+            on_epoch(epoch, metrics | {"_state": lambda: {"optimizer": optimizer.state_dict(),
+                                                          "scheduler": scheduler.state_dict()}})
+    result.seconds = time.perf_counter() - started
+    if adapter is not None:
+        for h in hooks:
+            h.remove()
+    return result
+
+
+def _loss(distill: DistillSpec, train: TrainSpec, logits: torch.Tensor, t_logits: torch.Tensor | None,
+          labels: torch.Tensor, adapter: nn.Module | None, features: dict) -> torch.Tensor:
+    if distill.loss == "none":
+        return ce_loss(logits, labels, label_smoothing=train.label_smoothing)
+    if distill.loss == "fm":
+        return fm_loss(logits, t_logits, temperature=distill.temperature)
+    loss = kd_loss(logits, t_logits, labels, alpha=distill.alpha, temperature=distill.temperature,
+                   label_smoothing=train.label_smoothing)
+    if distill.loss == "hint":
+        loss = loss + distill.hint_weight * hint_loss(features["student"], features["teacher"], adapter)
+    return loss
+
+
+def _attach_hint(model: nn.Module, teacher: Teacher, probe: torch.Tensor, features: dict):
+    """Hooks that store the student's and teacher's hint feature maps; a 1x1 adapter between them."""
+    net = model[-1] if isinstance(model, nn.Sequential) else model
+    hooks = [net.hint_layer.register_forward_hook(lambda m, i, o: features.__setitem__("student", o)),
+             teacher.hint_layer.register_forward_hook(lambda m, i, o: features.__setitem__("teacher", o))]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(probe)
+        teacher(probe)
+    model.train(was_training)
+    adapter = make_hint_adapter(features["student"].shape[1], features["teacher"].shape[1]).to(probe.device)
+    return adapter, hooks
+
+
+def _optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, nesterov=True, weight_decay=train.weight_decay)
+    raise ValueError(f"unknown optimizer {train.optimizer!r}; use sgd or adamw")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, train: TrainSpec, steps_per_epoch: int):
+    total = max(1, train.epochs * steps_per_epoch)
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=0.25)
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    raise ValueError(f"unknown schedule {train.schedule!r}; use onecycle or cosine")
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short content hash, to key caches by what the data is rather than where it came from."""
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]

@@ -1,0 +1,189 @@
+"""One trial, executor-agnostic: ``run_trial(config, context) -> metrics``.
+
+Stages, in order: build the student -> distill from the teacher -> compress -> measure -> save.
+Each stage is a plain function of the previous stage's output, so later capabilities (pairs with
+a selector, new compression methods) are new stages, and executors (in-process, Ray Tune) only
+decide where this function runs. Nothing here knows about Optuna storage or Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from autokd.checkpoint import deployable, save_checkpoint
+from autokd.config import StudyConfig, TrialConfig
+from autokd.data import ImageData, load_dataset
+from autokd.distill import Teacher
+from autokd.measure import (accuracy, count_macs, count_params, environment, latency_ms, per_class_accuracy,
+                            serialized_size_bytes)
+from autokd.models import build_model
+from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device, predict, train_model
+
+NO_FLIP_DATASETS = ("digits", "mnist", "svhn")
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a study shares: data on the device, the teacher, measurement settings."""
+
+    data: ImageData
+    device: torch.device
+    teacher: Teacher | None
+    teacher_summary: dict[str, Any]
+    policy: AugmentPolicy
+    cache_dir: Path | None
+    latency_runs: int = 30
+    latency_threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.train_images = self.data.train_images.to(self.device)
+        self.train_labels = self.data.train_labels.to(self.device)
+        self.test_images = self.data.test_images.to(self.device)
+        self.test_labels = self.data.test_labels.to(self.device)
+        self._caches: dict[str, TeacherLogitCache] = {}
+
+    def logit_cache(self, mixup: bool) -> TeacherLogitCache | None:
+        if self.teacher is None:
+            return None
+        policy = AugmentPolicy(self.policy.crop_pad, self.policy.flip, mixup, self.policy.seed)
+        key = policy.key()
+        if key not in self._caches:
+            self._caches[key] = TeacherLogitCache(self.teacher, self.train_images, policy,
+                                                  self.teacher_summary.get("id", "teacher"), self.cache_dir)
+        return self._caches[key]
+
+
+def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
+    pad = study.augment.crop_pad if study.augment.crop_pad is not None else max(1, data.image_size // 8)
+    flip = study.augment.flip if study.augment.flip is not None else study.dataset not in NO_FLIP_DATASETS
+    return AugmentPolicy(crop_pad=pad, flip=flip, seed=study.seed)
+
+
+def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData:
+    root = study.resolve(study.data_root) if study.data_root else None
+    spec = study.dataset
+    if spec.startswith("imagefolder:"):
+        spec = "imagefolder:" + str(study.resolve(spec.split(":", 1)[1]))
+    data = load_dataset(spec, root=root, cache_dir=Path.cwd() / ".cache" / "autokd", download=study.download,
+                        image_size=study.image_size, show_progress=show_progress)
+    if study.subset_train or study.subset_test:
+        data = data.subset(study.subset_train, study.subset_test, seed=study.seed)
+    return data
+
+
+def build_context(study: StudyConfig, *, device: torch.device | None = None, show_progress: bool = True,
+                  on_teacher_epoch: Callable[[int, dict], None] | None = None) -> TrialContext:
+    """Load data and teacher once; executors call this once per process."""
+    from autokd.teacher import build_teacher
+
+    device = device or pick_device()
+    data = load_study_data(study, show_progress)
+    policy = augment_policy(study, data)
+    teacher, summary = build_teacher(study, data, policy, device, on_epoch=on_teacher_epoch)
+    return TrialContext(data=data, device=device, teacher=teacher, teacher_summary=summary, policy=policy,
+                        cache_dir=study.output_dir / "teacher_cache", latency_runs=study.latency_runs,
+                        latency_threads=study.latency_threads)
+
+
+@lru_cache(maxsize=2)
+def cached_context(study_yaml: str) -> TrialContext:
+    """One context per worker process and study (Ray workers reuse data, teacher and CUDA context)."""
+    import yaml
+
+    return build_context(StudyConfig(**yaml.safe_load(study_yaml)), show_progress=False)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def build_student(config: TrialConfig, data: ImageData) -> nn.Sequential:
+    torch.manual_seed(config.train.seed)
+    net = build_model(config.student.family, num_classes=data.num_classes, in_channels=data.channels,
+                      image_size=data.image_size, **config.student.knob_dict)
+    return deployable(net, data.mean, data.std)
+
+
+def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext,
+                    on_epoch: Callable[[int, dict], None] | None = None, start_epoch: int = 0,
+                    optimizer_state: dict | None = None) -> dict[str, Any]:
+    mixup = config.distill.loss == "fm"
+    policy = AugmentPolicy(context.policy.crop_pad, context.policy.flip, mixup, context.policy.seed)
+    result = train_model(
+        model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
+        policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
+        evaluate=lambda m: accuracy(predict(m, context.test_images), context.test_labels),
+        on_epoch=on_epoch, start_epoch=start_epoch, optimizer_state=optimizer_state)
+    return {"train_seconds": result.seconds, "teacher_path": result.teacher_path, "history": result.history}
+
+
+def measure_model(model: nn.Module, context: TrialContext) -> dict[str, Any]:
+    """Every objective, measured on the model as deployed (CPU copy for size, MACs, latency)."""
+    logits = predict(model, context.test_images)
+    metrics: dict[str, Any] = {
+        "accuracy": accuracy(logits, context.test_labels),
+        "per_class_accuracy": per_class_accuracy(logits, context.test_labels, context.data.num_classes),
+    }
+    example = context.data.test_images[:1].float() / 255.0
+    if context.device.type == "cuda":
+        metrics["gpu_latency_ms"] = latency_ms(model, example.to(context.device), runs=context.latency_runs)
+    cpu_model = _cpu_copy(model)
+    metrics.update(
+        params=count_params(cpu_model),
+        size_bytes=serialized_size_bytes(cpu_model),
+        macs=count_macs(cpu_model, example),
+        latency_ms=latency_ms(cpu_model, example, runs=context.latency_runs, threads=context.latency_threads),
+        latency_threads=context.latency_threads,
+    )
+    return metrics
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu().eval() if next(model.parameters(), torch.empty(0)).device.type != "cpu" \
+        else model.eval()
+
+
+def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
+              on_epoch: Callable[[int, dict], None] | None = None, resume_from: Path | None = None) -> dict[str, Any]:
+    """Train, compress and measure one student; returns every figure plus where its weights are.
+
+    ``on_epoch(epoch, metrics)`` sees per-epoch accuracy (and ``_state`` for checkpointing) and
+    may raise to stop the trial. ``resume_from`` continues from an epoch checkpoint.
+    """
+    started = time.perf_counter()
+    model = build_student(config, context.data).to(context.device)
+    start_epoch, optimizer_state = 0, None
+    if resume_from is not None and resume_from.exists():
+        state = torch.load(resume_from, map_location=context.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        start_epoch, optimizer_state = int(state["epoch"]), state["optimizer_state"]
+    metrics: dict[str, Any] = {"resumed_from_epoch": start_epoch}
+    metrics.update(distill_student(model, config, context, on_epoch, start_epoch, optimizer_state))
+    model, compression = compress_stage(model, config, context)
+    metrics.update(compression)
+    metrics.update(measure_model(model, context))
+    weights = save_checkpoint(work_dir / "student.pt", model[1] if isinstance(model, nn.Sequential) else model,
+                              family=config.student.family, knobs=config.student.knob_dict,
+                              num_classes=context.data.num_classes, in_channels=context.data.channels,
+                              image_size=context.data.image_size, mean=context.data.mean, std=context.data.std,
+                              config=config.to_json(), accuracy=metrics["accuracy"])
+    metrics.update(weights_path=str(weights), trial_seconds=time.perf_counter() - started,
+                   device=str(context.device), **environment(context.device))
+    return metrics
+
+
+def compress_stage(model: nn.Module, config: TrialConfig, context: TrialContext) -> tuple[nn.Module, dict]:
+    """Compression after distillation; ``method='none'`` passes the student through untouched."""
+    if config.compress.method == "none":
+        return model, {"compression": "none"}
+    from autokd.compress import compress_model
+
+    return compress_model(model, config, context)

@@ -1,0 +1,164 @@
+"""One suite over every registered family: forward, hint layer, trace and export; then the
+reference parameter counts and the registry's errors."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+
+from autokd.errors import AutokdError
+from autokd.models import FAMILIES, Family, build_model, family_knobs, family_names
+
+SHAPES = [(3, 32), (1, 8)]  # CIFAR and sklearn digits
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cifar(family: str, **knobs) -> torch.nn.Module:
+    return build_model(family, num_classes=10, in_channels=3, image_size=32, **knobs)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(("in_channels", "image_size"), SHAPES)
+@pytest.mark.parametrize("family", family_names())
+def test_forward_hint_and_trace(family, in_channels, image_size):
+    model = build_model(family, num_classes=7, in_channels=in_channels, image_size=image_size).eval()
+    assert model.family == family
+    assert model.knobs == family_knobs(family)
+    assert any(m is model.hint_layer for m in model.modules())
+
+    hints = []
+    handle = model.hint_layer.register_forward_hook(lambda _m, _i, out: hints.append(out))
+    x = torch.randn(2, in_channels, image_size, image_size)
+    with torch.no_grad():
+        logits = model(x)
+    handle.remove()
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+    assert len(hints) == 1 and hints[0].dim() == 4 and hints[0].shape[0] == 2
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), logits)
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_onnx_export(family):
+    pytest.importorskip("onnx")
+    # Thin integer widths keep the export fast; the graph's structure does not depend on them.
+    thin = {"width": 8} if isinstance(family_knobs(family).get("width"), int) else {}
+    model = build_model(family, num_classes=10, in_channels=1, image_size=8, **thin).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(1, 1, 8, 8), buffer, dynamo=False)
+    assert buffer.getbuffer().nbytes > 0
+
+
+def test_train_mode_backward_on_tiny_images():
+    # BatchNorm on a 1x1 map with batch 2 still has 2 values per channel, so training works.
+    model = build_model("vgg", num_classes=10, in_channels=1, image_size=8).train()
+    model(torch.randn(2, 1, 8, 8)).sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("family", "knobs", "expected"),
+    [
+        ("resnet18", {}, 11_173_962),
+        ("vgg", {"variant": 7}, 1_595_082),
+        ("cnn5", {}, 357_514),
+    ],
+)
+def test_reference_parameter_counts(family, knobs, expected):
+    assert n_params(cifar(family, **knobs)) == expected
+
+
+@pytest.mark.parametrize(
+    ("family", "knob", "small", "large"),
+    [
+        ("resnet", "width", 8, 32),
+        ("resnet", "depth", 14, 32),
+        ("resnet18", "width", 32, 64),
+        ("resnet34", "width", 16, 32),
+        ("vgg", "width", 0.5, 1.0),
+        ("vgg", "variant", 7, 11),
+        ("cnn5", "width", 0.5, 2),
+        ("cnn5", "hidden", 64, 256),
+        ("mobilenetv2", "width", 0.5, 1.0),
+        ("densenet", "growth_rate", 8, 16),
+        ("densenet", "block_layers", 4, 8),
+        ("googlenet", "width", 0.25, 0.5),
+    ],
+)
+def test_knobs_change_size_in_the_expected_direction(family, knob, small, large):
+    assert n_params(cifar(family, **{knob: small})) < n_params(cifar(family, **{knob: large}))
+
+
+def test_int_accepted_where_float_expected_and_knobs_resolved():
+    model = cifar("vgg", width=1)
+    assert model.knobs == {"variant": 7, "width": 1.0}
+    assert isinstance(model.knobs["width"], float)
+    assert cifar("resnet", depth=20.0).knobs == {"depth": 20, "width": 16}
+
+
+def test_registry_lists_every_family_sorted():
+    names = family_names()
+    assert names == sorted(names) == [f.name for f in FAMILIES]
+    assert {"resnet", "resnet18", "resnet34", "vgg", "cnn5", "mobilenetv2", "densenet", "googlenet"} <= set(names)
+    assert all(isinstance(f, Family) and f.description for f in FAMILIES)
+    assert family_knobs("vgg") == {"variant": 7, "width": 1.0}
+
+
+def test_unknown_family_lists_known_families():
+    with pytest.raises(AutokdError) as info:
+        build_model("resnet9000", num_classes=10, in_channels=3, image_size=32)
+    message = str(info.value)
+    assert "resnet9000" in message and "\n" not in message
+    assert all(name in message for name in family_names())
+    with pytest.raises(AutokdError):
+        family_knobs("nope")
+
+
+def test_unknown_knob_lists_family_knobs():
+    with pytest.raises(AutokdError) as info:
+        cifar("vgg", depth=16)
+    message = str(info.value)
+    assert "depth" in message and "variant" in message and "width" in message
+
+
+@pytest.mark.parametrize(
+    ("family", "knobs", "hint"),
+    [
+        ("resnet", {"depth": 9}, "6n+2"),
+        ("resnet", {"depth": 62}, "56"),
+        ("resnet", {"width": 0}, "1..256"),
+        ("vgg", {"variant": 12}, "7, 11, 13, 16"),
+        ("vgg", {"width": 0}, "(0, 8]"),
+        ("cnn5", {"width": -1.0}, "(0, 8]"),
+        ("mobilenetv2", {"width": 0.0}, "(0, 4]"),
+        ("densenet", {"growth_rate": 2}, "4..64"),
+        ("googlenet", {"width": -0.5}, "(0, 2]"),
+        ("resnet18", {"width": 1.5}, "int"),
+        ("vgg", {"variant": "7"}, "int"),
+        ("vgg", {"width": True}, "float"),
+    ],
+)
+def test_bad_knob_values_name_the_valid_range(family, knobs, hint):
+    with pytest.raises(AutokdError) as info:
+        cifar(family, **knobs)
+    assert hint in str(info.value)
+
+
+def test_bad_shapes_are_user_errors():
+    with pytest.raises(AutokdError, match="in_channels"):
+        build_model("cnn5", num_classes=10, in_channels=0, image_size=32)
