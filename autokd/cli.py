@@ -23,14 +23,19 @@ from autokd.errors import AutokdError
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.splitlines()[0])
 teacher_app = typer.Typer(help="Train teacher checkpoints.")
 app.add_typer(teacher_app, name="teacher")
-console = Console()
-errors = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 _state = {"debug": False}
 
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    import logging
+
+    import optuna
+
     _state["debug"] = debug
+    optuna.logging.set_verbosity(logging.INFO if debug else logging.WARNING)
 
 
 def guarded(fn: Callable) -> Callable:

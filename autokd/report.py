@@ -59,7 +59,8 @@ def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> 
         table.add_column(col, justify=justify)
     if teacher:
         table.add_row("teacher", teacher.get("architecture", "-"), f"{100 * teacher['accuracy']:.2f}%",
-                      human(teacher.get("params")), "-", "-", "-", "-", "-", "-", style="dim")
+                      human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
+                      f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
     for t in trials:
         a = t.user_attrs
         table.add_row(str(t.number), a.get("architecture", "?"), f"{100 * a['accuracy']:.2f}%", human(a.get("params")),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -50,11 +52,13 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     retry = optuna.storages.RetryFailedTrialCallback(max_retry=3)
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
-            grace_period=GRACE_SECONDS if heartbeat else None,
-            failed_trial_callback=retry if heartbeat else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
+                grace_period=GRACE_SECONDS if heartbeat else None,
+                heartbeat_stale_trial_callback=retry if heartbeat else None)
     except (SQLAlchemyError, ImportError, ValueError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
