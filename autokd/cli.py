@@ -36,6 +36,12 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
     _state["debug"] = debug
     optuna.logging.set_verbosity(logging.INFO if debug else logging.WARNING)
+    if not debug:  # library deprecation chatter is for developers, not for a search's output
+        import warnings
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
 
 
 def guarded(fn: Callable) -> Callable:
@@ -102,6 +108,9 @@ def search(
     space = SearchSpace.load(cfg.resolve(cfg.search_space))
     from autokd.trial import load_study_data
 
+    from autokd.teacher import validate_teacher
+
+    validate_teacher(cfg)
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
     created_output = not cfg.output_dir.exists()
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

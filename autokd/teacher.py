@@ -41,6 +41,21 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr:
     return net.cpu(), acc
 
 
+def validate_teacher(study: StudyConfig) -> None:
+    """Fail before any study is touched when the teacher names an unknown family, knob or file."""
+    from autokd.models import family_knobs
+
+    cfg = study.teacher
+    for member in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in cfg.ensemble or []]:
+        load_checkpoint(study.resolve(member))
+    if cfg.family is not None:
+        known = family_knobs(cfg.family)  # unknown family -> AutokdError listing the known ones
+        for knob in cfg.knobs:
+            if knob not in known:
+                raise AutokdError(f"teacher family '{cfg.family}' has no knob '{knob}'",
+                                  f"use {', '.join(known) or 'no knobs'}")
+
+
 def recipe_key(study: StudyConfig, data: ImageData) -> str:
     """What makes a study-trained teacher reusable: dataset content, architecture and recipe."""
     recipe = {"dataset": study.dataset, "n_train": len(data.train_labels), "n_test": len(data.test_labels),

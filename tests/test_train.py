@@ -1,0 +1,70 @@
+"""Training building blocks: the augmentation schedule, the teacher logit cache, a real KD run."""
+
+import torch
+
+from autokd.config import DistillSpec, TrainSpec
+from autokd.data import load_dataset
+from autokd.distill import Teacher, TeacherMember
+from autokd.measure import accuracy
+from autokd.models import build_model
+from autokd.train import (AugmentPolicy, TeacherLogitCache, _crop_flip, augmented_batch, epoch_views, predict,
+                          train_model)
+from autokd.checkpoint import deployable
+
+
+def test_crop_shifts_content_and_pads_with_zeros():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = _crop_flip(x, torch.tensor([[1, 0]]), torch.tensor([False]), pad=1)
+    assert torch.equal(out[0, 0, :3], x[0, 0, 1:])  # shifted up by one row
+    assert torch.equal(out[0, 0, 3], torch.zeros(4))
+    flipped = _crop_flip(x, torch.tensor([[0, 0]]), torch.tensor([True]), pad=1)
+    assert torch.equal(flipped, x.flip(3))
+
+
+def test_schedule_depends_only_on_seed_and_epoch():
+    policy = AugmentPolicy(crop_pad=2, flip=True, mixup=True, seed=7)
+    a, b = epoch_views(policy, 50, 3), epoch_views(policy, 50, 3)
+    assert torch.equal(a.shifts, b.shifts) and torch.equal(a.flips, b.flips) and torch.equal(a.partner, b.partner)
+    assert not torch.equal(a.shifts, epoch_views(policy, 50, 4).shifts)
+    images = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8)
+    index = torch.tensor([4, 9])
+    assert torch.equal(augmented_batch(images, index, a, policy), augmented_batch(images, index, b, policy))
+
+
+def _tiny_teacher(data):
+    net = build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.25)
+    return Teacher([TeacherMember(net.eval(), data.mean, data.std)])
+
+
+def test_teacher_logit_cache_is_computed_once_and_shared_across_instances(tmp_path):
+    data = load_dataset("digits")
+    teacher, policy = _tiny_teacher(data), AugmentPolicy(crop_pad=1, seed=0)
+    views = epoch_views(policy, len(data.train_images), 0)
+    first = TeacherLogitCache(teacher, data.train_images, policy, "t", tmp_path)
+    logits = first.epoch_logits(0, views)
+    second = TeacherLogitCache(teacher, data.train_images, policy, "t", tmp_path)  # another trial or process
+    assert torch.equal(second.epoch_logits(0, views), logits)
+    assert (first.misses, second.misses, second.hits) == (1, 0, 1)
+    live = teacher(augmented_batch(data.train_images, torch.arange(5), views, policy))
+    assert torch.allclose(logits[:5].float(), live, atol=1e-2)
+
+
+def test_kd_training_learns_digits_from_cached_teacher_logits(tmp_path):
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    teacher_net = deployable(build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.5),
+                             data.mean, data.std)
+    train_model(teacher_net, data.train_images, data.train_labels, train=TrainSpec(epochs=3, batch_size=64),
+                distill=DistillSpec(loss="none"), policy=AugmentPolicy(crop_pad=1))
+    teacher = Teacher([TeacherMember(teacher_net[1].eval(), data.mean, data.std)])
+    student = deployable(build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.25, hidden=32),
+                         data.mean, data.std)
+    policy = AugmentPolicy(crop_pad=1)
+    cache = TeacherLogitCache(teacher, data.train_images, policy, "t", tmp_path)
+    seen = []
+    result = train_model(student, data.train_images, data.train_labels, train=TrainSpec(epochs=3, batch_size=64),
+                         distill=DistillSpec(loss="kd", alpha=0.7, temperature=4.0), policy=policy, teacher=teacher,
+                         logit_cache=cache, evaluate=lambda m: accuracy(predict(m, data.test_images), data.test_labels),
+                         on_epoch=lambda e, m: seen.append(m["accuracy"]))
+    assert result.teacher_path == "cache" and cache.misses == 3
+    assert len(seen) == 3 and seen[-1] > 0.8

@@ -1,0 +1,39 @@
+"""Tiny real studies on digits for end-to-end tests: a small teacher, two-epoch students."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TINY_SPACE = {
+    "students": {
+        "cnn5": {"width": {"float": [0.125, 0.25], "log": True}, "hidden": {"int": [16, 32]}},
+        "vgg": {"variant": 7, "width": {"float": [0.0625, 0.125]}},
+    },
+    "distill": {"loss": {"choices": ["kd", "none"]}, "alpha": {"float": [0.5, 0.9]}, "temperature": 4.0},
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+}
+
+
+def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None, **overrides: Any) -> Path:
+    """Write a study YAML (and its search space) under ``folder``; returns the study path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    space_path = folder / f"{name}-space.yaml"
+    space_path.write_text(yaml.safe_dump(space or TINY_SPACE))
+    study = {
+        "name": name,
+        "dataset": "digits",
+        "teacher": {"family": "cnn5", "knobs": {"width": 0.5}, "epochs": 3, "lr": 0.05},
+        "search_space": str(space_path),
+        "objectives": ["accuracy", "params"],
+        "n_trials": 3,
+        "latency_runs": 5,
+        "output": str(folder / name),
+        "seed": 0,
+    }
+    study.update(overrides)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
