@@ -50,10 +50,10 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
         engine_kwargs["pool_pre_ping"] = True
         if parsed.get_backend_name() == "postgresql":
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=3)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
