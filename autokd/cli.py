@@ -89,6 +89,7 @@ def search(
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the output folder)."),
     output: Optional[str] = typer.Option(None, help="Output folder (default: runs/NAME)."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
     download: Optional[bool] = typer.Option(None, "--download", help="Allow torchvision to download the dataset."),
     executor: Optional[str] = typer.Option(None, help="local or ray."),
@@ -102,7 +103,8 @@ def search(
     from autokd.search.study import open_study
 
     cfg = resolve_study(study).with_overrides(
-        n_trials=n_trials, timeout=timeout, storage=storage, output=output, data_root=data_root, download=download,
+        n_trials=n_trials, timeout=timeout, storage=storage, output=output, dataset=dataset, data_root=data_root,
+        download=download,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, address=address)
     space = SearchSpace.load(cfg.resolve(cfg.search_space))
