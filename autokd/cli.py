@@ -132,6 +132,9 @@ def search(
     if cfg.executor.kind == "ray":
         from autokd.search.ray_executor import run_ray
 
+        # The teacher is trained (or loaded) once here, so workers only load its checkpoint.
+        del data
+        prepare_context(optuna_study, cfg)
         run_ray(optuna_study, cfg, space, console=console)
     else:
         _search_local(optuna_study, cfg, space)

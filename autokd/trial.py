@@ -41,6 +41,7 @@ class TrialContext:
     cache_dir: Path | None
     latency_runs: int = 30
     latency_threads: int = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.train_images = self.data.train_images.to(self.device)
@@ -89,7 +90,7 @@ def build_context(study: StudyConfig, *, device: torch.device | None = None, sho
     teacher, summary = build_teacher(study, data, policy, device, on_epoch=on_teacher_epoch)
     return TrialContext(data=data, device=device, teacher=teacher, teacher_summary=summary, policy=policy,
                         cache_dir=study.output_dir / "teacher_cache", latency_runs=study.latency_runs,
-                        latency_threads=study.latency_threads)
+                        latency_threads=study.latency_threads, compile=study.compile)
 
 
 @lru_cache(maxsize=2)
@@ -119,8 +120,9 @@ def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext
         model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
         policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
         evaluate=lambda m: accuracy(predict(m, context.test_images), context.test_labels),
-        on_epoch=on_epoch, start_epoch=start_epoch, optimizer_state=optimizer_state)
-    return {"train_seconds": result.seconds, "teacher_path": result.teacher_path, "history": result.history}
+        on_epoch=on_epoch, start_epoch=start_epoch, optimizer_state=optimizer_state, compile_model=context.compile)
+    return {"train_seconds": result.seconds, "compile_seconds": result.compile_seconds,
+            "teacher_path": result.teacher_path, "history": result.history}
 
 
 def measure_model(model: nn.Module, context: TrialContext) -> dict[str, Any]:
@@ -158,7 +160,15 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
     ``on_epoch(epoch, metrics)`` sees per-epoch accuracy (and ``_state`` for checkpointing) and
     may raise to stop the trial. ``resume_from`` continues from an epoch checkpoint.
     """
+    if config.kind == "pair":  # two students + a selector: autokd.pairs (no epoch resume)
+        from autokd.pairs import run_pair_trial
+
+        return run_pair_trial(config, context, work_dir=work_dir, on_epoch=on_epoch)
     started = time.perf_counter()
+    if config.compress.method != "none":  # a setting that cannot compress fails before training
+        from autokd.compress import check_spec
+
+        check_spec(config.compress)
     model = build_student(config, context.data).to(context.device)
     start_epoch, optimizer_state = 0, None
     if resume_from is not None and resume_from.exists():
@@ -166,18 +176,39 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
         model.load_state_dict(state["model"])
         start_epoch, optimizer_state = int(state["epoch"]), state["optimizer_state"]
     metrics: dict[str, Any] = {"resumed_from_epoch": start_epoch}
-    metrics.update(distill_student(model, config, context, on_epoch, start_epoch, optimizer_state))
+    metrics.update(distill_student(model, config, context, _with_resume_state(on_epoch, model), start_epoch,
+                                   optimizer_state))
     model, compression = compress_stage(model, config, context)
     metrics.update(compression)
     metrics.update(measure_model(model, context))
-    weights = save_checkpoint(work_dir / "student.pt", model[1] if isinstance(model, nn.Sequential) else model,
+    net, extra = (model[1] if isinstance(model, nn.Sequential) else model), {}
+    if metrics.get("compression", "none") != "none":  # recipe + compressed weights, see autokd.compress
+        from autokd.compress import checkpoint_entry
+
+        net, extra = nn.Module(), {"compressed_module": checkpoint_entry(model, config.compress)}
+    weights = save_checkpoint(work_dir / "student.pt", net,
                               family=config.student.family, knobs=config.student.knob_dict,
                               num_classes=context.data.num_classes, in_channels=context.data.channels,
                               image_size=context.data.image_size, mean=context.data.mean, std=context.data.std,
-                              config=config.to_json(), accuracy=metrics["accuracy"])
+                              config=config.to_json(), accuracy=metrics["accuracy"], **extra)
     metrics.update(weights_path=str(weights), trial_seconds=time.perf_counter() - started,
                    device=str(context.device), **environment(context.device))
     return metrics
+
+
+def _with_resume_state(on_epoch: Callable[[int, dict], None] | None,
+                       model: nn.Module) -> Callable[[int, dict], None] | None:
+    """Widen the lazy ``_state`` to exactly what ``resume_from`` reads: model, epoch, optimizer state."""
+    if on_epoch is None:
+        return None
+
+    def hook(epoch: int, metrics: dict[str, Any]) -> None:
+        optimizer_state = metrics.get("_state")
+        on_epoch(epoch, metrics | {"_state": lambda: {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": epoch + 1,
+            "optimizer_state": optimizer_state() if optimizer_state else None}})
+
+    return hook
 
 
 def compress_stage(model: nn.Module, config: TrialConfig, context: TrialContext) -> tuple[nn.Module, dict]:

@@ -100,3 +100,96 @@ def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], study: StudyCon
     for key, value in constraint_values(metrics, study).items():
         trial.set_constraint(key, value)
     return objective_values(metrics, study)
+
+
+# --------------------------------------------------------------------------- resume
+
+#: System attribute naming the driver process that holds a RUNNING trial ("host:pid:start").
+DRIVER_ATTR = "autokd:driver"
+
+
+def driver_id() -> str:
+    """This process as ``host:pid:start-ticks``; the start time guards against a reused pid."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _driver_is_dead(owner: str | None) -> bool:
+    """True only when the owner ran on this host and its process is gone (other hosts: heartbeat)."""
+    import os
+    import socket
+
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return ticks not in ("?", _start_ticks(int(pid)))
+
+
+def claim_trial(study: optuna.Study, trial_id: int) -> None:
+    """Mark a RUNNING trial as held by this driver and start its heartbeat."""
+    storage = study._storage
+    storage.set_trial_system_attr(trial_id, DRIVER_ATTR, driver_id())
+    if storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial_id)
+
+
+def reclaim_stale_trials(study: optuna.Study, resume_path: Any = None) -> list[int]:
+    """Fail the RUNNING trials whose driver is gone and re-enqueue their parameters.
+
+    A driver is gone when its heartbeat is older than the storage's grace period, or at once when
+    it ran on this host and its process no longer exists (a SIGKILLed ``autokd search``). The
+    re-enqueued trial carries ``retry_of`` and, when ``resume_path(number)`` names an existing epoch
+    checkpoint, ``resume_from`` so training continues from its last epoch. Safe against other
+    drivers doing the same: the FAIL transition locks the row, so each trial is re-enqueued once.
+    Returns the numbers of the reclaimed trials.
+    """
+    from pathlib import Path
+
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    storage = study._storage
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    stale_ids: set[int] = set()
+    if storage.get_heartbeat_interval() is not None:
+        stale_ids = set(storage._get_stale_trial_ids(study._study_id))
+    reclaimed = []
+    for trial in running:
+        if trial._trial_id not in stale_ids and not _driver_is_dead(trial.system_attrs.get(DRIVER_ATTR)):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another driver reclaimed it first
+        storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
+        attrs: dict[str, Any] = {"retry_of": trial.number}
+        checkpoint = Path(resume_path(trial.number)) if resume_path is not None else None
+        if checkpoint is not None and checkpoint.is_file():
+            attrs["resume_from"] = str(checkpoint)
+        elif trial.user_attrs.get("resume_from"):
+            attrs["resume_from"] = trial.user_attrs["resume_from"]
+        if trial.params:  # a trial killed before its first suggestion has nothing to replay
+            study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+        reclaimed.append(trial.number)
+    return reclaimed

@@ -1,0 +1,496 @@
+"""The Ray Tune executor: trials spread over every CPU/GPU of a Ray cluster, Optuna deciding.
+
+The driver runs a ``tune.Tuner`` whose search algorithm is Ray's ``OptunaSearch`` given the
+study's own storage and name, so Tune's trials *are* the Optuna study's trials; only the driver
+writes to the database (ask/tell). Workers run :func:`train_trial`, which keeps the data and
+the teacher alive across trials (``cached_context``) and never touches the database.
+
+What the plain ``OptunaSearch`` lacks and :class:`StudySearch` adds:
+
+* the budget is the *study's* total of finished trials, shared by every driver of the study;
+* the final metrics land on the Optuna trial as user attributes and constraints, with the same
+  values as the local executor (``record_metrics``), before the trial is told;
+* a trial stopped by ASHA is told PRUNED with its last metrics; one interrupted by a driver
+  shutdown is told FAIL and re-enqueued; a failing trial (diverged, bad shape) is told FAIL;
+* each RUNNING trial carries its driver's identity and a heartbeat, so a later driver can tell a
+  trial whose driver died (reclaim: FAIL + re-enqueue) from one another live driver is running.
+
+A worker that dies mid-trial is retried by Tune (``FailureConfig``) from its last epoch
+checkpoint (``tune.report(..., checkpoint=...)``); the same checkpoint, kept in the trial's
+folder, lets a trial re-enqueued after a driver crash resume from its last epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autokd.config import SearchSpace, StudyConfig, TrialConfig
+from autokd.errors import AutokdError
+from autokd.search.storage import redact_url
+from autokd.search.study import FINISHED, claim_trial, finished_count, reclaim_stale_trials, record_metrics
+
+#: Key of the executor's own values in the config Tune passes to the trainable.
+META = "_autokd"
+#: Checkpoint file of the last finished epoch, inside ``trials/NNNNN/epoch/``.
+EPOCH_FILE = "epoch.pt"
+#: Seconds between heartbeats of the driver's RUNNING trials (and sweeps for dead drivers).
+HEARTBEAT_SECONDS = 10
+#: Seconds a "wait for other drivers' trials" answer is reused before the database is asked again.
+_WAIT_RECHECK_SECONDS = 1.0
+
+
+def trial_dir(study_cfg: StudyConfig, number: int) -> Path:
+    return study_cfg.output_dir / "trials" / f"{number:05d}"
+
+
+def epoch_checkpoint(study_cfg: StudyConfig, number: int) -> Path:
+    return trial_dir(study_cfg, number) / "epoch" / EPOCH_FILE
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
+    """The Tune function trainable: one trial on a worker, reporting every epoch.
+
+    Failures of the trial itself (a diverged student, a shape a family cannot take) are reported
+    as a final result with ``failed`` so the trial is told FAIL at once; anything else (the
+    worker dying) is left to Tune's ``FailureConfig``, which restarts from the last checkpoint.
+    """
+    from ray import tune
+
+    from autokd.search.local import TRIAL_FAILURES
+    from autokd.trial import cached_context, run_trial
+
+    if Path(cwd).is_dir():  # Tune starts trainables in a scratch folder; relative paths mean the driver's
+        os.chdir(cwd)
+    meta = config[META]
+    trial_cfg = TrialConfig.from_json(meta["config"])
+    context = cached_context(study_yaml)
+    work_dir = Path(meta["work_dir"])
+    epoch_dir = work_dir / "epoch"
+
+    resume_from = Path(meta["resume_from"]) if meta.get("resume_from") else None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retry after the worker died: Tune hands back the last epoch
+        with checkpoint.as_directory() as folder:
+            restored = epoch_dir / f".restored{os.getpid()}.pt"
+            epoch_dir.mkdir(parents=True, exist_ok=True)
+            restored.write_bytes((Path(folder) / EPOCH_FILE).read_bytes())
+            resume_from = restored
+
+    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+        import torch
+
+        epoch_dir.mkdir(parents=True, exist_ok=True)
+        target = epoch_dir / EPOCH_FILE
+        tmp = epoch_dir / f".{EPOCH_FILE}.tmp{os.getpid()}"
+        torch.save(metrics["_state"](), tmp)
+        os.replace(tmp, target)  # never a torn checkpoint, even if the worker dies here
+        report = {"epoch": epoch + 1, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
+                  "final": False}
+        with tempfile.TemporaryDirectory() as folder:
+            os.link(target, Path(folder) / EPOCH_FILE) if _same_fs(target, folder) else \
+                Path(folder, EPOCH_FILE).write_bytes(target.read_bytes())
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch, resume_from=resume_from)
+    except TRIAL_FAILURES as err:
+        tune.report({"final": True, "failed": f"{type(err).__name__}: {err}"[:500]})
+        return
+    metrics["teacher_accuracy"] = context.teacher_summary.get("accuracy")
+    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**final, "final": True, "metrics_json": json.dumps(metrics, default=str)})
+
+
+def _same_fs(a: Path, folder: str) -> bool:
+    try:
+        return os.stat(a.parent).st_dev == os.stat(folder).st_dev
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+class Budget:
+    """The study's shared budget: how many trials may still start, asked of the database.
+
+    ``n_trials`` counts finished trials (COMPLETE, PRUNED) of the whole study, whichever driver
+    ran them. A driver starts a trial only while finished + running < n_trials; when RUNNING
+    trials of other drivers fill the rest, it waits (one of them may still fail), and it stops
+    when the study holds n_trials finished trials.
+    """
+
+    def __init__(self, study: optuna.Study, n_trials: int | None, max_failed: int):
+        self.study, self.n_trials, self.max_failed = study, n_trials, max_failed
+        self.failed = 0
+        self._wait_until = 0.0
+
+    def counts(self) -> tuple[int, int]:
+        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        done = sum(t.state in FINISHED for t in trials)
+        return done, len(trials) - done
+
+    def decide(self) -> str:
+        """``"go"``, ``"wait"`` (ask again later) or ``"stop"``."""
+        if self.failed > self.max_failed:
+            return "stop"
+        if self.n_trials is None:
+            return "go"
+        if time.monotonic() < self._wait_until:
+            return "wait"
+        done, running = self.counts()
+        if done >= self.n_trials:
+            return "stop"
+        if done + running >= self.n_trials:
+            self._wait_until = time.monotonic() + _WAIT_RECHECK_SECONDS
+            return "wait"
+        return "go"
+
+    def surplus(self, number: int) -> bool:
+        """True when trials numbered below ``number`` already fill the budget (two drivers raced)."""
+        if self.n_trials is None:
+            return False
+        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return sum(t.number < number for t in trials) >= self.n_trials
+
+
+def _make_study_search_class() -> type:
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class StudySearch(OptunaSearch):
+        """``OptunaSearch`` on the study's storage, with the study's budget, metrics and resume."""
+
+        def __init__(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *,
+                     budget: Budget, teacher_accuracy: float | None, pruned_by_scheduler: set[str],
+                     on_told: Callable[[optuna.trial.FrozenTrial], None]):
+            single = len(study_cfg.objectives) == 1
+            modes = ["max" if d == "maximize" else "min" for d in study_cfg.directions]
+            super().__init__(space=_define_by_run(space),
+                             metric=study_cfg.objectives[0] if single else list(study_cfg.objectives),
+                             mode=modes[0] if single else modes, sampler=study.sampler,
+                             study_name=study_cfg.name, storage=study._storage)
+            self.study_cfg, self.budget, self.on_told = study_cfg, budget, on_told
+            self.teacher_accuracy = teacher_accuracy
+            self.pruned_by_scheduler = pruned_by_scheduler
+            self.lock = threading.Lock()  # the heartbeat thread reads _ot_trials
+
+        # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
+        # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
+        def __getstate__(self) -> dict:
+            return {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode", "_study_name", "study_cfg")}
+
+        def __setstate__(self, state: dict) -> None:
+            self.__dict__.update(state)
+
+        def save(self, checkpoint_path: str) -> None:
+            return None
+
+        def restore(self, checkpoint_path: str) -> None:
+            return None
+
+        def live_trial_ids(self) -> list[int]:
+            with self.lock:
+                return [t._trial_id for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
+
+        def suggest(self, trial_id: str) -> dict | str | None:
+            decision = self.budget.decide()
+            if decision != "go":
+                return Searcher.FINISHED if decision == "stop" else None
+            with self.lock:
+                config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            claim_trial(self._ot_study, ot_trial._trial_id)
+            if self.budget.surplus(ot_trial.number):
+                self._give_back(trial_id, ot_trial)
+                return None
+            trial_cfg = TrialConfig.from_json(config.pop(META + "_config"))
+            ot_trial.set_user_attr("config", trial_cfg.to_params())
+            ot_trial.set_user_attr("architecture", trial_cfg.describe())
+            ot_trial.set_user_attr("teacher_accuracy", self.teacher_accuracy)
+            ot_trial.set_user_attr("executor", "ray")
+            resume_from = ot_trial.user_attrs.get("resume_from")
+            config[META] = {"number": ot_trial.number, "config": trial_cfg.to_json(),
+                            "work_dir": str(trial_dir(self.study_cfg, ot_trial.number)),
+                            "resume_from": resume_from}
+            return config
+
+        def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
+            """Another driver took the last slot between our check and our ask: undo this trial."""
+            ot_trial.set_user_attr("failed_because", "surplus: the study's budget was already full")
+            fixed = ot_trial.system_attrs.get("fixed_params")
+            with self.lock:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                del self._ot_trials[trial_id]
+            if fixed:  # it was a re-enqueued trial: keep it queued for whoever has room
+                self._ot_study.enqueue_trial(fixed, user_attrs={k: v for k, v in ot_trial.user_attrs.items()
+                                                                 if k in ("retry_of", "resume_from")})
+
+        def _upload_weights(self, ot_trial: optuna.Trial, weights_path: str | None) -> None:
+            """Like the local executor: the weights as an artifact, when the driver can read them."""
+            from optuna.artifacts import upload_artifact
+
+            from autokd.search.local import artifact_store
+
+            if weights_path and Path(weights_path).is_file():
+                artifact_id = upload_artifact(artifact_store=artifact_store(self.study_cfg), file_path=weights_path,
+                                              study_or_trial=ot_trial)
+                ot_trial.set_user_attr("weights_artifact", artifact_id)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, str) and not result.get("final") and result.get(self.metric) is not None:
+                self._ot_trials[trial_id].report(result[self.metric], int(result["epoch"]))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            result = result or {}
+            values = None
+            if result.get("final") and not result.get("failed") and not error:
+                metrics = json.loads(result["metrics_json"])
+                values, state = record_metrics(ot_trial, metrics, self.study_cfg), TrialState.COMPLETE
+                self._upload_weights(ot_trial, metrics.get("weights_path"))
+            elif result.get("failed") or error:
+                ot_trial.set_user_attr("failed_because", result.get("failed") or "worker failed too often")
+                state = TrialState.FAIL
+                self.budget.failed += 1
+            elif trial_id in self.pruned_by_scheduler:
+                for key in ("accuracy", "epoch", "loss"):
+                    if result.get(key) is not None:
+                        ot_trial.set_user_attr(key, result[key])
+                state = TrialState.PRUNED
+            else:  # stopped by a driver shutdown: give its parameters to the next run
+                ot_trial.set_user_attr("failed_because", "driver stopped")
+                state = TrialState.FAIL
+                attrs = {"retry_of": ot_trial.number}
+                checkpoint = epoch_checkpoint(self.study_cfg, ot_trial.number)
+                if checkpoint.is_file():
+                    attrs["resume_from"] = str(checkpoint)
+                if ot_trial.params:
+                    self._ot_study.enqueue_trial(ot_trial.params, user_attrs=attrs, skip_if_exists=False)
+            with self.lock:
+                frozen = self._ot_study.tell(ot_trial, values, state=state)
+                self._completed_trials.add(trial_id)
+            self.on_told(frozen)
+
+    return StudySearch
+
+
+def _define_by_run(space: SearchSpace) -> Callable[[Any], dict]:
+    """The search-space function: suggestions only; the frozen config travels to the worker."""
+
+    def define(trial: Any) -> dict:
+        return {META + "_config": space.suggest(trial).to_json()}
+
+    return define
+
+
+def _make_scheduler(pruned: set[str]) -> Any:
+    """ASHA on the epoch accuracy, remembering which trials it stopped (told PRUNED, not FAIL)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if result.get("final"):
+                return TrialScheduler.CONTINUE
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                pruned.add(trial.trial_id)
+            return decision
+
+    return RecordingASHA(time_attr="training_iteration", metric="accuracy", mode="max", max_t=10_000,
+                         grace_period=1, reduction_factor=2)
+
+
+# --------------------------------------------------------------------------- guards and Ray
+
+
+@contextlib.contextmanager
+def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
+    """Refuse a second Ray driver on one SQLite file (PostgreSQL handles several).
+
+    SQLite serialises writers on a file lock; two drivers asking and telling at once end in
+    "database is locked" under load, and SQLite files cannot be shared across machines anyway.
+    The lock is an ``flock`` beside the database, released by the kernel even on SIGKILL.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(study_cfg.storage_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(url.database).with_name(Path(url.database).name + ".driver.lock")
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise AutokdError(
+                f"study database {redact_url(study_cfg.storage_url)} is already driven by {holder}; "
+                "SQLite takes one driver at a time",
+                "wait for it to finish, or put the study on PostgreSQL "
+                "(--storage postgresql+psycopg://user@host/db) to run several drivers") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def init_ray(study_cfg: StudyConfig) -> bool:
+    """Join the cluster at ``executor.address`` or start a private local Ray; True if we started it."""
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Epoch reports carry accuracy only; the other objectives arrive with the final report.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # One small checkpoint per epoch is the design, not a bottleneck worth a warning per trial.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # metrics live in the study, not in result.json
+    if ray.is_initialized():
+        return False
+    address = study_cfg.executor.address
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise AutokdError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0][:200]}",
+                              "start it with 'ray start --head' (or check the address), "
+                              "or leave out --address to use this machine") from None
+        return True
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # "local" starts a private instance even when someone else's Ray runs on this machine.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+    return True
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console) -> int:
+    """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns how many this driver told.
+
+    Example:
+        >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
+    """
+    with single_sqlite_driver(study_cfg):
+        reclaimed = reclaim_stale_trials(optuna_study, lambda n: epoch_checkpoint(study_cfg, n))
+        if reclaimed:
+            console.print(f"re-enqueued {len(reclaimed)} trial(s) left RUNNING by a driver that died: "
+                          f"{', '.join(map(str, reclaimed))}")
+        if study_cfg.n_trials is not None and finished_count(optuna_study) >= study_cfg.n_trials:
+            console.print(f"study '{study_cfg.name}' already holds {finished_count(optuna_study)} finished trials "
+                          f"(budget {study_cfg.n_trials}); nothing to run")
+            return 0
+        started_ray = init_ray(study_cfg)
+        try:
+            return _fit(optuna_study, study_cfg, space, console)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+
+
+def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, console: Console) -> int:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    ex = study_cfg.executor
+    remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(optuna_study)
+    budget = Budget(optuna_study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
+    pruned: set[str] = set()
+    told: list[optuna.trial.FrozenTrial] = []
+    teacher = optuna_study.user_attrs.get("teacher") or {}
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[info]}"), console=console)
+    task = progress.add_task("trials (ray)", total=study_cfg.n_trials, completed=finished_count(optuna_study),
+                             info=f"{ex.max_concurrent} at once")
+
+    def on_told(trial: optuna.trial.FrozenTrial) -> None:
+        told.append(trial)
+        progress.update(task, completed=finished_count(optuna_study))
+        a = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            progress.console.print(
+                f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} acc {100 * a['accuracy']:6.2f}%  "
+                f"params {a['params']:>9,}  {a['latency_ms']:.3f} ms  ({a['trial_seconds']:.1f} s)")
+        else:
+            why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
+            progress.console.print(f"trial {trial.number:>3} {trial.state.name} {why}")
+
+    searcher = _make_study_search_class()(optuna_study, study_cfg, space, budget=budget,
+                                          teacher_accuracy=teacher.get("accuracy"), pruned_by_scheduler=pruned,
+                                          on_told=on_told)
+    worker_cfg = study_cfg.model_copy(update={
+        "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),
+        "storage": None})  # workers never see the database, nor its password
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, study_yaml=worker_cfg.to_yaml(), cwd=os.getcwd()),
+        {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
+    results = study_cfg.output_dir / "ray_results"
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ex.max_concurrent),
+                                    scheduler=_make_scheduler(pruned) if ex.asha else None, num_samples=-1,
+                                    time_budget_s=study_cfg.timeout, reuse_actors=True,
+                                    trial_name_creator=_tune_name, trial_dirname_creator=_tune_name),
+        run_config=tune.RunConfig(
+            name=f"{study_cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(results),
+            failure_config=tune.FailureConfig(max_failures=ex.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0))
+
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(optuna_study, study_cfg, searcher, stop), daemon=True)
+    with progress:
+        beat.start()
+        try:
+            tuner.fit()
+        finally:
+            stop.set()
+            beat.join(timeout=5)
+    return len(told)
+
+
+def _tune_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _heartbeat(study: optuna.Study, study_cfg: StudyConfig, searcher: Any, stop: threading.Event) -> None:
+    """Keep this driver's RUNNING trials fresh and pick up those of drivers that died meanwhile."""
+    storage = study._storage
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            if storage.get_heartbeat_interval() is not None:
+                for trial_id in searcher.live_trial_ids():
+                    storage.record_heartbeat(trial_id)
+            reclaim_stale_trials(study, lambda n: epoch_checkpoint(study_cfg, n))
+        except Exception as err:  # a database hiccup must not kill the search; the next beat retries
+            logging.getLogger(__name__).warning("heartbeat failed: %s", type(err).__name__)
