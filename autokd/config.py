@@ -40,6 +40,9 @@ CONSTRAINTS: dict[str, tuple[str, str]] = {
 
 LOSSES = ("kd", "fm", "hint", "none")
 COMPRESSION_METHODS = ("none", "structured", "unstructured", "lowrank", "int8")
+#: Keys of a search space's ``pairs`` section (docs/pairs.md); the last four are selector knobs.
+SELECTOR_KEYS = ("layers", "width", "epochs", "lr")
+PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS
 
 
 # --------------------------------------------------------------------------- trial config
@@ -388,6 +391,9 @@ class Dimension(_Strict):
         return trial.suggest_float(name, self.float_[0], self.float_[1], step=self.step, log=self.log)
 
 
+_PAIR_KINDS = Dimension(choices=["single", "pair"])  # a pairs section without 'kind' mixes both
+
+
 def _dimension(value: Any) -> Dimension | Any:
     """A mapping becomes a Dimension; a scalar stays a fixed value."""
     return Dimension(**value) if isinstance(value, dict) else value
@@ -452,6 +458,21 @@ class SearchSpace:
             if method not in COMPRESSION_METHODS:
                 raise AutokdError(f"search space {self.source}: unknown compression method '{method}'",
                                   f"use {', '.join(COMPRESSION_METHODS)}")
+        self._validate_pairs()
+
+    def _validate_pairs(self) -> None:
+        for key in self.pairs:
+            if key not in PAIR_KEYS:
+                raise AutokdError(f"search space {self.source}: unknown key 'pairs.{key}'",
+                                  f"use {', '.join(PAIR_KEYS)} (see docs/pairs.md)")
+        for kind in _options(self.pairs.get("kind", "pair")):
+            if kind not in ("single", "pair"):
+                raise AutokdError(f"search space {self.source}: unknown trial kind '{kind}' under pairs.kind",
+                                  "use single or pair")
+        pool = self.pairs.get("pool", 6)
+        if isinstance(pool, Dimension) or not isinstance(pool, int) or pool < 2:
+            raise AutokdError(f"search space {self.source}: pairs.pool must be a fixed integer >= 2",
+                              "write e.g. pool: 6")
 
     @staticmethod
     def load(path: str | Path) -> "SearchSpace":
@@ -467,7 +488,17 @@ class SearchSpace:
         return StudentSpec.of(family, **knobs)
 
     def suggest(self, trial: Any) -> TrialConfig:
-        """Suggest one trial's configuration (only suggestions happen here, no training)."""
+        """Suggest one trial's configuration (only suggestions happen here, no training).
+
+        With a ``pairs`` section the trial's ``kind`` is suggested first; a pair suggests a
+        second student (``family2``, ``second.{family}.{knob}``) and the selector's knobs, and
+        no compression. A reuse pair draws two finished students of the study instead.
+        """
+        kind = self._value(trial, "kind", self.pairs.get("kind", _PAIR_KINDS)) if self.pairs else "single"
+        if kind == "pair" and self._value(trial, "pair.reuse", self.pairs.get("reuse", False)):
+            reused = self._suggest_reuse(trial)
+            if reused is not None:
+                return reused
         student = self.suggest_student(trial)
         loss = self._value(trial, "loss", self.distill.get("loss", "kd"))
         distill: dict[str, Any] = {"loss": loss}
@@ -480,9 +511,35 @@ class SearchSpace:
             distill["hint_weight"] = self._value(trial, "hint_weight",
                                                  self.distill.get("hint_weight", DistillSpec.hint_weight))
         train = {k: self._value(trial, k, spec) for k, spec in self.train.items()}
+        if kind == "pair":
+            second = self.suggest_student(trial, prefix="second.", family_param="family2")
+            return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
+                               kind="pair", second=second, selector=self._suggest_selector(trial))
         compress = self._suggest_compress(trial)
         return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
                            compress=compress)
+
+    def _suggest_selector(self, trial: Any) -> tuple[tuple[str, Any], ...]:
+        knobs = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in SELECTOR_KEYS if k in self.pairs}
+        return tuple(sorted(knobs.items()))
+
+    def _suggest_reuse(self, trial: Any) -> TrialConfig | None:
+        """Two finished students of the study by rank (None: fewer than two yet, train new ones).
+
+        Ranks index a pool of fixed size (``pairs.pool``) so the distributions never change;
+        the resolved trial numbers and weight files go into the config, not the ranks.
+        """
+        from autokd.pairs import finished_students, reuse_config
+
+        study = getattr(trial, "study", None)  # FixedTrial has none: replay uses the stored config
+        pool = int(self.pairs.get("pool", 6))
+        candidates = finished_students(study, pool) if study is not None else []
+        if len(candidates) < 2:
+            return None
+        i = trial.suggest_int("pair.first", 0, pool - 1) % len(candidates)
+        j = (i + 1 + trial.suggest_int("pair.second", 0, pool - 2)) % len(candidates)
+        j = j if j != i else (i + 1) % len(candidates)
+        return reuse_config(candidates[i], candidates[j], dict(self._suggest_selector(trial)))
 
     def _suggest_compress(self, trial: Any) -> CompressSpec:
         method = self._value(trial, "compress.method", self.compress.get("method", "none"))

@@ -18,6 +18,10 @@ FORMATS = ("onnx", "torchscript")
 def load_trial_model(weights_path: Path) -> tuple[nn.Module, dict]:
     """The deployable model of a trial (takes [0, 1] floats) and its checkpoint payload."""
     payload = load_checkpoint(weights_path)
+    if payload.get("pair") is not None:  # a routed pair: two students + selector, one state dict
+        from autokd.pairs import load_pair
+
+        return load_pair(payload), payload
     if payload.get("compressed_module") is not None:
         from autokd.compress import load_compressed
 

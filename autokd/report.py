@@ -119,6 +119,67 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
     return path
 
 
+def teacher_table(teacher: dict[str, Any]) -> Table:
+    """The teacher's members, their weights and accuracies, next to the ensemble's accuracy."""
+    table = Table(title=f"Teacher ({teacher.get('kind', 'single')})")
+    for col, justify in (("member", "left"), ("weight", "right"), ("accuracy", "right")):
+        table.add_column(col, justify=justify)
+    members = teacher.get("members") or []
+    accs = teacher.get("member_accuracy") or [None] * len(members)
+    weights = teacher.get("weights") or [None] * len(members)
+    for name, weight, acc in zip(members, weights, accs):
+        table.add_row(name, "-" if weight is None else f"{weight:.3f}", "-" if acc is None else f"{100 * acc:.2f}%")
+    table.add_row("ensemble" if len(members) > 1 else "teacher", "1.000", f"{100 * teacher['accuracy']:.2f}%",
+                  style="bold")
+    return table
+
+
+def pair_trials(study: optuna.Study, top: int = 3) -> list[FrozenTrial]:
+    """The best pair trials: Pareto-optimal ones first, then the most accurate other pairs."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pairs = [t for t in complete if t.user_attrs.get("config", {}).get("kind") == "pair"]
+    front = {t.number for t in pareto_trials(study)}
+    return sorted(pairs, key=lambda t: (t.number not in front, -float(t.user_attrs.get("accuracy", 0.0))))[:top]
+
+
+def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3, max_classes: int = 20) -> Table:
+    """Routed vs oracle vs each student vs the teacher, per class, for the best pair trials."""
+    trials = pair_trials(study, top)
+    front = {t.number for t in pareto_trials(study)}
+    table = Table(title=f"Pairs: routed vs oracle vs each student ({len(trials)} best pair trials)")
+    for col, justify in (("trial", "right"), ("model", "left"), ("accuracy", "right"), ("routed to", "right")):
+        table.add_column(col, justify=justify)
+    n = len(trials[0].user_attrs.get("per_class_accuracy", [])) if trials else 0
+    n = n if n <= max_classes else 0  # too many classes for columns: overall figures only
+    classes = study.user_attrs.get("classes") or [str(i) for i in range(n)]
+    for i in range(n):
+        table.add_column(str(classes[i])[:6], justify="right")
+
+    def cells(per_class: list[float] | None) -> list[str]:
+        shown = [f"{100 * v:.0f}" for v in (per_class or [])[:n]]
+        return shown + [""] * (n - len(shown))
+
+    if teacher:
+        table.add_row("", "teacher", f"{100 * teacher['accuracy']:.2f}%", "", *cells(teacher.get("per_class_accuracy")),
+                      style="dim")
+    for t in trials:
+        a = t.user_attrs
+        mark = f"{t.number}{'*' if t.number in front else ''}"
+        sel = a.get("selector_accuracy")
+        sel_text = f", selector {100 * sel:.1f}% on disagreements" if sel is not None else ""
+        table.add_row(mark, f"routed{sel_text}", f"{100 * a['accuracy']:.2f}%", "", *cells(a.get("per_class_accuracy")),
+                      style="bold")
+        table.add_row("", "oracle (either right)", f"{100 * a.get('oracle_accuracy', 0):.2f}%", "",
+                      *cells(a.get("oracle_per_class_accuracy")))
+        names = a.get("students") or ["student 1", "student 2"]
+        source = a.get("reused_from") or [None, None]
+        for j in range(2):
+            name = names[j] + (f" (trial {source[j]})" if source[j] is not None else "")
+            table.add_row("", name, f"{100 * a['student_accuracy'][j]:.2f}%", f"{100 * a['routing_share'][j]:.0f}%",
+                          *cells(a.get("student_per_class_accuracy", [None, None])[j]))
+    return table
+
+
 def teacher_info(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get("teacher")
 
@@ -127,6 +188,10 @@ def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) 
     teacher = teacher_info(study)
     console.print(pareto_table(study, teacher))
     console.print(per_class_table(study, study.user_attrs.get("classes"), teacher))
+    if teacher and len(teacher.get("members") or []) > 1:
+        console.print(teacher_table(teacher))
+    if pair_trials(study):
+        console.print(pair_table(study, teacher))
     counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
     console.print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
     plot = pareto_plot(study, study_cfg.output_dir / "pareto.png", teacher)
