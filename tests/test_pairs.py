@@ -185,11 +185,22 @@ def test_report_shows_pair_comparison(pair_study):
     assert "Pairs" in text and "routed" in text and "oracle" in text
 
 
-def test_pair_trials_through_ray_executor(pair_study, tmp_path):
-    ray_executor = pytest.importorskip("autokd.search.ray_executor")
-    if not hasattr(ray_executor, "run_ray"):
-        pytest.skip("autokd.search.ray_executor.run_ray does not exist yet")
-    pytest.skip("ray executor present; pair trials through it are exercised in test_ray_pairs")
+@pytest.mark.slow
+def test_pair_trials_through_ray_executor(pair_study):
+    """Two more trials of the same study on Ray: a new pair and a reuse pair (teacher.pt is reused)."""
+    pytest.importorskip("ray")
+    from autokd.search.ray_executor import run_ray
+
+    cfg, study, _ = pair_study
+    ray_cfg = cfg.with_overrides(n_trials=7, executor="ray", max_concurrent=1)
+    space = SearchSpace.load(cfg.resolve(cfg.search_space))
+    study.enqueue_trial({"kind": "pair", "pair.reuse": False})
+    study.enqueue_trial({"kind": "pair", "pair.reuse": True})
+    run_ray(study, ray_cfg, space, console=Console(quiet=True))
+    new = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 5]
+    assert len(new) == 2 and all(t.user_attrs["config"]["kind"] == "pair" for t in new)
+    assert all(0.0 < t.user_attrs["accuracy"] <= t.user_attrs["oracle_accuracy"] + 1e-6 for t in new)
+    assert any(t.user_attrs.get("reused_from") for t in new)
 
 
 # --------------------------------------------------------------------------- ensemble teachers
