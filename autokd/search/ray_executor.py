@@ -393,8 +393,11 @@ def init_ray(study_cfg: StudyConfig) -> bool:
 # --------------------------------------------------------------------------- entry point
 
 
-def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console) -> int:
+def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
+            prepare: Callable[[], Any] | None = None) -> int:
     """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns how many this driver told.
+
+    ``prepare`` (the CLI's teacher training) runs once this driver holds the study, before Ray starts.
 
     Example:
         >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
@@ -408,6 +411,8 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
             console.print(f"study '{study_cfg.name}' already holds {finished_count(optuna_study)} finished trials "
                           f"(budget {study_cfg.n_trials}); nothing to run")
             return 0
+        if prepare is not None:
+            prepare()
         started_ray = init_ray(study_cfg)
         try:
             return _fit(optuna_study, study_cfg, space, console)

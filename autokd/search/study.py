@@ -178,11 +178,11 @@ def reclaim_stale_trials(study: optuna.Study, resume_path: Any = None) -> list[i
         if trial._trial_id not in stale_ids and not _driver_is_dead(trial.system_attrs.get(DRIVER_ATTR)):
             continue
         try:
+            storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
             continue  # another driver reclaimed it first
-        storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
         attrs: dict[str, Any] = {"retry_of": trial.number}
         checkpoint = Path(resume_path(trial.number)) if resume_path is not None else None
         if checkpoint is not None and checkpoint.is_file():

@@ -1,0 +1,192 @@
+"""The Ray Tune executor end to end on SQLite: real Ray, real Optuna, real training (tiny).
+
+Each test drives ``autokd search --executor ray`` as a subprocess with a private local Ray of
+2 CPUs; students are cnn5 on digits with 1-30 short epochs, the teacher a 2-epoch cnn5.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, load, run_search, start_search,
+                         wait_for, write_study)
+
+from autokd.config import load_study_config
+from autokd.search.ray_executor import single_sqlite_driver
+from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials
+
+pytestmark = pytest.mark.slow
+
+
+def _complete(study_path: Path) -> int:
+    try:
+        return len(load(study_path).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    except Exception:  # the study does not exist yet
+        return 0
+
+
+def test_ray_search_concurrency_2_holds_exactly_the_finished_trials(tmp_path):
+    study = write_study(tmp_path, n_trials=3, epochs=2)
+    done = run_search(study)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trials (ray)" in done.stdout
+    complete = assert_study_exact(load(study), 3)
+    assert all(t.user_attrs["executor"] == "ray" for t in complete)
+    assert all(Path(t.user_attrs["weights_path"]).is_file() for t in complete)
+    assert all(t.user_attrs.get("weights_artifact") for t in complete)
+    # Two workers at once: some trials overlapped in time.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in complete)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    # Run again: the budget is the study's total, nothing more runs.
+    again = run_search(study)
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    assert len(load(study).trials) == 3
+
+
+def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
+    study = write_study(tmp_path, n_trials=4, epochs=12, batch_size=32)
+    proc = start_search(study)
+    try:
+        wait_for(lambda: _complete(study) >= 1, 150, "the first trial to complete", proc)
+    finally:
+        kill_tree(proc)
+    before = load(study)
+    completed_before = {t.number: t.params for t in before.get_trials(states=(TrialState.COMPLETE,))}
+    running = [t for t in before.trials if t.state == TrialState.RUNNING]
+    assert completed_before and len(completed_before) < 4
+    assert running, "the killed driver should have left a trial RUNNING"
+
+    done = run_search(study)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "re-enqueued" in done.stdout
+    after = load(study)
+    complete = assert_study_exact(after, 4)
+    by_number = {t.number: t for t in after.trials}
+    for number, params in completed_before.items():  # nothing completed was lost or re-run
+        assert by_number[number].state == TrialState.COMPLETE and by_number[number].params == params
+    for t in running:  # every interrupted trial was failed and re-run with its parameters
+        assert by_number[t.number].state == TrialState.FAIL
+        retries = [c for c in complete if c.user_attrs.get("retry_of") == t.number]
+        if t.params:
+            assert len(retries) == 1 and retries[0].params == t.params
+    resumed = [c for c in complete if c.user_attrs.get("resume_from")]
+    assert all(c.user_attrs["resumed_from_epoch"] >= 1 for c in resumed)
+
+
+def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
+    study = write_study(tmp_path, n_trials=1, epochs=30, batch_size=32, max_concurrent=1)
+    proc = start_search(study)
+    checkpoint = tmp_path / "out" / "trials" / "00000" / "epoch" / "epoch.pt"
+    killed = []
+    try:
+        wait_for(checkpoint.is_file, 150, "the first epoch checkpoint", proc)
+        for pid in descendants(proc.pid):
+            if "ImplicitFunc" in cmdline(pid):  # the worker process running the trainable
+                import os
+
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        assert killed, [cmdline(p) for p in descendants(proc.pid)]
+        proc.wait(timeout=200)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    assert proc.returncode == 0, study.with_suffix(".log").read_text()[-3000:]
+    [trial] = assert_study_exact(load(study), 1)
+    assert trial.number == 0  # the same Optuna trial, retried by Tune, not a new one
+    assert trial.user_attrs["resumed_from_epoch"] >= 1
+
+
+def test_direction_mismatch_on_resume_is_refused(tmp_path):
+    study = write_study(tmp_path, objectives=["accuracy", "params"])
+    cfg = load_study_config(study)
+    (tmp_path / "out").mkdir()
+    open_study(cfg)  # created as maximize accuracy, minimize params
+    flipped = write_study(tmp_path, objectives=["params", "accuracy"])
+    done = subprocess.run([sys.executable, "-m", "autokd", "search", str(flipped)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "objectives" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_second_driver_on_one_sqlite_file_is_refused_up_front(tmp_path):
+    study = write_study(tmp_path)
+    cfg = load_study_config(study)
+    (tmp_path / "out").mkdir()
+    with single_sqlite_driver(cfg):  # this test process plays the first driver
+        done = run_search(study, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PostgreSQL" in done.stderr or "postgresql" in done.stderr
+    assert "teacher" not in done.stdout  # refused before any training
+
+
+def test_reclaim_leaves_live_drivers_trials_alone(tmp_path):
+    study = write_study(tmp_path)
+    (tmp_path / "out").mkdir()
+    s = open_study(load_study_config(study))
+    live = s.ask()
+    s._storage.set_trial_system_attr(live._trial_id, DRIVER_ATTR, "some-other-host:1:1")
+    dead = s.ask()
+    dead.suggest_float("lr", 0.01, 0.1)
+    s._storage.set_trial_system_attr(dead._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
+    assert reclaim_stale_trials(s) == [dead.number]
+    states = {t.number: t.state for t in s.get_trials(deepcopy=False)}
+    assert states[live.number] == TrialState.RUNNING and states[dead.number] == TrialState.FAIL
+    [waiting] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert waiting.user_attrs["retry_of"] == dead.number
+    assert reclaim_stale_trials(s) == []  # idempotent: one re-enqueue per dead trial
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_over_http(tmp_path):
+    from autokd.search.study import record_metrics
+
+    study = write_study(tmp_path)
+    cfg = load_study_config(study)
+    (tmp_path / "out").mkdir()
+    s = open_study(cfg)
+    for acc in (0.5, 0.7):
+        trial = s.ask()
+        trial.suggest_float("lr", 0.01, 0.1)
+        s.tell(trial, record_metrics(trial, {"accuracy": acc, "params": 1000.0, "latency_ms": 0.1}, cfg))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "autokd", "dashboard", str(study), "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    answers.body = json.loads(r.read())
+                return True
+            except OSError:
+                return False
+
+        wait_for(answers, 60, "optuna-dashboard to answer", proc)
+        [summary] = [x for x in answers.body["study_summaries"] if x["study_name"] == cfg.name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0",
+                                    timeout=5) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert f"http://127.0.0.1:{port}/dashboard/" in out
