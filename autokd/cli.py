@@ -132,10 +132,9 @@ def search(
     if cfg.executor.kind == "ray":
         from autokd.search.ray_executor import run_ray
 
-        # The teacher is trained (or loaded) once here, so workers only load its checkpoint.
+        # The teacher is trained (or loaded) once by the driver, so workers only load its checkpoint.
         del data
-        prepare_context(optuna_study, cfg)
-        run_ray(optuna_study, cfg, space, console=console)
+        run_ray(optuna_study, cfg, space, console=console, prepare=lambda: prepare_context(optuna_study, cfg))
     else:
         _search_local(optuna_study, cfg, space)
     console.print(f"search wall time {time.perf_counter() - started:.1f} s")

@@ -48,3 +48,31 @@ def cifar_subset_dir(tmp_path_factory) -> Path:
             if len(full) == len(wanted) * num_classes:
                 break
     return dest
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+POSTGRES_ADMIN = os.environ.get("AUTOKD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for one test (``postgresql+psycopg://`` URL), dropped afterwards.
+
+    Skips when no server answers at ``AUTOKD_TEST_POSTGRES`` (default 127.0.0.1:5432, trust auth).
+    """
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {str(err).splitlines()[0]}")
+    name = f"autokd_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        try:
+            yield f"{base}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
