@@ -96,7 +96,8 @@ def test_changed_objectives_are_refused_on_resume(searched, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["malformed", "unknown_family", "unknown_objective", "missing_dataset",
-                                  "missing_checkpoint", "corrupt_checkpoint", "bad_storage", "unknown_dataset"])
+                                  "missing_checkpoint", "corrupt_checkpoint", "bad_storage", "unknown_dataset",
+                                  "corrupt_image", "empty_dataset"])
 def test_bad_input_is_one_line_exit_2_and_leaves_files(tmp_path, case):
     out = tmp_path / "out"
     kwargs: dict = {"output": str(out)}
@@ -106,6 +107,13 @@ def test_bad_input_is_one_line_exit_2_and_leaves_files(tmp_path, case):
         kwargs["objectives"] = ["accuracy", "flops"]
     elif case == "missing_dataset":
         kwargs["dataset"] = f"imagefolder:{tmp_path / 'nowhere'}"
+    elif case in ("corrupt_image", "empty_dataset"):
+        for split in ("train", "test"):
+            for cls in ("a", "b"):
+                (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+        if case == "corrupt_image":
+            (tmp_path / "imgs" / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+        kwargs["dataset"] = f"imagefolder:{tmp_path / 'imgs'}"
     elif case == "unknown_dataset":
         kwargs["dataset"] = "imagenet"
     elif case == "missing_checkpoint":
