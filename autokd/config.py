@@ -221,6 +221,7 @@ class TeacherConfig(_Strict):
     checkpoint: str | None = None
     ensemble: list[TeacherMember] | None = None
     fit_weights: bool = False
+    joint_head: bool = False  # ensemble only: a linear head over the members' logits, fitted on validation
     epochs: int = Field(15, ge=1)
     lr: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=1)
@@ -230,6 +231,8 @@ class TeacherConfig(_Strict):
         sources = [self.family is not None, self.checkpoint is not None, self.ensemble is not None]
         if sum(sources) != 1:
             raise ValueError("give exactly one of family (train it), checkpoint, or ensemble")
+        if self.joint_head and self.ensemble is None:
+            raise ValueError("joint_head needs an ensemble teacher")
         return self
 
 

@@ -92,9 +92,11 @@ class Teacher(nn.Module):
     normalisation, so members trained with different statistics still mix correctly.
     """
 
-    def __init__(self, members: Sequence[TeacherMember], weights: Sequence[float] | None = None):
+    def __init__(self, members: Sequence[TeacherMember], weights: Sequence[float] | None = None,
+                 head: nn.Linear | None = None):
         super().__init__()
         self.members = nn.ModuleList(m.model for m in members)
+        self.head = head  # joint head over the members' concatenated logits (replaces the weighted average)
         self.info = list(members)
         weights = list(weights) if weights is not None else [1.0 / len(members)] * len(members)
         total = sum(weights)
@@ -117,6 +119,8 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         logits = self.member_logits(x01)
+        if self.head is not None:
+            return self.head(torch.cat(logits, 1))  # (B, M*K) -> (B, K)
         return sum(w * z for w, z in zip(self.weights, logits))
 
     @property
@@ -142,3 +146,31 @@ def fit_ensemble_weights(member_logits: Sequence[torch.Tensor], labels: torch.Te
         loss.backward()
         opt.step()
     return [float(v) for v in torch.softmax(raw.detach(), 0)]
+
+
+def fit_joint_head(member_logits: Sequence[torch.Tensor], labels: torch.Tensor, *, steps: int = 300,
+                   lr: float = 0.01, weight_decay: float = 1e-3, seed: int = 0) -> nn.Linear:
+    """A linear layer over the members' concatenated logits, fitted by cross-entropy (members frozen).
+
+    Starts from the plain average (weight ``[I/M, ..., I/M]``, bias 0), so it begins where the
+    equal-weight ensemble is and full-batch Adam only moves it as far as the data asks;
+    deterministic for a given seed.
+
+    Example:
+        >>> head = fit_joint_head([torch.randn(50, 3), torch.randn(50, 3)], torch.randint(0, 3, (50,)))
+        >>> head.weight.shape
+        torch.Size([3, 6])
+    """
+    torch.manual_seed(seed)
+    m, k = len(member_logits), member_logits[0].shape[1]
+    x = torch.cat([z.float() for z in member_logits], 1)  # (N, M*K)
+    head = nn.Linear(m * k, k)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(k).repeat(1, m) / m)
+        head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(head(x), labels).backward()
+        opt.step()
+    return head.requires_grad_(False).eval()

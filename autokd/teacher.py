@@ -16,7 +16,7 @@ import torch
 from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, save_checkpoint
 from autokd.config import DistillSpec, StudyConfig, TeacherConfig, TrainSpec
 from autokd.data import ImageData
-from autokd.distill import Teacher, TeacherMember, fit_ensemble_weights
+from autokd.distill import Teacher, TeacherMember, fit_ensemble_weights, fit_joint_head
 from autokd.errors import AutokdError
 from autokd.measure import accuracy
 from autokd.models import build_model
@@ -105,7 +105,8 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
         weights = [m.weight for m in cfg.ensemble]
         if cfg.fit_weights or any(w is None for w in weights):
             weights = fit_weights_on_validation(members, data, device, seed=study.seed)
-    teacher = Teacher(members, weights).to(device)
+    head = fit_head_on_validation(members, data, device, seed=study.seed) if cfg.joint_head else None
+    teacher = Teacher(members, weights, head).to(device)
     test = data.test_images.to(device)
     summary = {
         "kind": "ensemble" if len(members) > 1 else "single",
@@ -115,8 +116,9 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
         "weights": teacher.weights,
         "params": sum(p.numel() for p in teacher.parameters()),
         "accuracy": accuracy(predict(teacher, test), data.test_labels.to(device)),
-        "id": hashlib.sha1("".join(f"{p}:{p.stat().st_mtime_ns}:{w}" for p, w in zip(paths, teacher.weights))
-                           .encode()).hexdigest()[:12],
+        "joint_head": head is not None,
+        "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}:{w}" for p, w in zip(paths, teacher.weights))
+                            + ("+head" if head is not None else "")).encode()).hexdigest()[:12],
     }
     return teacher, summary
 
@@ -132,3 +134,12 @@ def fit_weights_on_validation(members: list[TeacherMember], data: ImageData, dev
     images = validation.test_images.to(device)
     logits = [predict(_member_model(m).to(device), images).cpu() for m in members]
     return fit_ensemble_weights(logits, validation.test_labels, seed=seed)
+
+
+def fit_head_on_validation(members: list[TeacherMember], data: ImageData, device: torch.device,
+                           seed: int = 0) -> torch.nn.Linear:
+    """A joint linear head over the members' logits, fitted on the same seeded 10% validation split."""
+    _, validation = data.validation_split(0.1, seed=seed)
+    images = validation.test_images.to(device)
+    logits = [predict(_member_model(m).to(device), images).cpu() for m in members]
+    return fit_joint_head(logits, validation.test_labels, seed=seed).to(device)

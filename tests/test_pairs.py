@@ -248,3 +248,22 @@ def test_report_shows_ensemble_next_to_members(two_members):
     console.print(teacher_table(teacher))
     text = console.export_text()
     assert "cnn5(a)" in text and "90.00%" in text and "80.00%" in text and "93.00%" in text and "0.700" in text
+
+
+def test_joint_head_teacher_is_reproducible_and_reported(two_members):
+    from autokd.config import StudyConfig
+    from autokd.report import teacher_table
+    from autokd.teacher import build_teacher
+
+    data, paths = two_members
+    plain = StudyConfig(teacher={"ensemble": [{"checkpoint": str(p)} for p in paths], "fit_weights": True})
+    joint = StudyConfig(teacher={"ensemble": [{"checkpoint": str(p)} for p in paths], "joint_head": True})
+    teachers = [build_teacher(joint, data, AugmentPolicy(), torch.device("cpu")) for _ in range(2)]
+    assert torch.equal(teachers[0][0].head.weight, teachers[1][0].head.weight)
+    summary = teachers[0][1]
+    assert summary["joint_head"] and summary["id"] != build_teacher(plain, data, AugmentPolicy(),
+                                                                    torch.device("cpu"))[1]["id"]
+    assert summary["accuracy"] >= 0.5 * max(summary["member_accuracy"])
+    console = Console(record=True, width=160)
+    console.print(teacher_table(summary))
+    assert "ensemble (joint head)" in console.export_text()
