@@ -1,0 +1,58 @@
+"""Shared by the benchmark scripts: where CIFAR-10 comes from and how results are written.
+
+Every result file records the device, CPU model, GPU name, library versions and date next to the
+numbers, so a figure is never quoted without where it was measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import tarfile
+from pathlib import Path
+
+import torch
+
+from autokd.measure import environment
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARBALLS = [Path(os.environ["AUTOKD_CIFAR_TAR"])] if os.environ.get("AUTOKD_CIFAR_TAR") else []
+TARBALLS += [Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz",
+             Path(__file__).resolve().parents[1] / ".devdata/cifar10-jpg.tar.gz"]
+
+
+def cifar10_folder(target: Path = Path("/tmp/autokd-cifar10")) -> Path:
+    """The JPEG CIFAR-10 as an image folder (extracted once from the shared tarball)."""
+    if (target / "train").is_dir() and (target / "test").is_dir():
+        return target
+    tarball = next((t for t in TARBALLS if t.is_file()), None)
+    if tarball is None:
+        raise SystemExit("CIFAR-10 tarball not found: set AUTOKD_CIFAR_TAR")
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def write_result(name: str, payload: dict, device: torch.device) -> Path:
+    """Write ``bench/results/{name}.json`` with the measuring environment attached."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": name,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        **environment(device),
+        **payload,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2))
+    return path
