@@ -76,3 +76,24 @@ def postgres_url() -> str:
             yield f"{base}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A 1-epoch cnn5 (width 0.25) digits teacher checkpoint, trained once per test session."""
+    import torch
+
+    from autokd.checkpoint import save_checkpoint
+    from autokd.config import StudyConfig
+    from autokd.teacher import train_teacher
+    from autokd.trial import augment_policy, load_study_data
+
+    cfg = StudyConfig(dataset="digits")
+    data = load_study_data(cfg, show_progress=False)
+    net, acc = train_teacher(data, family="cnn5", knobs={"width": 0.25}, epochs=1, lr=0.1, batch_size=128,
+                             policy=augment_policy(cfg, data), device=torch.device("cpu"), seed=0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(path, net, family="cnn5", knobs=net.knobs, num_classes=data.num_classes,
+                    in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
+                    accuracy=acc, dataset="digits")
+    return path

@@ -25,8 +25,12 @@ TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
 
 def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, epochs: int = 2, batch_size: int = 128,
                 storage: str | None = None, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
-                objectives: list[str] | None = None, max_failures: int = 2) -> Path:
-    """A digits study with a tiny teacher and a cnn5-only search space, written into ``tmp_path``."""
+                objectives: list[str] | None = None, max_failures: int = 2, teacher: Path | None = None) -> Path:
+    """A digits study with a tiny teacher and a cnn5-only search space, written into ``tmp_path``.
+
+    ``teacher``: a checkpoint to distil from (the session's ``tiny_teacher``); without it the
+    driver trains a 2-epoch cnn5 teacher itself.
+    """
     space = {
         "students": {"cnn5": {"width": {"float": [0.125, 0.25]}, "hidden": {"int": [16, 32]}}},
         "distill": {"loss": "kd", "alpha": {"float": [0.5, 0.9]}, "temperature": 4.0},
@@ -34,7 +38,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
     }
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     study = {
-        "name": name, "dataset": "digits", "teacher": TINY_TEACHER, "search_space": "space.yaml",
+        "name": name, "dataset": "digits", "teacher": {"checkpoint": str(teacher)} if teacher else TINY_TEACHER, "search_space": "space.yaml",
         "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5,
         "output": "out", "constraints": {"max_params": 100000},
         "executor": {"kind": "ray", "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,

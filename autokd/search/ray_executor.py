@@ -29,6 +29,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -394,14 +395,18 @@ def init_ray(study_cfg: StudyConfig) -> bool:
 
 
 def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
-            prepare: Callable[[], Any] | None = None) -> int:
+            prepare: Callable[[], Any] | None = None, trainable: Callable[..., None] | None = None) -> int:
     """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns how many this driver told.
 
     ``prepare`` (the CLI's teacher training) runs once this driver holds the study, before Ray starts.
+    ``trainable`` replaces :func:`train_trial` (same signature and reports); the overhead benchmark
+    passes one that trains nothing.
 
     Example:
         >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
     """
+    # OptunaSearch asks and tells outside Study.optimize; the heartbeat is this module's job.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     with single_sqlite_driver(study_cfg):
         reclaimed = reclaim_stale_trials(optuna_study, lambda n: epoch_checkpoint(study_cfg, n))
         if reclaimed:
@@ -415,7 +420,7 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
             prepare()
         started_ray = init_ray(study_cfg)
         try:
-            return _fit(optuna_study, study_cfg, space, console)
+            return _fit(optuna_study, study_cfg, space, console, trainable or train_trial)
         finally:
             if started_ray:
                 import ray
@@ -423,7 +428,8 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
                 ray.shutdown()
 
 
-def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, console: Console) -> int:
+def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, console: Console,
+         trainable_fn: Callable[..., None]) -> int:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -458,7 +464,7 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),
         "storage": None})  # workers never see the database, nor its password
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, study_yaml=worker_cfg.to_yaml(), cwd=os.getcwd()),
+        tune.with_parameters(trainable_fn, study_yaml=worker_cfg.to_yaml(), cwd=os.getcwd()),
         {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
     results = study_cfg.output_dir / "ray_results"
     tuner = tune.Tuner(
