@@ -178,8 +178,7 @@ def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any) -> None:
         trial_task = progress.add_task("epochs", total=1, info="")
 
         def on_epoch(trial: Any, epoch: int, metrics: dict) -> None:
-            progress.update(trial_task, description=f"trial {trial.number}", completed=epoch + 1,
-                            total=trial.params and trial.user_attrs["config"]["epochs"],
+            progress.update(trial_task, description=f"trial {trial.number}", completed=epoch + 1, total=metrics["epochs"],
                             info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
 
         def on_trial_end(study: Any, trial: Any) -> None:

@@ -35,10 +35,10 @@ def make_objective(study_cfg: StudyConfig, space: SearchSpace, context: TrialCon
         trial.set_user_attr("teacher_accuracy", context.teacher_summary.get("accuracy"))
 
         def epoch_hook(epoch: int, metrics: dict[str, Any]) -> None:
-            if "accuracy" in metrics:
-                trial.report(metrics["accuracy"], epoch) if len(study_cfg.objectives) == 1 else None
+            if len(study_cfg.objectives) == 1 and "accuracy" in metrics:  # Optuna keeps curves of 1-objective studies only
+                trial.report(metrics["accuracy"], epoch)
             if on_epoch is not None:
-                on_epoch(trial, epoch, metrics)
+                on_epoch(trial, epoch, metrics | {"epochs": config.train.epochs})
 
         work_dir = study_cfg.output_dir / "trials" / f"{trial.number:05d}"
         metrics = run_trial(config, context, work_dir=work_dir, on_epoch=epoch_hook)
