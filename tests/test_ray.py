@@ -187,3 +187,41 @@ def test_dashboard_serves_the_study_over_http(tmp_path):
             proc.kill()
             out, _ = proc.communicate()
     assert f"http://127.0.0.1:{port}/dashboard/" in out
+
+
+def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
+    """StudySearch's completion hook, driven directly (real OptunaSearch and storage, no Ray cluster)."""
+    import json as _json
+
+    from autokd.config import SearchSpace
+    from autokd.search.ray_executor import META, Budget, _make_study_search_class
+
+    study_path = write_study(tmp_path, n_trials=4)
+    cfg = load_study_config(study_path)
+    (tmp_path / "out").mkdir()
+    s = open_study(cfg)
+    pruned, told = {"t-pruned"}, []
+    searcher = _make_study_search_class()(s, cfg, SearchSpace.load(cfg.resolve(cfg.search_space)),
+                                          budget=Budget(s, 4, max_failed=3), teacher_accuracy=0.9,
+                                          pruned_by_scheduler=pruned, on_told=told.append)
+    configs = {tid: searcher.suggest(tid) for tid in ("t-ok", "t-pruned", "t-failed", "t-stopped")}
+    assert searcher.suggest("t-more") is None  # four RUNNING trials fill the budget of four: wait
+    assert configs["t-ok"][META]["number"] == 0 and "config" in configs["t-ok"][META]
+    metrics = {"accuracy": 0.8, "params": 1234, "latency_ms": 0.2, "weights_path": None}
+    searcher.on_trial_complete("t-ok", {**metrics, "final": True, "metrics_json": _json.dumps(metrics)})
+    searcher.on_trial_complete("t-pruned", {"epoch": 1, "accuracy": 0.1, "final": False})
+    searcher.on_trial_complete("t-failed", {"final": True, "failed": "FloatingPointError: diverged"})
+    searcher.on_trial_complete("t-stopped", {"epoch": 2, "accuracy": 0.4, "final": False})
+    by_number = {t.number: t for t in s.get_trials(deepcopy=False)}
+    ok, pr, fa, st = (by_number[configs[t][META]["number"]] for t in ("t-ok", "t-pruned", "t-failed", "t-stopped"))
+    assert ok.state == TrialState.COMPLETE and ok.values == [0.8, 1234.0, 0.2]
+    assert ok.constraints == {"max_params": 1234 - 100000} and ok.user_attrs["teacher_accuracy"] == 0.9
+    assert pr.state == TrialState.PRUNED and pr.user_attrs["accuracy"] == 0.1 and pr.user_attrs["epoch"] == 1
+    assert fa.state == TrialState.FAIL and "diverged" in fa.user_attrs["failed_because"]
+    assert st.state == TrialState.FAIL and st.user_attrs["failed_because"] == "driver stopped"
+    [requeued] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert requeued.user_attrs["retry_of"] == st.number and requeued.system_attrs["fixed_params"] == st.params
+    assert [t.number for t in told] == [ok.number, pr.number, fa.number, st.number]
+    time.sleep(1.1)  # the "wait" answer above is reused for a second before the database is asked again
+    assert searcher.suggest("t-next")[META]["number"] == requeued.number  # the re-enqueued trial runs next
+    assert s.trials[requeued.number].params == st.params
