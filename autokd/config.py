@@ -96,6 +96,7 @@ class CompressSpec:
     ratio: float = 0.0
     finetune_epochs: int = 0
     quant_mode: str = "static"
+    importance: str = "l1"  # structured pruning: l1 (filter L1 norm) or group_norm
 
 
 @dataclass(frozen=True)
@@ -461,7 +462,26 @@ class SearchSpace:
             if method not in COMPRESSION_METHODS:
                 raise AutokdError(f"search space {self.source}: unknown compression method '{method}'",
                                   f"use {', '.join(COMPRESSION_METHODS)}")
+        self._validate_compress()
         self._validate_pairs()
+
+    def _validate_compress(self) -> None:
+        """Every compression setting the space can suggest must compress: checked before any training."""
+        from autokd.compress import check_ratio, check_spec
+
+        methods = [m for m in _options(self.compress.get("method", "none")) if m != "none"]
+        where = f"search space {self.source}"
+        for method in methods:
+            ratio = self.compress.get("ratio", 0.5)
+            if method in ("structured", "unstructured", "lowrank"):
+                for value in _extremes(ratio):
+                    check_ratio(method, value, where)
+            for epochs in _extremes(self.compress.get("finetune_epochs", 2)):
+                check_spec(CompressSpec(method, 0.5, epochs), where)
+            for mode in _options(self.compress.get("quant_mode", "static")) if method == "int8" else []:
+                check_spec(CompressSpec(method, 0.5, 0, mode), where)
+            for importance in _options(self.compress.get("importance", "l1")) if method == "structured" else []:
+                check_spec(CompressSpec(method, 0.5, 0, importance=importance), where)
 
     def _validate_pairs(self) -> None:
         for key in self.pairs:
@@ -551,15 +571,25 @@ class SearchSpace:
         values: dict[str, Any] = {"method": method}
         if method in ("structured", "unstructured", "lowrank"):
             values["ratio"] = self._value(trial, "compress.ratio", self.compress.get("ratio", 0.5))
-        if method in ("structured", "lowrank"):
-            values["finetune_epochs"] = self._value(trial, "compress.finetune_epochs",
-                                                    self.compress.get("finetune_epochs", 2))
+        if method == "structured":
+            values["importance"] = self._value(trial, "compress.importance", self.compress.get("importance", "l1"))
         if method == "int8":
             values["quant_mode"] = self._value(trial, "compress.quant_mode", self.compress.get("quant_mode", "static"))
+        if method in ("structured", "unstructured", "lowrank") or values.get("quant_mode") == "qat":
+            values["finetune_epochs"] = self._value(trial, "compress.finetune_epochs",
+                                                    self.compress.get("finetune_epochs", 2))
         return CompressSpec(**values)
 
 
 def _options(spec: Any) -> list[Any]:
     if isinstance(spec, Dimension):
         return list(spec.choices or [])
+    return [spec]
+
+
+def _extremes(spec: Any) -> list[Any]:
+    """Every value a dimension can reach at its ends (choices: all of them; a scalar: itself)."""
+    if isinstance(spec, Dimension):
+        bounds = spec.float_ if spec.float_ is not None else spec.int_
+        return list(bounds) if bounds is not None else list(spec.choices or [])
     return [spec]

@@ -1,4 +1,9 @@
-"""Export a trial's student as a deployable file (ONNX or TorchScript), checked against PyTorch."""
+"""Export a trial's student as a deployable file (ONNX or TorchScript), checked against PyTorch.
+
+Compressed students export as they run: pruned and factorized networks as ordinary graphs, static
+int8 (torch.ao FX) as ONNX QuantizeLinear/QLinearConv-style integer ops or TorchScript with the
+quantized kernels; dynamic int8 only as TorchScript.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) 
     """Write ``model`` as ``fmt``; the batch dimension stays dynamic."""
     if fmt not in FORMATS:
         raise AutokdError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+    if fmt == "onnx" and _dynamic_int8(model):
+        raise AutokdError("a dynamic-int8 model has no ONNX form (no opset holds quantized::linear_dynamic)",
+                          "export it with --format torchscript")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     if fmt == "torchscript":
@@ -45,6 +53,12 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) 
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
                           opset_version=17)
     return path
+
+
+def _dynamic_int8(model: nn.Module) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return any(isinstance(m, DynamicLinear) for m in model.modules())
 
 
 def exported_predictions(path: Path, fmt: str, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

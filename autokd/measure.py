@@ -11,6 +11,7 @@ import io
 import platform
 import statistics
 import time
+from collections import OrderedDict
 from functools import lru_cache
 
 import torch
@@ -32,29 +33,108 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 def count_params(model: nn.Module) -> int:
-    """Parameters that ship with the model (packed int8 weights count once each)."""
-    total = sum(p.numel() for p in model.parameters())
-    if total == 0:  # quantized modules keep weights in packed params, not nn.Parameters
-        total = sum(t.numel() for k, t in model.state_dict().items()
-                    if isinstance(t, torch.Tensor) and ("weight" in k or "bias" in k))
+    """Parameters that ship with the model (packed int8 weights count once each).
+
+    Quantized conv and linear layers keep their weights in packed params, not ``nn.Parameter``s:
+    they are counted through their ``weight()`` / ``bias()`` accessors.
+    """
+    total, seen = 0, set()
+    for module in model.modules():
+        if _is_quantized(module):
+            weight, bias = module.weight(), module.bias()
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
+            continue
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
     return int(total)
 
 
+def _is_quantized(module: nn.Module) -> bool:
+    from torch.ao.nn.quantized import Conv1d, Conv2d, Conv3d, Linear
+
+    return isinstance(module, (Conv1d, Conv2d, Conv3d, Linear))
+
+
+def compact_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict as autokd stores it: a float weight that is mostly zeros becomes CSR.
+
+    A weight of 2+ dimensions is stored as a CSR matrix of its ``(out, -1)`` view with int32
+    indices whenever that takes fewer bytes than dense (density below about one half), so a
+    magnitude-pruned model is counted at the size of its sparse file, and a dense one unchanged.
+    """
+    out, converted = OrderedDict(), {}
+    out._metadata = getattr(state_dict, "_metadata", None)  # module versions: quantized layers need them
+    for key, tensor in state_dict.items():
+        if (isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided and tensor.is_floating_point()
+                and tensor.dim() >= 2):
+            ident = (tensor.data_ptr(), tuple(tensor.shape))
+            if ident not in converted:  # a module registered twice shares its tensor; store it once
+                matrix = tensor.detach().reshape(tensor.shape[0], -1)  # (O, I*k*k)
+                nnz = int(torch.count_nonzero(matrix))
+                sparse_bytes = nnz * (matrix.element_size() + 4) + (matrix.shape[0] + 1) * 4
+                if sparse_bytes < matrix.numel() * matrix.element_size():
+                    csr = matrix.to_sparse_csr()
+                    converted[ident] = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(),
+                                                               csr.values(), tuple(matrix.shape))
+                else:
+                    converted[ident] = tensor
+            out[key] = converted[ident]
+        else:
+            out[key] = tensor
+    return out
+
+
+def dense_state_dict(state_dict: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo :func:`compact_state_dict`; ``reference`` (the target model's state dict) gives the shapes."""
+    out = OrderedDict()
+    out._metadata = getattr(state_dict, "_metadata", None)
+    for key, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.sparse_csr:
+            dense = tensor.to_dense()
+            target = reference.get(key)
+            out[key] = dense.reshape(target.shape) if target is not None and target.numel() == dense.numel() else dense
+        else:
+            out[key] = tensor
+    return out
+
+
 def serialized_size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())``: the weights file a user deploys."""
+    """Bytes of the weights file a user deploys: ``torch.save`` of the (compact) state dict.
+
+    Dense models: ``torch.save(model.state_dict())``. Magnitude-pruned weights count as the CSR
+    they are stored as (:func:`compact_state_dict`); int8 models as their packed int8 weights.
+    """
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save(compact_state_dict(model.state_dict()), buffer)
     return buffer.getbuffer().nbytes
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (FLOPs / 2, torch's flop counter)."""
+    """Multiply-accumulates of one forward pass at batch 1 (FLOPs / 2, torch's flop counter).
+
+    Quantized conv and linear layers run int8 kernels the flop counter does not see: their MACs
+    are counted from weight and output shapes (one MAC per weight per output position).
+    """
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example[:1])
+    quantized = [0]
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        weight = module.weight()  # (O, I/groups, k, k) or (O, I)
+        positions = output.numel() // output.shape[1] if output.dim() > 2 else output.numel() // output.shape[-1]
+        quantized[0] += positions * weight.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if _is_quantized(m)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
     model.train(was_training)
-    return int(counter.get_total_flops() // 2)
+    return int(counter.get_total_flops() // 2) + quantized[0]
 
 
 @torch.inference_mode()

@@ -45,8 +45,8 @@ def _compression(attrs: dict[str, Any]) -> str:
     method = cfg.get("compress.method", "none")
     if method == "none":
         return "-"
-    detail = attrs.get("compression_detail") or ""
-    return f"{method} {cfg.get('compress.ratio', '')}".strip() + (f" ({detail})" if detail else "")
+    setting = cfg.get("compress.quant_mode", "") if method == "int8" else f"{cfg.get('compress.ratio', 0):g}"
+    return f"{method} {setting}" + (" (skipped)" if attrs.get("compression_skipped") else "")
 
 
 def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> Table:
@@ -182,6 +182,49 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
     return table
 
 
+#: (label, metric, unit) of the before -> after columns; ``uncompressed_{metric}`` is the before.
+_BEFORE_AFTER = (("accuracy", "accuracy", "%"), ("params", "params", ""), ("size", "size_bytes", "B"),
+                 ("MACs", "macs", ""), ("CPU ms", "latency_ms", "ms"))
+
+
+def compression_table(study: optuna.Study) -> Table | None:
+    """What compression bought and cost on the Pareto front: each figure before -> after, both measured.
+
+    None when no Pareto trial asked for compression. A trial whose method could not handle its
+    network shows the reason (``compression_skipped``) instead of figures.
+    """
+    trials = [t for t in pareto_trials(study) if t.user_attrs.get("config", {}).get("compress.method", "none") != "none"]
+    if not trials:
+        return None
+    table = Table(title="What compression bought (Pareto trials; before -> after, both measured)")
+    table.add_column("trial", justify="right")
+    table.add_column("architecture")
+    table.add_column("compression")
+    for label, _, _ in _BEFORE_AFTER:
+        table.add_column(label, justify="right")
+    for t in trials:
+        a = t.user_attrs
+        if a.get("compression_skipped"):
+            table.add_row(str(t.number), a.get("architecture", "?"), f"skipped: {a['compression_skipped']}",
+                          *["-"] * len(_BEFORE_AFTER))
+            continue
+        cells = [_before_after(a.get(f"uncompressed_{metric}"), a.get(metric), unit) for _, metric, unit in _BEFORE_AFTER]
+        detail = a.get("compression_detail", "")
+        table.add_row(str(t.number), a.get("architecture", "?"), f"{_compression(a)}: {detail}", *cells)
+    return table
+
+
+def _before_after(before: float | None, after: float | None, unit: str) -> str:
+    if before is None or after is None:
+        return "-"
+    if unit == "%":
+        return f"{100 * before:.2f} -> {100 * after:.2f} ({100 * (after - before):+.2f})"
+    if unit == "ms":
+        return f"{before:.3f} -> {after:.3f} ({after / before:.2f}x)" if before else "-"
+    ratio = f" ({after / before:.2f}x)" if before else ""
+    return f"{human(before, unit)} -> {human(after, unit)}{ratio}"
+
+
 def teacher_info(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get("teacher")
 
@@ -190,6 +233,9 @@ def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) 
     teacher = teacher_info(study)
     console.print(pareto_table(study, teacher))
     console.print(per_class_table(study, study.user_attrs.get("classes"), teacher))
+    compressed = compression_table(study)
+    if compressed is not None:
+        console.print(compressed)
     if teacher and len(teacher.get("members") or []) > 1:
         console.print(teacher_table(teacher))
     if pair_trials(study):

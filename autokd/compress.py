@@ -1,0 +1,454 @@
+"""Compression after distillation: structured and unstructured pruning, low-rank factorization, int8.
+
+``compress_model(model, config, context) -> (compressed_model, metrics)`` takes a distilled student
+(``nn.Sequential(Normalize, net)``, [0, 1] input) and returns the compressed deployable model and
+the figures of the model *before* compression (``uncompressed_*``), so the report can show what the
+step bought; ``measure_model`` then measures the compressed model for the objectives.
+
+Methods (``CompressSpec.method``; ``ratio`` means something per method):
+
+* ``structured``: torch-pruning removes ``ratio`` of the channels of every prunable layer (L1-norm
+  or group-norm importance, coupled channels of residual and concatenated layers pruned together),
+  then ``finetune_epochs`` of KD fine-tuning from the teacher.
+* ``unstructured``: per-layer L1 magnitude pruning of conv and linear weights to sparsity ``ratio``
+  (``torch.nn.utils.prune``, made permanent). The model still runs dense, so latency is measured as
+  is; size counts the weights as stored: int32-index CSR wherever that is smaller than dense.
+* ``lowrank``: truncated SVD keeping ``ratio`` of each layer's full rank: a ``k x k`` conv becomes a
+  ``k x k`` conv with ``r`` filters followed by a 1x1 conv, a Linear two Linears; a layer whose
+  factorization would not save MACs is left alone. Then KD fine-tuning.
+* ``int8``: torch.ao FX graph-mode quantization on the CPU engine (x86/fbgemm, else qnnpack):
+  ``quant_mode`` ``static`` (post-training, calibrated on training images), ``dynamic`` (Linear
+  layers only: for Linear-heavy models) or ``qat`` (quantization-aware KD fine-tuning for
+  ``finetune_epochs``, then convert).
+
+Checkpoints stay ``weights_only``: :func:`checkpoint_entry` stores the recipe (method, settings,
+channel counts or factorized layers) and the compressed state dict; :func:`load_compressed` rebuilds
+the registry model, re-applies the structural change and loads the weights. No code or pickled
+module ever goes into a file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from autokd.config import CompressSpec, DistillSpec, TrialConfig
+from autokd.errors import AutokdError
+from autokd.measure import compact_state_dict, dense_state_dict
+
+if TYPE_CHECKING:
+    from autokd.trial import TrialContext
+
+FORMAT = "autokd-compressed/1"
+QUANT_MODES = ("static", "dynamic", "qat")
+IMPORTANCES = ("l1", "group_norm")
+#: ratio bounds per method (inclusive low, inclusive high); 0 would claim compression and do nothing.
+RATIO_BOUNDS: dict[str, tuple[float, float]] = {
+    "structured": (0.05, 0.95),
+    "unstructured": (0.05, 0.99),
+    "lowrank": (0.05, 0.95),
+}
+CALIBRATION_IMAGES = 1024
+FINETUNE_LR_SCALE = 0.2  # fine-tuning starts from a trained model: a fifth of the trial's peak lr
+
+_SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def quant_engine() -> str | None:
+    """The CPU int8 engine of this machine (x86 / fbgemm on Intel-AMD, qnnpack on ARM), or None."""
+    engines = torch.backends.quantized.supported_engines
+    return next((e for e in ("x86", "fbgemm", "qnnpack") if e in engines), None)
+
+
+def check_spec(spec: CompressSpec, where: str = "compress") -> None:
+    """Raise AutokdError for a setting that cannot compress; called before any training."""
+    from autokd.config import COMPRESSION_METHODS
+
+    if spec.method not in COMPRESSION_METHODS:
+        raise AutokdError(f"{where}: unknown compression method '{spec.method}'",
+                          f"use {', '.join(COMPRESSION_METHODS)}")
+    if spec.method == "none":
+        return
+    if spec.method in RATIO_BOUNDS:
+        check_ratio(spec.method, spec.ratio, where)
+    if not isinstance(spec.finetune_epochs, int) or spec.finetune_epochs < 0:
+        raise AutokdError(f"{where}: finetune_epochs={spec.finetune_epochs!r} is invalid",
+                          "give an integer >= 0")
+    if spec.method == "structured" and spec.importance not in IMPORTANCES:
+        raise AutokdError(f"{where}: unknown importance '{spec.importance}'", f"use {', '.join(IMPORTANCES)}")
+    if spec.method == "int8":
+        if spec.quant_mode not in QUANT_MODES:
+            raise AutokdError(f"{where}: unknown quant_mode '{spec.quant_mode}'", f"use {', '.join(QUANT_MODES)}")
+        if quant_engine() is None:
+            raise AutokdError(f"{where}: int8 needs a quantized CPU engine and this torch build has none "
+                              f"(supported: {torch.backends.quantized.supported_engines})",
+                              "install a torch build with fbgemm/x86 or qnnpack, or drop int8 from compress.method")
+
+
+def check_ratio(method: str, ratio: Any, where: str = "compress") -> None:
+    low, high = RATIO_BOUNDS[method]
+    meaning = "share of channels removed" if method == "structured" else (
+        "sparsity" if method == "unstructured" else "share of each layer's rank kept")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not low <= ratio <= high:
+        raise AutokdError(f"{where}: {method} ratio={ratio!r} is out of range ({meaning})",
+                          f"give compress.ratio in [{low}, {high}]")
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext") -> tuple[nn.Module, dict]:
+    """Compress a distilled student; returns the deployable compressed model and its metrics.
+
+    Args:
+        model: ``nn.Sequential(Normalize, net)`` taking [0, 1] input, trained.
+        config: the trial config; ``config.compress`` says what to do.
+        context: the study's data, teacher (for KD fine-tuning) and measurement settings.
+
+    Returns:
+        ``(model, metrics)``: metrics hold ``compression``, ``compression_detail``, the
+        ``uncompressed_*`` figures and timings; or, when the method cannot handle this network,
+        the student unchanged with ``compression='none'`` and ``compression_skipped`` saying why.
+
+    Example:
+        >>> model, metrics = compress_model(student, config, context)  # config.compress.method='int8'
+        >>> metrics["uncompressed_size_bytes"] > metrics.get("size_bytes", 0)  # size measured later
+    """
+    from autokd.trial import measure_model
+
+    spec = config.compress
+    check_spec(spec)
+    before = measure_model(model, context)
+    metrics: dict[str, Any] = {f"uncompressed_{k}": before[k]
+                               for k in ("accuracy", "params", "size_bytes", "macs", "latency_ms")}
+    started = time.perf_counter()
+    original = copy.deepcopy(model)
+    try:
+        compressed, detail, extra = _METHODS[spec.method](model, spec, config, context)
+    except _Skip as skip:
+        metrics.update(compression="none", compression_skipped=f"{spec.method}: {skip}",
+                       compression_detail="skipped")
+        return original, metrics
+    metrics.update(extra)
+    metrics.update(compression=spec.method, compression_detail=detail,
+                   compression_seconds=time.perf_counter() - started)
+    return compressed, metrics
+
+
+class _Skip(Exception):
+    """This network cannot take this method (reason in the message); the trial keeps its student."""
+
+
+def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "TrialContext") -> float:
+    """KD fine-tuning from the teacher (labels only without one); returns seconds spent."""
+    if epochs <= 0:
+        return 0.0
+    from autokd.train import AugmentPolicy, train_model
+
+    if context.teacher is not None:
+        # Plain KD whatever the trial's loss: hint adapters do not survive a change of channels.
+        distill = DistillSpec(loss="kd", alpha=config.distill.alpha, temperature=config.distill.temperature)
+    else:
+        distill = DistillSpec(loss="none")
+    train = dataclasses.replace(config.train, epochs=epochs, lr=config.train.lr * FINETUNE_LR_SCALE)
+    policy = AugmentPolicy(context.policy.crop_pad, context.policy.flip, False, context.policy.seed)
+    result = train_model(model, context.train_images, context.train_labels, train=train, distill=distill,
+                         policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(False))
+    model.eval()
+    return result.seconds
+
+
+def _example(context: "TrialContext") -> torch.Tensor:
+    return context.data.test_images[:1].float() / 255.0  # (1, C, H, W) on CPU
+
+
+def _classifier_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:
+    """Layers whose output is the logits: their output channels must never be pruned."""
+    return [m for m in net.modules() if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+            or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
+
+
+# --------------------------------------------------------------------------- structured
+
+
+def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+    import torch_pruning as tp
+
+    net = model[1]
+    device = next(net.parameters()).device
+    normalized = model[0](_example(context).to(device))  # (1, C, H, W): the net's own input
+    importance = (tp.importance.MagnitudeImportance(p=1) if spec.importance == "l1"
+                  else tp.importance.GroupMagnitudeImportance(p=2))
+    convs_before = _channel_count(net)
+    try:
+        pruner = tp.pruner.MetaPruner(net, normalized, importance=importance, pruning_ratio=spec.ratio,
+                                      ignored_layers=_classifier_layers(net, context.data.num_classes))
+        pruner.step()
+        with torch.no_grad():
+            model.eval()(normalized)
+    except Exception as err:  # a graph torch-pruning cannot trace: keep the student, say why
+        raise _Skip(f"torch-pruning failed on {config.student.family} ({type(err).__name__}: {err})"[:300])
+    kept = _channel_count(net)
+    if kept >= convs_before:
+        raise _Skip(f"torch-pruning removed no channel of {config.student.family}")
+    seconds = _finetune(model, spec.finetune_epochs, config, context)
+    detail = (f"{spec.importance} filters, {kept}/{convs_before} conv channels kept, "
+              f"ft {spec.finetune_epochs} ep")
+    return model, detail, {"channels_kept": kept, "channels_before": convs_before, "finetune_seconds": seconds}
+
+
+def _channel_count(net: nn.Module) -> int:
+    return sum(m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
+def _shape_attrs(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Channel counts of every conv, norm and linear layer: enough to rebuild a pruned network."""
+    attrs = {}
+    for name, module in model.named_modules():
+        values = {a: int(getattr(module, a)) for a in _SHAPE_ATTRS if isinstance(getattr(module, a, None), int)}
+        if values:
+            attrs[name] = values
+    return attrs
+
+
+def _resize_like(model: nn.Module, attrs: dict[str, dict[str, int]], state_dict: dict[str, torch.Tensor]) -> None:
+    """Give a fresh registry model the pruned channel counts and tensor shapes, in place."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for name, values in attrs.items():
+        for attr, value in values.items():
+            setattr(modules[name], attr, value)
+    for key, tensor in state_dict.items():
+        owner, _, leaf = key.rpartition(".")
+        module = modules[owner]
+        current = getattr(module, leaf, None)
+        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
+            continue
+        if isinstance(current, nn.Parameter):
+            setattr(module, leaf, nn.Parameter(torch.empty(tensor.shape, dtype=current.dtype)))
+        else:
+            module.register_buffer(leaf, torch.empty(tensor.shape, dtype=current.dtype))
+
+
+# --------------------------------------------------------------------------- unstructured
+
+
+def _prunable(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _unstructured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+    from torch.nn.utils import prune
+
+    layers = _prunable(model[1])
+    for _, module in layers:
+        prune.l1_unstructured(module, "weight", amount=spec.ratio)
+    # Masks stay attached while fine-tuning, so pruned weights remain zero.
+    seconds = _finetune(model, spec.finetune_epochs, config, context)
+    for _, module in layers:
+        prune.remove(module, "weight")
+    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
+    total = sum(m.weight.numel() for _, m in layers)
+    sparsity = zeros / max(total, 1)
+    detail = f"{100 * sparsity:.0f}% of conv/linear weights zero, stored CSR, runs dense"
+    return model, detail, {"sparsity": sparsity, "finetune_seconds": seconds}
+
+
+# --------------------------------------------------------------------------- low-rank
+
+
+def _factorized(module: nn.Module, ratio: float) -> nn.Sequential | None:
+    """The rank-``ratio`` SVD factorization of a conv or linear layer, or None if it saves nothing."""
+    with torch.no_grad():
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1:
+                return None
+            out_c, in_c, kh, kw = module.weight.shape
+            fan_in = in_c * kh * kw
+        elif isinstance(module, nn.Linear):
+            out_c, fan_in = module.weight.shape
+        else:
+            return None
+        rank = max(1, int(round(ratio * min(out_c, fan_in))))
+        if rank * (fan_in + out_c) >= out_c * fan_in:  # not fewer MACs (and params) than the layer
+            return None
+        w = module.weight.detach().float().reshape(out_c, fan_in)  # (O, I*k*k)
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)  # (O, R), (R,), (R, I*k*k)
+        root = s[:rank].sqrt()
+        first_w = root[:, None] * vh[:rank]  # (r, I*k*k)
+        second_w = u[:, :rank] * root[None, :]  # (O, r)
+        bias = module.bias is not None
+        if isinstance(module, nn.Conv2d):
+            first = nn.Conv2d(in_c, rank, (kh, kw), stride=module.stride, padding=module.padding,
+                              dilation=module.dilation, bias=False, padding_mode=module.padding_mode)
+            second = nn.Conv2d(rank, out_c, 1, bias=bias)
+            first.weight.copy_(first_w.reshape(rank, in_c, kh, kw))
+            second.weight.copy_(second_w.reshape(out_c, rank, 1, 1))
+        else:
+            first = nn.Linear(fan_in, rank, bias=False)
+            second = nn.Linear(rank, out_c, bias=bias)
+            first.weight.copy_(first_w)
+            second.weight.copy_(second_w)
+        if bias:
+            second.bias.copy_(module.bias.detach())
+        pair = nn.Sequential(first, second).to(module.weight.device)
+        pair.rank = rank
+        return pair
+
+
+def factorize(model: nn.Module, ratio: float, only: list[str] | None = None) -> dict[str, int]:
+    """Replace conv/linear layers of ``model`` by their rank-``ratio`` factorizations, in place.
+
+    Returns layer name -> rank of every layer replaced. ``only`` restricts to those names (rebuild).
+    """
+    replaced: dict[str, int] = {}
+    for name, module in list(model.named_modules()):
+        if only is not None and name not in only:
+            continue
+        pair = _factorized(module, ratio)
+        if pair is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, pair)
+        replaced[name] = pair.rank
+    return replaced
+
+
+def _lowrank(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+    candidates = len(_prunable(model[1]))
+    replaced = factorize(model, spec.ratio)
+    if not replaced:
+        raise _Skip(f"no conv/linear layer of {config.student.family} gets cheaper at rank {spec.ratio}")
+    model._autokd_factorized = replaced
+    seconds = _finetune(model, spec.finetune_epochs, config, context)
+    detail = f"rank {spec.ratio:g}: {len(replaced)}/{candidates} layers factorized, ft {spec.finetune_epochs} ep"
+    return model, detail, {"layers_factorized": len(replaced), "finetune_seconds": seconds}
+
+
+# --------------------------------------------------------------------------- int8
+
+
+def _quantized_copy(model: nn.Module, mode: str, engine: str, example: torch.Tensor) -> nn.Module:
+    """The float model prepared for quantization (observers / fake-quant), or dynamic-quantized."""
+    from torch.ao.quantization import (get_default_qat_qconfig_mapping, get_default_qconfig_mapping,
+                                       quantize_dynamic, quantize_fx)
+
+    torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice; it is what runs on this torch
+        if mode == "dynamic":
+            return quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+        if mode == "qat":
+            return quantize_fx.prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(engine), (example,))
+        return quantize_fx.prepare_fx(model.cpu().eval(), get_default_qconfig_mapping(engine), (example,))
+
+
+def _convert(prepared: nn.Module) -> nn.Module:
+    from torch.ao.quantization import quantize_fx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_fx.convert_fx(prepared.cpu().eval())
+
+
+def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+    if context.device.type != "cpu":
+        raise _Skip(f"int8 models run on the CPU engine only; this study trains on {context.device.type}")
+    engine = quant_engine()
+    example = _example(context)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    total = sum(p.numel() for p in model.parameters())
+    try:
+        prepared = _quantized_copy(model, spec.quant_mode, engine, example)
+    except Exception as err:  # FX cannot trace this network
+        raise _Skip(f"FX quantization cannot trace {config.student.family} ({type(err).__name__}: {err})"[:300])
+    extra: dict[str, Any] = {"quant_engine": engine}
+    if spec.quant_mode == "dynamic":
+        quantized = prepared
+        detail = f"dynamic, Linear only ({100 * linear / max(total, 1):.0f}% of params int8), {engine}"
+    else:
+        if spec.quant_mode == "qat":
+            extra["finetune_seconds"] = _finetune(prepared, spec.finetune_epochs, config, context)
+        with torch.inference_mode():
+            images = context.train_images[:CALIBRATION_IMAGES].cpu()
+            prepared.eval()
+            for start in range(0, len(images), 256):  # calibration: observers see training batches
+                prepared(images[start:start + 256].float() / 255.0)
+        quantized = _convert(prepared)
+        detail = (f"{spec.quant_mode}, calibrated on {len(images)} train images, {engine}"
+                  + (f", QAT {spec.finetune_epochs} ep" if spec.quant_mode == "qat" else ""))
+    quantized._autokd_quant = {"mode": spec.quant_mode, "engine": engine}
+    return quantized.eval(), detail, extra
+
+
+_METHODS = {"structured": _structured, "unstructured": _unstructured, "lowrank": _lowrank, "int8": _int8}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_entry(model: nn.Module, spec: CompressSpec) -> dict[str, Any]:
+    """What a checkpoint stores for a compressed model: recipe + compressed weights, weights_only-safe.
+
+    Example:
+        >>> save_checkpoint(path, nn.Identity(), ..., compressed_module=checkpoint_entry(model, spec))
+    """
+    entry: dict[str, Any] = {"format": FORMAT, **dataclasses.asdict(spec),
+                             "state_dict": compact_state_dict(model.state_dict())}
+    if spec.method == "structured":
+        entry["shape_attrs"] = _shape_attrs(model)
+    if spec.method == "lowrank":
+        entry["factorized"] = dict(getattr(model, "_autokd_factorized", {}))
+    if spec.method == "int8":
+        entry["engine"] = model._autokd_quant["engine"]
+    return entry
+
+
+def load_compressed(payload: dict[str, Any]) -> nn.Module:
+    """Rebuild the deployable compressed model (takes [0, 1] input) from a checkpoint payload.
+
+    The registry builds the uncompressed network, the recipe re-applies the structural change
+    (channel counts, factorized layers, quantization graph) and the stored weights are loaded.
+    """
+    from autokd.checkpoint import deployable
+    from autokd.models import build_model
+
+    entry = payload["compressed_module"]
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        raise AutokdError("checkpoint holds a compressed model in an unknown format",
+                          "re-run the trial with this version of autokd")
+    net = build_model(payload["family"], num_classes=int(payload["num_classes"]),
+                      in_channels=int(payload["in_channels"]), image_size=int(payload["image_size"]),
+                      **payload["knobs"])
+    model = deployable(net, tuple(payload["mean"]), tuple(payload["std"]))
+    method = entry["method"]
+    state = entry["state_dict"]
+    if method == "structured":
+        _resize_like(model, entry["shape_attrs"], state)
+    elif method == "lowrank":
+        factorize(model, float(entry["ratio"]), only=list(entry["factorized"]))
+    elif method == "int8":
+        engine = entry["engine"]
+        if engine not in torch.backends.quantized.supported_engines:
+            raise AutokdError(f"this int8 model needs the '{engine}' quantized engine, missing on this machine",
+                              f"load it where torch supports {engine}, or export it there")
+        size = int(payload["image_size"])
+        example = torch.zeros(1, int(payload["in_channels"]), size, size)
+        prepared = _quantized_copy(model, entry["quant_mode"], engine, example)
+        model = prepared if entry["quant_mode"] == "dynamic" else _convert(prepared)
+    try:
+        model.load_state_dict(dense_state_dict(state, model.state_dict()))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0][:160]
+        raise AutokdError(f"compressed weights do not fit the rebuilt {payload['family']}: {first}",
+                          "re-run the trial with this version of autokd") from None
+    return model.eval()

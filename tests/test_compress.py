@@ -1,0 +1,228 @@
+"""Compression stage: every method on a digits-trained student, checkpoints, export, bad input, a search.
+
+One small teacher and two students (a VGG-style and a CNN) are trained once per module; each
+method then compresses a copy. Size, params, MACs and accuracy are asserted; latency never is.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from autokd.checkpoint import load_checkpoint, save_checkpoint
+from autokd.compress import checkpoint_entry, load_compressed
+from autokd.config import CompressSpec, SearchSpace, StudentSpec, StudyConfig, TrainSpec, TrialConfig
+from autokd.errors import AutokdError
+from autokd.export import agreement, export_model
+from autokd.train import predict
+from autokd.trial import build_context, build_student, compress_stage, distill_student, measure_model, run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+STUDENTS = {"vgg": StudentSpec.of("vgg", variant=7, width=0.5), "cnn5": StudentSpec.of("cnn5", width=1.0, hidden=128)}
+TRAIN = TrainSpec(epochs=8, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    out = tmp_path_factory.mktemp("compress-study")
+    study = StudyConfig(name="compress-test", teacher={"family": "cnn5", "epochs": 6, "lr": 0.05}, output=str(out),
+                        latency_runs=5)
+    return build_context(study, device=torch.device("cpu"), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def students(context):
+    trained = {}
+    for name, spec in STUDENTS.items():
+        config = TrialConfig(student=spec, train=TRAIN)
+        model = build_student(config, context.data)
+        distill_student(model, config, context)
+        trained[name] = model.eval()
+    return trained
+
+
+def compress(students, context, family: str, spec: CompressSpec):
+    config = TrialConfig(student=STUDENTS[family], train=TRAIN, compress=spec)
+    model, metrics = compress_stage(copy.deepcopy(students[family]), config, context)
+    return model, metrics, measure_model(model, context)
+
+
+def roundtrip(model, spec: CompressSpec, family: str, context, tmp_path: Path):
+    """Save as run_trial does, load back through the weights_only checkpoint."""
+    data = context.data
+    path = save_checkpoint(tmp_path / "student.pt", torch.nn.Module(), family=family,
+                           knobs=STUDENTS[family].knob_dict, num_classes=data.num_classes, in_channels=data.channels,
+                           image_size=data.image_size, mean=data.mean, std=data.std,
+                           compressed_module=checkpoint_entry(model, spec))
+    return load_compressed(load_checkpoint(path))
+
+
+@pytest.mark.parametrize("mode", ["static", "qat"])
+def test_int8_is_under_a_third_of_fp32_and_keeps_accuracy(students, context, mode):
+    spec = CompressSpec("int8", quant_mode=mode, finetune_epochs=1 if mode == "qat" else 0)
+    model, metrics, after = compress(students, context, "vgg", spec)
+    assert metrics["compression"] == "int8" and "compression_skipped" not in metrics
+    assert after["size_bytes"] <= 0.3 * metrics["uncompressed_size_bytes"]
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
+    assert after["macs"] == metrics["uncompressed_macs"]  # int8 kernels counted, not vanished
+    assert after["params"] == pytest.approx(metrics["uncompressed_params"], rel=0.01)
+
+
+def test_int8_dynamic_quantizes_linear_layers_only(students, context):
+    model, metrics, after = compress(students, context, "cnn5", CompressSpec("int8", quant_mode="dynamic"))
+    assert "Linear only" in metrics["compression_detail"]
+    assert after["size_bytes"] < metrics["uncompressed_size_bytes"]
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
+
+
+@pytest.mark.parametrize("importance", ["l1", "group_norm"])
+def test_structured_half_the_channels_removes_two_thirds_of_params(students, context, importance):
+    spec = CompressSpec("structured", 0.5, 2, importance=importance)
+    model, metrics, after = compress(students, context, "vgg", spec)
+    assert after["params"] <= 0.35 * metrics["uncompressed_params"]
+    assert after["macs"] <= 0.35 * metrics["uncompressed_macs"]
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    assert metrics["channels_kept"] == metrics["channels_before"] // 2
+
+
+def test_lowrank_half_rank_on_vgg_cuts_macs(students, context):
+    model, metrics, after = compress(students, context, "vgg", CompressSpec("lowrank", 0.5, 2))
+    assert after["macs"] <= 0.6 * metrics["uncompressed_macs"]
+    assert metrics["layers_factorized"] >= 5
+    assert after["accuracy"] >= 0.8
+
+
+def test_unstructured_reports_sparsity_and_dense_compute(students, context):
+    model, metrics, after = compress(students, context, "cnn5", CompressSpec("unstructured", 0.8, 2))
+    assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert "runs dense" in metrics["compression_detail"]
+    assert after["macs"] == metrics["uncompressed_macs"]  # no MAC saving is claimed for zeros
+    assert after["size_bytes"] < 0.6 * metrics["uncompressed_size_bytes"]  # CSR file, measured
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+
+
+@pytest.mark.parametrize("family,spec,formats", [
+    ("vgg", CompressSpec("int8", quant_mode="static"), ("onnx", "torchscript")),
+    ("cnn5", CompressSpec("int8", quant_mode="dynamic"), ("torchscript",)),
+    ("vgg", CompressSpec("structured", 0.5, 1), ("onnx", "torchscript")),
+    ("cnn5", CompressSpec("unstructured", 0.8, 1), ("onnx", "torchscript")),
+    ("vgg", CompressSpec("lowrank", 0.5, 1), ("onnx", "torchscript")),
+], ids=["int8-static", "int8-dynamic", "structured", "unstructured", "lowrank"])
+def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, family, spec, formats):
+    model, metrics, _ = compress(students, context, family, spec)
+    loaded = roundtrip(model, spec, family, context, tmp_path)
+    images = context.data.test_images
+    assert torch.equal(predict(loaded, images).argmax(1), predict(model, images).argmax(1))
+    example = images[:1].float() / 255.0
+    for fmt in formats:
+        path = export_model(loaded, fmt, tmp_path / f"model.{fmt}", example)
+        assert agreement(loaded, path, fmt, images) >= 0.99
+
+
+def test_dynamic_int8_onnx_says_use_torchscript(students, context, tmp_path):
+    model, _, _ = compress(students, context, "cnn5", CompressSpec("int8", quant_mode="dynamic"))
+    with pytest.raises(AutokdError, match="torchscript"):
+        export_model(model, "onnx", tmp_path / "m.onnx", context.data.test_images[:1].float() / 255.0)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _space(**compress) -> dict:
+    return {"students": {"cnn5": {"width": 0.5}}, "compress": compress}
+
+
+@pytest.mark.parametrize("compress,match", [
+    ({"method": "structured", "ratio": 1.2}, "ratio"),
+    ({"method": {"choices": ["none", "unstructured"]}, "ratio": {"float": [0.0, 0.9]}}, "ratio"),
+    ({"method": "lowrank", "ratio": 1.0}, "ratio"),
+    ({"method": "int8", "quant_mode": "int4"}, "quant_mode"),
+    ({"method": "structured", "importance": "taylor"}, "importance"),
+    ({"method": "structured", "finetune_epochs": -1}, "finetune_epochs"),
+    ({"method": "prune"}, "compression method"),
+])
+def test_search_space_rejects_settings_that_cannot_compress(compress, match):
+    with pytest.raises(AutokdError, match=match):
+        SearchSpace(_space(**compress), source="space.yaml")
+
+
+def test_missing_quantized_engine_is_an_error(monkeypatch):
+    import autokd.compress
+
+    monkeypatch.setattr(autokd.compress, "quant_engine", lambda: None)
+    with pytest.raises(AutokdError, match="quantized CPU engine"):
+        SearchSpace(_space(method="int8"), source="space.yaml")
+
+
+def test_bad_compression_fails_before_training(context, tmp_path, monkeypatch):
+    import autokd.trial
+
+    monkeypatch.setattr(autokd.trial, "distill_student", lambda *a, **k: pytest.fail("trained before the check"))
+    config = TrialConfig(student=STUDENTS["cnn5"], train=TRAIN, compress=CompressSpec("structured", 0.0, 1))
+    with pytest.raises(AutokdError, match="ratio"):
+        run_trial(config, context, work_dir=tmp_path)
+
+
+def test_a_network_the_method_cannot_handle_is_skipped_with_the_reason(students, context, monkeypatch):
+    import torch_pruning as tp
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot trace this graph")
+
+    monkeypatch.setattr(tp.pruner, "MetaPruner", broken)
+    model, metrics, after = compress(students, context, "vgg", CompressSpec("structured", 0.5, 1))
+    assert metrics["compression"] == "none"
+    assert "cannot trace" in metrics["compression_skipped"]
+    assert after["params"] == metrics["uncompressed_params"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_search_puts_compressed_students_on_the_pareto_front(tmp_path):
+    space = yaml.safe_load((REPO / "search_spaces/compress.yaml").read_text())
+    space["students"] = {"vgg": {"variant": 7, "width": {"float": [0.25, 0.5]}}}
+    space["train"]["epochs"] = 4
+    space["compress"]["method"] = {"choices": ["none", "int8", "structured"]}
+    space["compress"]["finetune_epochs"] = 1
+    space["compress"]["quant_mode"] = "static"
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    study = yaml.safe_load((REPO / "studies/digits-compress.yaml").read_text())
+    study.update(name="compress-e2e", search_space=str(tmp_path / "space.yaml"), output=str(tmp_path / "out"),
+                 n_trials=6, sampler="random", latency_runs=5,
+                 teacher={"family": "cnn5", "epochs": 4, "lr": 0.05})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    cli = [sys.executable, "-m", "autokd"]
+    run = subprocess.run(cli + ["search", str(tmp_path / "study.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    import optuna
+
+    from autokd.report import compression_table, pareto_trials
+
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    optuna_study = optuna.load_study(study_name="compress-e2e", storage=storage)
+    front = pareto_trials(optuna_study)
+    compressed = [t for t in front if t.user_attrs.get("compression", "none") != "none"]
+    assert compressed, [t.user_attrs.get("compression") for t in front]
+    for t in compressed:
+        assert t.user_attrs["uncompressed_size_bytes"] > t.user_attrs["size_bytes"]
+    assert compression_table(optuna_study) is not None
+
+    report = subprocess.run(cli + ["report", str(tmp_path / "study.yaml")], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert report.returncode == 0 and "What compression bought" in report.stdout, report.stderr[-2000:]
+    trial = compressed[0].number
+    export = subprocess.run(cli + ["export", str(tmp_path / "study.yaml"), "--trial", str(trial), "--format", "onnx"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert "agree with PyTorch" in export.stdout
