@@ -97,6 +97,7 @@ def main() -> None:
     from autokd.config import StudyConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    load_before = os.getloadavg()
     init_ray(StudyConfig())  # started once: start-up is not per-trial overhead
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,13 +119,13 @@ def main() -> None:
                     runs.append(run)
             results[backend] = {key: median([r[key] for r in runs]) for key in runs[0]} | {"runs": runs}
     ray.shutdown()
-    import ray as _ray
 
     path = write_result("ray_overhead", {
         "what": "per-trial overhead of Ray Tune + OptunaSearch + study database, trainable trains nothing",
         "trials": args.trials, "concurrency": args.concurrency, "repeats": args.repeats,
-        "cpus": os.cpu_count(), "ray": _ray.__version__, "optuna": optuna.__version__,
+        "cpus": os.cpu_count(), "ray": ray.__version__, "optuna": optuna.__version__,
         "note": "medians over repeats; ask_to_tell_s is the median over trials within a repeat",
+        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "results": results}, torch.device("cpu"))
     print(f"wrote {path}")
     for backend, r in results.items():

@@ -103,9 +103,8 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
         os.replace(tmp, target)  # never a torn checkpoint, even if the worker dies here
         report = {"epoch": epoch + 1, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
                   "final": False}
-        with tempfile.TemporaryDirectory() as folder:
-            os.link(target, Path(folder) / EPOCH_FILE) if _same_fs(target, folder) else \
-                Path(folder, EPOCH_FILE).write_bytes(target.read_bytes())
+        with tempfile.TemporaryDirectory(dir=epoch_dir) as folder:  # Tune copies it to storage_path
+            os.link(target, Path(folder) / EPOCH_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
@@ -116,13 +115,6 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
     metrics["teacher_accuracy"] = context.teacher_summary.get("accuracy")
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tune.report({**final, "final": True, "metrics_json": json.dumps(metrics, default=str)})
-
-
-def _same_fs(a: Path, folder: str) -> bool:
-    try:
-        return os.stat(a.parent).st_dev == os.stat(folder).st_dev
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- driver side
