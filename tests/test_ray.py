@@ -35,9 +35,23 @@ def _complete(study_path: Path) -> int:
         return 0
 
 
-def test_ray_search_concurrency_2_holds_exactly_the_finished_trials(tmp_path, tiny_teacher):
+@pytest.fixture
+def two_node_cluster():
+    """A Ray cluster of two 1-CPU nodes on this machine (``ray start --head`` + one ``ray start --address``)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials(tmp_path, tiny_teacher,
+                                                                                 two_node_cluster):
     study = write_study(tmp_path, n_trials=3, epochs=2, teacher=tiny_teacher)
-    done = run_search(study)
+    done = run_search(study, "--address", two_node_cluster)  # joins it: one trial per node at a time
     assert done.returncode == 0, done.stdout + done.stderr
     assert "trials (ray)" in done.stdout
     complete = assert_study_exact(load(study), 3)
