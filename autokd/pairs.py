@@ -399,7 +399,8 @@ def _load_student(path: Path, context: Any) -> nn.Module:
 
 def _describe(model: nn.Module) -> str:
     net = model[-1] if isinstance(model, nn.Sequential) else model
-    return f"{net.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in net.knobs.items())})"
+    knobs = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in net.knobs.items())
+    return f"{net.family}({knobs})"
 
 
 # --------------------------------------------------------------------------- reuse (search side)

@@ -11,10 +11,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 from torch import nn
 
-from autokd.config import SearchSpace, StudentSpec, TrainSpec, TrialConfig, load_study_config
-from autokd.data import ImageData, load_dataset
+from autokd.config import SearchSpace, StudentSpec, TrialConfig, load_study_config
+from autokd.data import load_dataset
 from autokd.export import agreement, export_model, load_trial_model
-from autokd.pairs import (RoutedPair, SelectorSpec, build_selector, routing_targets, selector_loss,
+from autokd.pairs import (RoutedPair, SelectorSpec, build_selector, reuse_sources, routing_targets, selector_loss,
                           train_selector)
 from autokd.train import AugmentPolicy, predict
 from tests.tiny import TINY_SPACE, write_tiny_study
@@ -159,6 +159,9 @@ def test_pair_trials_complete_through_local_executor(pair_study):
     assert len(reused) == 2 and all(t.user_attrs["train_seconds"] == 0.0 for t in reused)
     singles = {t.number for t in complete if t.user_attrs["config"]["kind"] == "single"}
     assert all(set(t.user_attrs["reused_from"]) <= singles for t in reused)
+    rebuilt = TrialConfig.from_params(reused[0].user_attrs["config"])  # the stored config alone rebuilds it
+    assert rebuilt.kind == "pair" and reuse_sources(rebuilt) == [
+        study.trials[n].user_attrs["weights_path"] for n in reused[0].user_attrs["reused_from"]]
     # One Pareto front holds both kinds of trial (or at least draws from the mixed pool).
     assert {t.user_attrs["config"]["kind"] for t in study.best_trials} <= {"single", "pair"}
 
