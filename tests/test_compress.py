@@ -102,7 +102,7 @@ def test_lowrank_half_rank_on_vgg_cuts_macs(students, context):
 
 def test_unstructured_reports_sparsity_and_dense_compute(students, context):
     model, metrics, after = compress(students, context, "cnn5", CompressSpec("unstructured", 0.8, 2))
-    assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert metrics["sparsity"] == pytest.approx(0.8, abs=0.02)  # stem and logits stay dense
     assert "runs dense" in metrics["compression_detail"]
     assert after["macs"] == metrics["uncompressed_macs"]  # no MAC saving is claimed for zeros
     assert after["size_bytes"] < 0.6 * metrics["uncompressed_size_bytes"]  # CSR file, measured
@@ -198,7 +198,7 @@ def test_search_puts_compressed_students_on_the_pareto_front(tmp_path):
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     study = yaml.safe_load((REPO / "studies/digits-compress.yaml").read_text())
     study.update(name="compress-e2e", search_space=str(tmp_path / "space.yaml"), output=str(tmp_path / "out"),
-                 n_trials=6, sampler="random", latency_runs=5,
+                 n_trials=4, sampler="random", latency_runs=5,
                  teacher={"family": "cnn5", "epochs": 4, "lr": 0.05})
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     cli = [sys.executable, "-m", "autokd"]
