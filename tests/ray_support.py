@@ -25,7 +25,8 @@ TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
 
 def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, epochs: int = 2, batch_size: int = 128,
                 storage: str | None = None, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
-                objectives: list[str] | None = None, max_failures: int = 2, teacher: Path | None = None) -> Path:
+                objectives: list[str] | None = None, max_failures: int = 2, teacher: Path | None = None,
+                asha: bool = False) -> Path:
     """A digits study with a tiny teacher and a cnn5-only search space, written into ``tmp_path``.
 
     ``teacher``: a checkpoint to distil from (the session's ``tiny_teacher``); without it the
@@ -42,7 +43,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
         "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5,
         "output": "out", "constraints": {"max_params": 100000},
         "executor": {"kind": "ray", "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
-                     "max_failures": max_failures},
+                     "max_failures": max_failures, "asha": asha},
     }
     if storage:
         study["storage"] = storage
@@ -125,13 +126,21 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def assert_study_exact(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial]:
-    """The study holds exactly ``n_trials`` COMPLETE trials with their metrics, and nothing RUNNING."""
+def assert_study_exact(study: optuna.Study, n_trials: int, *, pruned: bool = False) -> list[optuna.trial.FrozenTrial]:
+    """The study holds exactly ``n_trials`` COMPLETE trials with their metrics, and nothing RUNNING.
+
+    ``pruned``: ASHA was on, so the ``n_trials`` finished are COMPLETE or PRUNED (with their last
+    epoch's accuracy). Returns the COMPLETE trials.
+    """
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     assert TrialState.RUNNING not in states, [(t.number, t.state.name) for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == n_trials, [(t.number, t.state.name, t.user_attrs.get("failed_because")) for t in trials]
+    stopped = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(complete) + (len(stopped) if pruned else 0) == n_trials and (pruned or not stopped), \
+        [(t.number, t.state.name, t.user_attrs.get("failed_because")) for t in trials]
+    for t in stopped:
+        assert 0.0 <= t.user_attrs["accuracy"] <= 1.0 and t.user_attrs["epoch"] >= 1
     objectives = study.user_attrs["objectives"]
     for t in complete:
         a = t.user_attrs

@@ -101,8 +101,8 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
         tmp = epoch_dir / f".{EPOCH_FILE}.tmp{os.getpid()}"
         torch.save(metrics["_state"](), tmp)
         os.replace(tmp, target)  # never a torn checkpoint, even if the worker dies here
-        report = {"epoch": epoch + 1, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
-                  "final": False}
+        report = {"epoch": epoch + 1, "epochs": trial_cfg.train.epochs, "accuracy": metrics.get("accuracy"),
+                  "loss": metrics.get("loss"), "final": False}
         with tempfile.TemporaryDirectory(dir=epoch_dir) as folder:  # Tune copies it to storage_path
             os.link(target, Path(folder) / EPOCH_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -301,8 +301,8 @@ def _make_scheduler(pruned: set[str]) -> Any:
 
     class RecordingASHA(ASHAScheduler):
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            if result.get("final"):
-                return TrialScheduler.CONTINUE
+            if result.get("final") or result.get("epoch", 0) >= result.get("epochs", float("inf")):
+                return TrialScheduler.CONTINUE  # a fully trained trial always reaches its final metrics
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
                 pruned.add(trial.trial_id)
@@ -368,7 +368,7 @@ def init_ray(study_cfg: StudyConfig) -> bool:
     if ray.is_initialized():
         return False
     address = study_cfg.executor.address
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         try:
             ray.init(address=address, **quiet)
