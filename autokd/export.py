@@ -1,8 +1,9 @@
 """Export a trial's student as a deployable file (ONNX or TorchScript), checked against PyTorch.
 
 Compressed students export as they run: pruned and factorized networks as ordinary graphs, static
-int8 (torch.ao FX) as ONNX QuantizeLinear/QLinearConv-style integer ops or TorchScript with the
-quantized kernels; dynamic int8 only as TorchScript.
+int8 (torch.ao FX) as QDQ ONNX (int8 weights, QuantizeLinear/DequantizeLinear around Conv and Gemm,
+which onnxruntime fuses into integer kernels) or TorchScript with the quantized kernels; dynamic int8
+only as TorchScript.
 """
 
 from __future__ import annotations
