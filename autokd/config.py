@@ -278,6 +278,7 @@ class StudyConfig(_Strict):
     output: str | None = None
     latency_runs: int = Field(30, ge=5)
     latency_threads: int = Field(1, ge=1)
+    compile: bool = False  # torch.compile students (GPU); compile time is reported apart
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.
     base_dir: str = "."
