@@ -14,7 +14,7 @@ from autokd.config import load_study_config
 from autokd.errors import AutokdError
 from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")]
 
 
 def _with_password(url: str, password: str) -> str:

@@ -25,7 +25,8 @@ from autokd.config import load_study_config
 from autokd.search.ray_executor import single_sqlite_driver
 from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials
 
-pytestmark = pytest.mark.slow
+# Tests that ask() outside Study.optimize on a heartbeat storage, as the Ray driver does.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 
 
 def _complete(study_path: Path) -> int:
@@ -48,6 +49,7 @@ def two_node_cluster():
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials(tmp_path, tiny_teacher,
                                                                                  two_node_cluster):
     study = write_study(tmp_path, n_trials=3, epochs=2, teacher=tiny_teacher)
@@ -64,6 +66,7 @@ def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials
     assert load(study).user_attrs["teacher"]["accuracy"] > 0.2  # the driver stored the teacher's figures
 
 
+@pytest.mark.slow
 def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_teacher):
     study = write_study(tmp_path, n_trials=3, epochs=6, batch_size=32, teacher=tiny_teacher)
     proc = start_search(study)
@@ -94,6 +97,7 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_
     assert all(c.user_attrs["resumed_from_epoch"] >= 1 for c in resumed)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, tiny_teacher):
     study = write_study(tmp_path, n_trials=1, epochs=15, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
     proc = start_search(study)
@@ -164,6 +168,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study_over_http(tmp_path):
     from autokd.search.study import record_metrics
 
