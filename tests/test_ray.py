@@ -7,6 +7,7 @@ Each test drives ``autokd search --executor ray`` as a subprocess with a private
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +16,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, load, run_search, start_search,
@@ -107,8 +107,6 @@ def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, 
         wait_for(checkpoint.is_file, 150, "the first epoch checkpoint", proc)
         for pid in descendants(proc.pid):
             if "ImplicitFunc" in cmdline(pid):  # the worker process running the trainable
-                import os
-
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         assert killed, [cmdline(p) for p in descendants(proc.pid)]
@@ -210,8 +208,6 @@ def test_dashboard_serves_the_study_over_http(tmp_path):
 
 def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     """StudySearch's completion hook, driven directly (real OptunaSearch and storage, no Ray cluster)."""
-    import json as _json
-
     from autokd.config import SearchSpace
     from autokd.search.ray_executor import META, Budget, _make_study_search_class
 
@@ -227,7 +223,7 @@ def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     assert searcher.suggest("t-more") is None  # four RUNNING trials fill the budget of four: wait
     assert configs["t-ok"][META]["number"] == 0 and "config" in configs["t-ok"][META]
     metrics = {"accuracy": 0.8, "params": 1234, "latency_ms": 0.2, "weights_path": None}
-    searcher.on_trial_complete("t-ok", {**metrics, "final": True, "metrics_json": _json.dumps(metrics)})
+    searcher.on_trial_complete("t-ok", {**metrics, "final": True, "metrics_json": json.dumps(metrics)})
     searcher.on_trial_complete("t-pruned", {"epoch": 1, "accuracy": 0.1, "final": False})
     searcher.on_trial_complete("t-failed", {"final": True, "failed": "FloatingPointError: diverged"})
     searcher.on_trial_complete("t-stopped", {"epoch": 2, "accuracy": 0.4, "final": False})
