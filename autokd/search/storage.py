@@ -54,16 +54,34 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
                 grace_period=GRACE_SECONDS if heartbeat else None,
                 heartbeat_stale_trial_callback=retry if heartbeat else None)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            _sqlite_wal(storage.engine)
+        return storage
     except (SQLAlchemyError, ImportError, ValueError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
         raise AutokdError(f"cannot open storage {redact_url(url)}: {reason[:200]}",
                           "start the database or correct the storage URL (--storage)") from None
+
+
+def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
+    """WAL journal + synchronous=NORMAL: a trial writes ~30 small commits (one per user attribute);
+    WAL makes each an append instead of a journal rewrite, and readers (report, dashboard) never
+    block the driver. Safe on a local disk; SQLite on a network share is unsupported anyway."""
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened while creating the tables reconnect with the pragmas
 
 
 def engine_for(url: str) -> sqlalchemy.Engine:
