@@ -243,8 +243,10 @@ class AugmentConfig(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    kind: Literal["local", "ray"] = "local"
-    max_concurrent: int = Field(1, ge=1)
+    """Where trials run. Ray Tune is the default; ``local`` runs them one by one in this process."""
+
+    kind: Literal["local", "ray"] = "ray"
+    max_concurrent: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     address: str | None = None

@@ -32,6 +32,7 @@ def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None
         "latency_runs": 5,
         "output": str(folder / name),
         "seed": 0,
+        "executor": {"kind": "local"},  # in-process: the Ray executor has its own tests
     }
     study.update(overrides)
     path = folder / f"{name}.yaml"
