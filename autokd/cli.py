@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from autokd.config import StudyConfig, load_study_config
 from autokd.errors import AutokdError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=False,
+                  help="autokd: search, report, export, teacher train, dashboard.")
 teacher_app = typer.Typer(help="Train teacher checkpoints.")
 app.add_typer(teacher_app, name="teacher")
 console = Console(width=None if sys.stdout.isatty() else 160)
