@@ -240,3 +240,11 @@ def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     time.sleep(1.1)  # the "wait" answer above is reused for a second before the database is asked again
     assert searcher.suggest("t-next")[META]["number"] == requeued.number  # the re-enqueued trial runs next
     assert s.trials[requeued.number].params == st.params
+    # A driver that loses the race for the last slot gives its trial back: FAIL (surplus), and a
+    # re-enqueued trial's parameters stay queued for whichever driver has room.
+    searcher._give_back("t-next", searcher._ot_trials["t-next"])
+    surplus = s.trials[requeued.number]
+    assert surplus.state == TrialState.FAIL and surplus.user_attrs["failed_because"].startswith("surplus")
+    [queued_again] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert queued_again.system_attrs["fixed_params"] == st.params
+    assert queued_again.user_attrs["retry_of"] == st.number

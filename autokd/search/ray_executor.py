@@ -227,7 +227,7 @@ def _make_study_search_class() -> type:
         def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
             """Another driver took the last slot between our check and our ask: undo this trial."""
             ot_trial.set_user_attr("failed_because", "surplus: the study's budget was already full")
-            fixed = ot_trial.system_attrs.get("fixed_params")
+            fixed = ot_trial.storage.get_trial_system_attrs(ot_trial._trial_id).get("fixed_params")
             with self.lock:
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
                 del self._ot_trials[trial_id]
