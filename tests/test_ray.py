@@ -98,6 +98,25 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_
 
 
 @pytest.mark.slow
+def test_ctrl_c_fails_running_trials_and_requeues_them(tmp_path, tiny_teacher):
+    study = write_study(tmp_path, n_trials=2, epochs=30, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
+    proc = start_search(study)
+    checkpoint = tmp_path / "out" / "trials" / "00000" / "epoch" / "epoch.pt"
+    try:
+        wait_for(checkpoint.is_file, 150, "the first epoch checkpoint", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 130, study.with_suffix(".log").read_text()[-2000:]
+    finally:
+        kill_tree(proc)
+    assert "interrupted" in study.with_suffix(".log").read_text()
+    after = load(study)
+    interrupted = after.trials[0]
+    assert interrupted.state == TrialState.FAIL and not after.get_trials(states=(TrialState.RUNNING,))
+    [queued] = after.get_trials(states=(TrialState.WAITING,))  # its parameters wait for the next run
+    assert queued.system_attrs["fixed_params"] == interrupted.params
+
+
+@pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, tiny_teacher):
     study = write_study(tmp_path, n_trials=1, epochs=15, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
     proc = start_search(study)

@@ -198,6 +198,13 @@ def _make_study_search_class() -> type:
         def restore(self, checkpoint_path: str) -> None:
             return None
 
+        def fail_unfinished(self) -> None:
+            """Tell FAIL (and re-enqueue) each trial Tune ended without reporting its end (Ctrl-C, timeout)."""
+            with self.lock:
+                pending = [tid for tid in self._ot_trials if tid not in self._completed_trials]
+            for trial_id in pending:
+                self.on_trial_complete(trial_id, None)
+
         def live_trial_ids(self) -> list[int]:
             with self.lock:
                 return [t._trial_id for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
@@ -459,6 +466,7 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         tune.with_parameters(trainable_fn, study_yaml=worker_cfg.to_yaml(), cwd=os.getcwd()),
         {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
     results = study_cfg.output_dir / "ray_results"
+    ctrl_c = _ctrl_c_stopper()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ex.max_concurrent),
@@ -468,18 +476,76 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         run_config=tune.RunConfig(
             name=f"{study_cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(results),
             failure_config=tune.FailureConfig(max_failures=ex.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0, stop=ctrl_c))
 
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(optuna_study, study_cfg, searcher, stop), daemon=True)
-    with progress:
+    with progress, ctrl_c.installed():
         beat.start()
         try:
             tuner.fit()
         finally:
             stop.set()
             beat.join(timeout=5)
+            searcher.fail_unfinished()
+    if ctrl_c.pressed:  # running trials were told FAIL and re-enqueued; the CLI exits 130
+        raise KeyboardInterrupt
     return len(told)
+
+
+#: Set by the first Ctrl-C during ``tuner.fit``; module-level because Tune pickles its stopper.
+_CTRL_C = threading.Event()
+
+
+class _CtrlCStopper:
+    """A Tune stopper that ends the run at the first Ctrl-C (a second one aborts at once).
+
+    Tune's own SIGINT handler would end the run too, but silently and with exit code 0; this one
+    lets the searcher tell the running trials FAIL (and re-enqueue them), then the driver re-raises
+    KeyboardInterrupt so the CLI reports the interruption as the local executor does.
+    """
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return _CTRL_C.is_set()
+
+    @property
+    def pressed(self) -> bool:
+        return _CTRL_C.is_set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import signal
+
+        _CTRL_C.clear()
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            _CTRL_C.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if previous_env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
+
+
+def _ctrl_c_stopper() -> Any:
+    from ray.tune.stopper import Stopper
+
+    Stopper.register(_CtrlCStopper)  # a Stopper by interface; defined at module level to pickle by reference
+    return _CtrlCStopper()
 
 
 def _tune_name(trial: Any) -> str:
