@@ -452,8 +452,6 @@ class SearchSpace:
                   ("compress", self.compress, CompressSpec))
         for section, values, spec in checks:
             allowed = {f.name for f in dataclasses.fields(spec)}
-            if section == "compress":
-                allowed |= {"methods"}
             for key in values:
                 if key not in allowed:
                     raise AutokdError(f"search space {self.source}: unknown key '{section}.{key}'",
