@@ -456,6 +456,11 @@ class SearchSpace:
                 if key not in allowed:
                     raise AutokdError(f"search space {self.source}: unknown key '{section}.{key}'",
                                       f"use {', '.join(sorted(allowed))}")
+        for key, known in (("optimizer", ("sgd", "adamw")), ("schedule", ("onecycle", "cosine"))):
+            for value in _options(self.train.get(key, getattr(TrainSpec, key))):
+                if value not in known:
+                    raise AutokdError(f"search space {self.source}: unknown {key} '{value}' under train",
+                                      f"use {' or '.join(known)}")
         for loss in _options(self.distill.get("loss", "kd")):
             if loss not in LOSSES:
                 raise AutokdError(f"search space {self.source}: unknown loss '{loss}'", f"use {', '.join(LOSSES)}")

@@ -49,6 +49,8 @@ def test_conditional_knobs_only_for_the_sampled_family_and_loss():
     ({"students": {"cnn5": {}}, "distill": {"loss": {"choices": ["kd", "magic"]}}}, "unknown loss 'magic'"),
     ({"students": {"cnn5": {}}, "trian": {}}, "unknown section 'trian'"),
     ({}, "has no students"),
+    ({"students": {"cnn5": {}}, "train": {"optimizer": {"choices": ["sgd", "lamb"]}}}, "unknown optimizer 'lamb'"),
+    ({"students": {"cnn5": {}}, "train": {"schedule": "step"}}, "unknown schedule 'step'"),
 ])
 def test_search_space_errors_name_the_problem(space, message):
     with pytest.raises(AutokdError, match=message):
