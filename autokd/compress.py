@@ -9,13 +9,15 @@ Methods (``CompressSpec.method``; ``ratio`` means something per method):
 
 * ``structured``: torch-pruning removes ``ratio`` of the channels of every prunable layer (L1-norm
   or group-norm importance, coupled channels of residual and concatenated layers pruned together),
-  then ``finetune_epochs`` of KD fine-tuning from the teacher.
+  then ``finetune_epochs`` of KD fine-tuning from the teacher; with ``STRUCTURED_STEPS`` > 1 it
+  prunes in steps with the fine-tuning epochs split between them.
 * ``unstructured``: per-layer L1 magnitude pruning of conv and linear weights to sparsity ``ratio``
   (``torch.nn.utils.prune``, made permanent). The model still runs dense, so latency is measured as
   is; size counts the weights as stored: int32-index CSR wherever that is smaller than dense.
 * ``lowrank``: truncated SVD keeping ``ratio`` of each layer's full rank: a ``k x k`` conv becomes a
-  ``k x k`` conv with ``r`` filters followed by a 1x1 conv, a Linear two Linears; a layer whose
-  factorization would not save MACs is left alone. Then KD fine-tuning.
+  ``k x k`` conv with ``r`` filters followed by a 1x1 conv, a Linear two Linears; a layer is only
+  split where it pays: its factorized MACs must be at most ``LOWRANK_MAX_COST`` (0.8) of its dense
+  MACs, else it stays dense (an extra layer and activation for a small saving). Then KD fine-tuning.
 * ``int8``: torch.ao FX graph-mode quantization on the CPU engine (x86/fbgemm, else qnnpack):
   ``quant_mode`` ``static`` (post-training, calibrated on training images), ``dynamic`` (Linear
   layers only: for Linear-heavy models) or ``qat`` (quantization-aware KD fine-tuning for
@@ -55,6 +57,13 @@ RATIO_BOUNDS: dict[str, tuple[float, float]] = {
     "lowrank": (0.05, 0.95),
 }
 CALIBRATION_IMAGES = 1024
+#: structured: prune in this many steps (torch-pruning ``iterative_steps``) with the fine-tuning
+#: epochs split between them; 1 = one-shot, then fine-tune. Capped at ``finetune_epochs``. Not a
+#: search knob yet (``CompressSpec`` has no field for it); the bench compares both.
+STRUCTURED_STEPS = 1
+#: low-rank: a layer is factorized only if the pair costs at most this share of its dense MACs (and
+#: params); below a 20% saving the extra layer and activation are not worth the lost accuracy.
+LOWRANK_MAX_COST = 0.8
 FINETUNE_LR_SCALE = 0.2  # fine-tuning starts from a trained model: a fifth of the trial's peak lr
 
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
@@ -188,22 +197,31 @@ def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, c
     normalized = model[0](_example(context).to(device))  # (1, C, H, W): the net's own input
     importance = (tp.importance.MagnitudeImportance(p=1) if spec.importance == "l1"
                   else tp.importance.GroupMagnitudeImportance(p=2))
+    # Pruning in steps only makes sense with fine-tuning between them: at most one step per epoch.
+    steps = max(1, min(int(STRUCTURED_STEPS), spec.finetune_epochs))
+    epochs = [spec.finetune_epochs // steps + (1 if i >= steps - spec.finetune_epochs % steps else 0)
+              for i in range(steps)]  # the fine-tuning budget split over the steps, remainder last
     convs_before = _channel_count(net)
-    try:
-        pruner = tp.pruner.MetaPruner(net, normalized, importance=importance, pruning_ratio=spec.ratio,
-                                      ignored_layers=_classifier_layers(net, context.data.num_classes))
-        pruner.step()
-        with torch.no_grad():
-            model.eval()(normalized)
-    except Exception as err:  # a graph torch-pruning cannot trace: keep the student, say why
-        raise _Skip(f"torch-pruning failed on {config.student.family} ({type(err).__name__}: {err})"[:300])
+    seconds = 0.0
+    for step, step_epochs in enumerate(epochs):
+        try:
+            if step == 0:
+                pruner = tp.pruner.MetaPruner(net, normalized, importance=importance, pruning_ratio=spec.ratio,
+                                              iterative_steps=steps,
+                                              ignored_layers=_classifier_layers(net, context.data.num_classes))
+            pruner.step()  # step k of n prunes to k/n of the ratio (torch-pruning's linear schedule)
+            with torch.no_grad():
+                model.eval()(normalized)
+        except Exception as err:  # a graph torch-pruning cannot trace: keep the student, say why
+            raise _Skip(f"torch-pruning failed on {config.student.family} ({type(err).__name__}: {err})"[:300])
+        if step == 0 and _channel_count(net) >= convs_before:
+            raise _Skip(f"torch-pruning removed no channel of {config.student.family}")
+        seconds += _finetune(model, step_epochs, config, context)
     kept = _channel_count(net)
-    if kept >= convs_before:
-        raise _Skip(f"torch-pruning removed no channel of {config.student.family}")
-    seconds = _finetune(model, spec.finetune_epochs, config, context)
     detail = (f"{spec.importance} filters, {kept}/{convs_before} conv channels kept, "
-              f"ft {spec.finetune_epochs} ep")
-    return model, detail, {"channels_kept": kept, "channels_before": convs_before, "finetune_seconds": seconds}
+              + (f"{steps} steps, ft {'+'.join(map(str, epochs))} ep" if steps > 1 else f"ft {spec.finetune_epochs} ep"))
+    return model, detail, {"channels_kept": kept, "channels_before": convs_before, "finetune_seconds": seconds,
+                           "prune_steps": steps}
 
 
 def _channel_count(net: nn.Module) -> int:
@@ -270,21 +288,47 @@ def _unstructured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig,
 # --------------------------------------------------------------------------- low-rank
 
 
-def _factorized(module: nn.Module, ratio: float) -> nn.Sequential | None:
-    """The rank-``ratio`` SVD factorization of a conv or linear layer, or None if it saves nothing."""
+def lowrank_cost(module: nn.Module, ratio: float) -> tuple[int, float] | None:
+    """``(rank, factorized MACs / dense MACs)`` of a conv or linear layer at rank ``ratio``, or None.
+
+    None for layers that cannot be factorized (not conv/linear, grouped or depthwise convs). The MAC
+    share equals the param share: both layers of the pair run at the same spatial size as the original.
+
+    Example:
+        >>> lowrank_cost(nn.Conv2d(64, 64, 3), 0.5)  # rank 32: 32 * (576 + 64) / (64 * 576)
+        (32, 0.5555555555555556)
+    """
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            return None
+        out_c, in_c, kh, kw = module.weight.shape
+        fan_in = in_c * kh * kw
+    elif isinstance(module, nn.Linear):
+        out_c, fan_in = module.weight.shape
+    else:
+        return None
+    rank = max(1, int(round(ratio * min(out_c, fan_in))))
+    return rank, rank * (fan_in + out_c) / (out_c * fan_in)
+
+
+def _factorized(module: nn.Module, ratio: float, max_cost: float | None = LOWRANK_MAX_COST) -> nn.Sequential | None:
+    """The rank-``ratio`` SVD factorization of a conv or linear layer, or None if it does not pay.
+
+    ``max_cost``: the most the pair may cost as a share of the dense layer's MACs; ``None`` accepts
+    any saving (used on rebuild, where the checkpoint names the layers that were split).
+    """
+    cost = lowrank_cost(module, ratio)
+    if cost is None:
+        return None
+    rank, share = cost
+    if share >= 1.0 or (max_cost is not None and share > max_cost):
+        return None
     with torch.no_grad():
         if isinstance(module, nn.Conv2d):
-            if module.groups != 1:
-                return None
             out_c, in_c, kh, kw = module.weight.shape
             fan_in = in_c * kh * kw
-        elif isinstance(module, nn.Linear):
-            out_c, fan_in = module.weight.shape
         else:
-            return None
-        rank = max(1, int(round(ratio * min(out_c, fan_in))))
-        if rank * (fan_in + out_c) >= out_c * fan_in:  # not fewer MACs (and params) than the layer
-            return None
+            out_c, fan_in = module.weight.shape
         w = module.weight.detach().float().reshape(out_c, fan_in)  # (O, I*k*k)
         u, s, vh = torch.linalg.svd(w, full_matrices=False)  # (O, R), (R,), (R, I*k*k)
         root = s[:rank].sqrt()
@@ -312,13 +356,15 @@ def _factorized(module: nn.Module, ratio: float) -> nn.Sequential | None:
 def factorize(model: nn.Module, ratio: float, only: list[str] | None = None) -> dict[str, int]:
     """Replace conv/linear layers of ``model`` by their rank-``ratio`` factorizations, in place.
 
-    Returns layer name -> rank of every layer replaced. ``only`` restricts to those names (rebuild).
+    Returns layer name -> rank of every layer replaced. Layers whose pair would cost more than
+    ``LOWRANK_MAX_COST`` of their dense MACs stay dense. ``only`` (rebuild from a checkpoint)
+    splits exactly those names, whatever the threshold.
     """
     replaced: dict[str, int] = {}
     for name, module in list(model.named_modules()):
         if only is not None and name not in only:
             continue
-        pair = _factorized(module, ratio)
+        pair = _factorized(module, ratio, max_cost=None if only is not None else LOWRANK_MAX_COST)
         if pair is None:
             continue
         parent_name, _, child = name.rpartition(".")
@@ -332,10 +378,14 @@ def _lowrank(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, cont
     candidates = len(_prunable(model[1]))
     replaced = factorize(model, spec.ratio)
     if not replaced:
-        raise _Skip(f"no conv/linear layer of {config.student.family} gets cheaper at rank {spec.ratio}")
+        raise _Skip(f"no conv/linear layer of {config.student.family} gets at least "
+                    f"{100 * (1 - LOWRANK_MAX_COST):.0f}% cheaper at rank {spec.ratio}")
     model._autokd_factorized = replaced
     seconds = _finetune(model, spec.finetune_epochs, config, context)
-    detail = f"rank {spec.ratio:g}: {len(replaced)}/{candidates} layers factorized, ft {spec.finetune_epochs} ep"
+    dense = candidates - len(replaced)
+    detail = (f"rank {spec.ratio:g}: {len(replaced)}/{candidates} layers factorized"
+              + (f" ({dense} left dense: pair > {LOWRANK_MAX_COST:g}x of their MACs)" if dense else "")
+              + f", ft {spec.finetune_epochs} ep")
     return model, detail, {"layers_factorized": len(replaced), "finetune_seconds": seconds}
 
 

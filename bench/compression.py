@@ -1,14 +1,18 @@
 """Compression targets on a CIFAR-10 subset: what each method buys and costs, measured on CPU.
 
-One KD teacher (ResNet-8, width 16) and two students (VGG-7 at width 0.5, ResNet-8 at width 12) are trained briefly on a 5,000 / 1,000
-subset at 32 px; every method then compresses a copy of each student through the trial's own
+One KD teacher (ResNet-8, width 16) and three students (VGG-7 at width 0.5, VGG-7 at width 1.0 as in
+the seed work, ResNet-8 at width 12) are trained briefly on a 5,000 / 1,000 subset at 32 px; every method then compresses a copy of each student through the trial's own
 stage (``autokd.trial.compress_stage``), and ``measure_model`` measures before and after: test
 accuracy, params, serialized size, MACs and batch-1 CPU latency (median of ``--latency-runs``
 runs, 1 thread, after warm-up). Each latency ratio is the median over ``--repeats`` alternating
-before/after measurements, so load from other processes hits both sides alike.
+before/after measurements, so load from other processes hits both sides alike. Pruning and low-rank
+are followed by ``--finetune-epochs`` of KD fine-tuning (default: as many as the students trained).
 
-    python -m bench.compression                  # about 10 minutes on 2 shared CPU cores
+    python -m bench.compression                  # about 15 minutes on 2 CPU cores
     python -m bench.compression --epochs 1 --teacher-epochs 1 --n-train 1000   # smoke run
+
+Structured pruning is measured one-shot (the default) and in 3 steps with the same fine-tuning
+epochs split between them (``structured_0.5_3steps``).
 
 Targets (issue 4): int8 size <= 0.3x with <= 1 point lost; structured 50%: params <= 0.35x,
 latency <= 0.7x, accuracy within 2 points; low-rank 0.5 on VGG: MACs <= 0.6x; unstructured 80%:
@@ -26,19 +30,28 @@ from typing import Any
 
 import torch
 
+from autokd import compress
 from autokd.compress import quant_engine
 from autokd.config import CompressSpec, DistillSpec, StudentSpec, StudyConfig, TrainSpec, TrialConfig
 from autokd.measure import latency_ms
 from autokd.trial import build_context, build_student, compress_stage, distill_student, measure_model
 from bench.common import cifar10_folder, write_result
 
-STUDENTS = {"vgg7": StudentSpec.of("vgg", variant=7, width=0.5), "resnet8": StudentSpec.of("resnet", depth=8, width=12)}
-METHODS = {
-    "int8_static": CompressSpec("int8", quant_mode="static"),
-    "structured_0.5": CompressSpec("structured", 0.5, 2, importance="l1"),
-    "lowrank_0.5": CompressSpec("lowrank", 0.5, 2),
-    "unstructured_0.8": CompressSpec("unstructured", 0.8, 1),
-}
+STUDENTS = {"vgg7": StudentSpec.of("vgg", variant=7, width=0.5), "vgg7_w1": StudentSpec.of("vgg", variant=7, width=1.0),
+            "resnet8": StudentSpec.of("resnet", depth=8, width=12)}
+
+
+def methods(finetune_epochs: int) -> dict[str, tuple[CompressSpec, int]]:
+    """Bench row -> (spec, structured pruning steps); the steps go through ``compress.STRUCTURED_STEPS``."""
+    return {
+        "int8_static": (CompressSpec("int8", quant_mode="static"), 1),
+        "structured_0.5": (CompressSpec("structured", 0.5, finetune_epochs, importance="l1"), 1),
+        "structured_0.5_3steps": (CompressSpec("structured", 0.5, finetune_epochs, importance="l1"), 3),
+        "lowrank_0.5": (CompressSpec("lowrank", 0.5, finetune_epochs), 1),
+        "unstructured_0.8": (CompressSpec("unstructured", 0.8, finetune_epochs), 1),
+    }
+
+
 FIGURES = ("accuracy", "params", "size_bytes", "macs", "latency_ms")
 
 
@@ -71,11 +84,14 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="KD fine-tuning epochs after pruning / low-rank (default: --epochs)")
     parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (latency uses 1)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    finetune_epochs = args.epochs if args.finetune_epochs is None else args.finetune_epochs
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
@@ -96,11 +112,15 @@ def main() -> None:
         model.eval()
         print(f"{name} trained ({time.perf_counter() - started:.0f} s)")
         rows = {}
-        for method, spec in METHODS.items():
-            if method.startswith("lowrank") and name != "vgg7":
+        for method, (spec, steps) in methods(finetune_epochs).items():
+            if method.startswith("lowrank") and not name.startswith("vgg"):
                 continue
-            compressed, info = compress_stage(copy.deepcopy(model), TrialConfig(
-                student=student, distill=config.distill, train=config.train, compress=spec), context)
+            compress.STRUCTURED_STEPS = steps
+            try:
+                compressed, info = compress_stage(copy.deepcopy(model), TrialConfig(
+                    student=student, distill=config.distill, train=config.train, compress=spec), context)
+            finally:
+                compress.STRUCTURED_STEPS = 1
             after = measure_model(compressed, context)
             before = {k: info[f"uncompressed_{k}"] for k in FIGURES}
             lat_b, lat_a, lat_ratio = paired_latency(model, compressed, example, args.latency_runs, args.repeats)
@@ -120,7 +140,7 @@ def main() -> None:
         "data": f"CIFAR-10 JPEG subset {args.n_train} train / {args.n_test} test, 32 px",
         "teacher": {"architecture": "resnet(depth=8,width=16)", "epochs": args.teacher_epochs,
                     "accuracy": context.teacher_summary.get("accuracy")},
-        "student_epochs": args.epochs, "latency": {"runs": args.latency_runs, "repeats": args.repeats,
+        "student_epochs": args.epochs, "finetune_epochs": finetune_epochs, "latency": {"runs": args.latency_runs, "repeats": args.repeats,
                                                    "threads": 1, "batch": 1, "statistic": "median"},
         "quantization": f"torch.ao FX graph mode (prepare_fx/convert_fx), engine {quant_engine()}",
         "students": results, "wall_seconds": time.perf_counter() - started,

@@ -93,11 +93,41 @@ def test_structured_half_the_channels_removes_two_thirds_of_params(students, con
     assert metrics["channels_kept"] == metrics["channels_before"] // 2
 
 
+def test_structured_in_steps_reaches_the_same_channels(students, context, monkeypatch):
+    import autokd.compress
+
+    monkeypatch.setattr(autokd.compress, "STRUCTURED_STEPS", 3)
+    model, metrics, after = compress(students, context, "vgg", CompressSpec("structured", 0.5, 3))
+    assert metrics["prune_steps"] == 3 and "3 steps, ft 1+1+1 ep" in metrics["compression_detail"]
+    assert metrics["channels_kept"] == metrics["channels_before"] // 2
+    assert after["params"] <= 0.35 * metrics["uncompressed_params"]
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    _, one_step, _ = compress(students, context, "vgg", CompressSpec("structured", 0.5, 1))
+    assert one_step["prune_steps"] == 1  # capped at one step per fine-tuning epoch
+
+
 def test_lowrank_half_rank_on_vgg_cuts_macs(students, context):
     model, metrics, after = compress(students, context, "vgg", CompressSpec("lowrank", 0.5, 2))
     assert after["macs"] <= 0.6 * metrics["uncompressed_macs"]
     assert metrics["layers_factorized"] >= 5
     assert after["accuracy"] >= 0.8
+
+
+def test_lowrank_leaves_layers_dense_where_the_split_does_not_pay():
+    from autokd.compress import LOWRANK_MAX_COST, factorize, lowrank_cost
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.Conv2d(32, 32, 3), torch.nn.Conv2d(32, 64, 3),
+                              torch.nn.Conv2d(64, 64, 3, groups=64))
+    stem_rank, stem_share = lowrank_cost(net[0], 0.5)  # full rank 27: rank 14 keeps 0.96x of the MACs
+    assert stem_rank == 14 and stem_share > LOWRANK_MAX_COST
+    assert lowrank_cost(net[1], 0.5)[1] == pytest.approx(16 * (288 + 32) / (32 * 288))
+    assert lowrank_cost(net[3], 0.5) is None  # depthwise
+    rebuilt = copy.deepcopy(net)
+    replaced = factorize(net, 0.5)
+    assert replaced == {"1": 16, "2": 32}  # stem and depthwise stay dense
+    assert isinstance(net[0], torch.nn.Conv2d) and isinstance(net[1], torch.nn.Sequential)
+    # a rebuild from a checkpoint splits exactly the layers it names
+    assert factorize(rebuilt, 0.5, only=["0", "1"]) == {"0": 14, "1": 16}
 
 
 def test_unstructured_reports_sparsity_and_dense_compute(students, context):
