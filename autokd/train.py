@@ -74,8 +74,12 @@ def epoch_views(policy: AugmentPolicy, n_images: int, epoch: int) -> EpochViews:
     return EpochViews(shifts, flips, partner, lam)
 
 
-def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
-    """Per-sample translated crop of a zero-padded batch, then per-sample flip. x: (B, C, H, W)."""
+def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """Per-sample translated crop of a zero-padded batch, then per-sample flip. x: (B, C, H, W).
+
+    Whether to flip is decided by the policy (``flips=None``: never), not by looking at the
+    tensor, so a training step never waits on the device.
+    """
     if pad > 0:
         b, c, h, w = x.shape
         padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
@@ -83,17 +87,20 @@ def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: 
         cols = torch.arange(w, device=x.device)[None, :] + (shifts[:, 1:2] + pad)  # (B, W)
         padded = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
         x = padded.gather(3, cols[:, None, None, :].expand(b, c, h, w))
-    if flips.any():
+    if flips is not None:
         x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return x
 
 
 def augmented_batch(images: torch.Tensor, index: torch.Tensor, views: EpochViews, policy: AugmentPolicy) -> torch.Tensor:
     """Floats in [0, 1] of the images at ``index`` as the epoch's schedule views them. (B, C, H, W)"""
-    x = _crop_flip(images[index].float() / 255.0, views.shifts[index], views.flips[index], policy.crop_pad)
+    flips = views.flips if policy.flip else None
+    x = _crop_flip(images[index].float() / 255.0, views.shifts[index], None if flips is None else flips[index],
+                   policy.crop_pad)
     if views.partner is not None:
         other = views.partner[index]
-        y = _crop_flip(images[other].float() / 255.0, views.shifts[other], views.flips[other], policy.crop_pad)
+        y = _crop_flip(images[other].float() / 255.0, views.shifts[other], None if flips is None else flips[other],
+                       policy.crop_pad)
         lam = views.lam[index][:, None, None, None]
         x = lam * x + (1.0 - lam) * y
     return x
