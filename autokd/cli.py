@@ -134,17 +134,16 @@ def search(
         from autokd.search.ray_executor import run_ray
 
         # The teacher is trained (or loaded) once by the driver, so workers only load its checkpoint.
-        del data
-        run_ray(optuna_study, cfg, space, console=console, prepare=lambda: prepare_context(optuna_study, cfg))
+        run_ray(optuna_study, cfg, space, console=console, prepare=lambda: prepare_context(optuna_study, cfg, data))
     else:
-        _search_local(optuna_study, cfg, space)
+        _search_local(optuna_study, cfg, space, data)
     console.print(f"search wall time {time.perf_counter() - started:.1f} s")
     from autokd.report import pareto_table
 
     console.print(pareto_table(optuna_study, optuna_study.user_attrs.get("teacher")))
 
 
-def prepare_context(optuna_study: Any, cfg: StudyConfig) -> Any:
+def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> Any:
     """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
     from autokd.trial import build_context, measure_model
 
@@ -155,7 +154,7 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig) -> Any:
         def on_teacher_epoch(epoch: int, metrics: dict) -> None:
             progress.update(task, completed=epoch + 1, info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
 
-        context = build_context(cfg, on_teacher_epoch=on_teacher_epoch)
+        context = build_context(cfg, on_teacher_epoch=on_teacher_epoch, data=data)
     summary = context.teacher_summary
     stored = optuna_study.user_attrs.get("teacher")
     if not stored or stored.get("id") != summary["id"]:
@@ -167,11 +166,11 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig) -> Any:
     return context
 
 
-def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any) -> None:
+def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any, data: Any) -> None:
     from autokd.search.local import run_local
     from autokd.search.study import finished_count
 
-    context = prepare_context(optuna_study, cfg)
+    context = prepare_context(optuna_study, cfg, data)
     total = cfg.n_trials
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:

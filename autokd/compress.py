@@ -161,7 +161,7 @@ def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "Tria
     """KD fine-tuning from the teacher (labels only without one); returns seconds spent."""
     if epochs <= 0:
         return 0.0
-    from autokd.train import AugmentPolicy, train_model
+    from autokd.train import train_model
 
     if context.teacher is not None:
         # Plain KD whatever the trial's loss: hint adapters do not survive a change of channels.
@@ -169,7 +169,7 @@ def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "Tria
     else:
         distill = DistillSpec(loss="none")
     train = dataclasses.replace(config.train, epochs=epochs, lr=config.train.lr * FINETUNE_LR_SCALE)
-    policy = AugmentPolicy(context.policy.crop_pad, context.policy.flip, False, context.policy.seed)
+    policy = context.policy_for(mixup=False)
     result = train_model(model, context.train_images, context.train_labels, train=train, distill=distill,
                          policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(False))
     model.eval()

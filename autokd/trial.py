@@ -8,6 +8,7 @@ decide where this function runs. Nothing here knows about Optuna storage or Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,10 +51,14 @@ class TrialContext:
         self.test_labels = self.data.test_labels.to(self.device)
         self._caches: dict[str, TeacherLogitCache] = {}
 
+    def policy_for(self, mixup: bool) -> AugmentPolicy:
+        """The study's augmentation schedule, with or without mixup (function matching uses it)."""
+        return dataclasses.replace(self.policy, mixup=mixup)
+
     def logit_cache(self, mixup: bool) -> TeacherLogitCache | None:
         if self.teacher is None:
             return None
-        policy = AugmentPolicy(self.policy.crop_pad, self.policy.flip, mixup, self.policy.seed)
+        policy = self.policy_for(mixup)
         key = policy.key()
         if key not in self._caches:
             self._caches[key] = TeacherLogitCache(self.teacher, self.train_images, policy,
@@ -80,12 +85,13 @@ def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData
 
 
 def build_context(study: StudyConfig, *, device: torch.device | None = None, show_progress: bool = True,
-                  on_teacher_epoch: Callable[[int, dict], None] | None = None) -> TrialContext:
-    """Load data and teacher once; executors call this once per process."""
+                  on_teacher_epoch: Callable[[int, dict], None] | None = None,
+                  data: ImageData | None = None) -> TrialContext:
+    """Load data (unless given) and teacher once; executors call this once per process."""
     from autokd.teacher import build_teacher
 
     device = device or pick_device()
-    data = load_study_data(study, show_progress)
+    data = data if data is not None else load_study_data(study, show_progress)
     policy = augment_policy(study, data)
     teacher, summary = build_teacher(study, data, policy, device, on_epoch=on_teacher_epoch)
     return TrialContext(data=data, device=device, teacher=teacher, teacher_summary=summary, policy=policy,
@@ -115,7 +121,7 @@ def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext
                     on_epoch: Callable[[int, dict], None] | None = None, start_epoch: int = 0,
                     optimizer_state: dict | None = None) -> dict[str, Any]:
     mixup = config.distill.loss == "fm"
-    policy = AugmentPolicy(context.policy.crop_pad, context.policy.flip, mixup, context.policy.seed)
+    policy = context.policy_for(mixup)
     result = train_model(
         model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
         policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
