@@ -267,6 +267,10 @@ class StudyConfig(_Strict):
     image_size: int | None = None
     subset_train: int | None = Field(None, ge=10)
     subset_test: int | None = Field(None, ge=10)
+    # Share of the training images held out for validation: every objective and every sampler
+    # decision is scored there; the test split is only evaluated for reporting (docs/methodology.md).
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    validation_min_per_class: int = Field(2, ge=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(family="resnet18", epochs=12, lr=0.05))
     search_space: str = "search_spaces/default.yaml"
