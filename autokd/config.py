@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from autokd.errors import AutokdError
 
@@ -43,6 +46,122 @@ COMPRESSION_METHODS = ("none", "structured", "unstructured", "lowrank", "int8")
 #: Keys of a search space's ``pairs`` section (docs/pairs.md); the last four are selector knobs.
 SELECTOR_KEYS = ("layers", "width", "epochs", "lr")
 PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may be: a number within bounds, or one of a set of values.
+
+    ``str(rule)`` is the phrase errors and docs use; ``problem(value)`` says why a value breaks
+    the rule, or None when it is allowed. Bools are never numbers, strings never numbers.
+
+    Example:
+        >>> str(Rule.number(at_least=0, below=1)), Rule.number(above=0).problem(-0.1)
+        ('a number in [0, 1)', 'is out of range')
+        >>> str(Rule.integer(at_least=1, at_most=256)), Rule.integer(at_least=1).problem("8")
+        ('an integer in 1..256', 'is not an integer')
+    """
+
+    kind: type = float  # int, float, bool or str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+    values: tuple[Any, ...] = ()  # non-empty: the value must be one of these
+    noun: str = ""  # what the values are, for "is not a valid <noun>"
+    note: str = ""  # appended to the description, e.g. "6n+2"
+
+    @staticmethod
+    def integer(*, at_least: int | None = None, at_most: int | None = None) -> "Rule":
+        return Rule(int, at_least, at_most)
+
+    @staticmethod
+    def number(*, at_least: float | None = None, above: float | None = None, at_most: float | None = None,
+               below: float | None = None) -> "Rule":
+        return Rule(float, above if above is not None else at_least, below if below is not None else at_most,
+                    low_open=above is not None, high_open=below is not None)
+
+    @staticmethod
+    def one_of(*values: Any, noun: str = "", note: str = "") -> "Rule":
+        return Rule(type(values[0]), values=values, noun=noun, note=note)
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` breaks the rule ("is out of range", "is not an integer", ...), or None."""
+        if not _is_kind(value, self.kind):
+            return f"is not {_KIND_NAMES[self.kind]}"
+        if self.kind is float and not math.isfinite(value):
+            return "is not a finite number"
+        if self.values:
+            return None if value in self.values else f"is not a valid {self.noun}" if self.noun else "is not allowed"
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return "is out of range" if too_low or too_high else None
+
+    def __str__(self) -> str:
+        name, low, high = _KIND_NAMES[self.kind], _show_number(self.low), _show_number(self.high)
+        if self.values:
+            text = "one of " + ", ".join(_show_yaml(v) for v in self.values)
+        elif self.low is not None and self.high is not None and self.kind is int:
+            text = f"{name} in {low}..{high}"
+        elif self.low is not None and self.high is not None:
+            text = f"{name} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{name} {'>' if self.low_open else '>='} {low}"
+        elif self.high is not None:
+            text = f"{name} {'<' if self.high_open else '<='} {high}"
+        else:
+            text = name
+        return f"{text} ({self.note})" if self.note else text
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _show_number(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _show_yaml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+#: What each search-space setting may be, by ``section.key`` (docs/study-file.md lists the same).
+#: A student knob's rule is declared with its family (``autokd/models/__init__.py``); the
+#: method-specific ratio bounds, ``quant_mode`` and ``importance`` are checked by
+#: ``autokd.compress.check_spec``.
+VALUE_RULES: dict[str, Rule] = {
+    "distill.loss": Rule.one_of(*LOSSES, noun="loss"),
+    "distill.alpha": Rule.number(at_least=0, at_most=1),
+    "distill.temperature": Rule.number(above=0),
+    "distill.hint_weight": Rule.number(at_least=0),
+    "train.epochs": Rule.integer(at_least=1),
+    "train.batch_size": Rule.integer(at_least=1),
+    "train.lr": Rule.number(above=0),
+    "train.weight_decay": Rule.number(at_least=0),
+    "train.optimizer": Rule.one_of("sgd", "adamw", noun="optimizer"),
+    "train.schedule": Rule.one_of("onecycle", "cosine", noun="schedule"),
+    "train.label_smoothing": Rule.number(at_least=0, below=1),
+    "train.seed": Rule.integer(at_least=0),
+    "compress.method": Rule.one_of(*COMPRESSION_METHODS, noun="compression method"),
+    "compress.ratio": Rule.number(at_least=0, below=1),
+    "compress.finetune_epochs": Rule.integer(at_least=0),
+    "pairs.kind": Rule.one_of("single", "pair", noun="trial kind"),
+    "pairs.reuse": Rule.one_of(False, True),
+    "pairs.pool": Rule.integer(at_least=2),
+    "pairs.layers": Rule.integer(at_least=2, at_most=4),  # autokd.pairs.SelectorSpec builds 2..4 blocks
+    "pairs.width": Rule.integer(at_least=1, at_most=512),
+    "pairs.epochs": Rule.integer(at_least=1),
+    "pairs.lr": Rule.number(above=0),
+}
 
 
 # --------------------------------------------------------------------------- trial config
@@ -195,23 +314,67 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _validation_error(path: Path | str, what: str, err: ValidationError) -> AutokdError:
+def _validation_error(path: Path | str, what: str, err: ValidationError, model: type[BaseModel],
+                      prefix: tuple[str, ...] = ()) -> AutokdError:
+    """One line for pydantic's first error: the key, the value and, for a number, its allowed range."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return AutokdError(f"{what} {path}: key '{key}': {first['msg']}",
-                       f"correct '{key}' in {Path(str(path)).name} (see README: study and search-space YAML)")
+    key = _dotted(prefix + tuple(first["loc"])) or "(top level)"
+    value, msg = first.get("input"), first["msg"].removeprefix("Value error, ")
+    rule = _field_rule(model, first["loc"])
+    problem = rule.problem(value) if rule is not None else None
+    if problem:
+        text = f"{key} = {value!r} {problem}: must be {rule}"
+    elif first["type"] == "extra_forbidden":
+        text = f"unknown key '{key}'"
+    elif isinstance(value, (str, int, float, bool)):
+        text = f"{key} = {value!r}: {msg}"
+    else:
+        text = f"key '{key}': {msg}"
+    return AutokdError(f"{what} {path}: {text}",
+                       f"correct '{key}' in {Path(str(path)).name} (docs/study-file.md lists what each key may be)")
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _field_rule(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> Rule | None:
+    """The Rule a numeric pydantic field declares (its type and Field bounds), found by an error's loc."""
+    info = None
+    for part in (p for p in loc if not isinstance(p, int)):  # list indexes step into the item's model
+        fields = {f.alias or name: f for name, f in model.model_fields.items()} if model is not None else {}
+        info = fields.get(part)
+        if info is None:
+            return None
+        model = next((t for t in _types(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    kinds = _types(info.annotation, containers=False) if info is not None else []
+    kind = int if int in kinds else float if float in kinds else None
+    if kind is None:
+        return None
+    bounds = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+    return Rule(kind, bounds.get("gt", bounds.get("ge")), bounds.get("lt", bounds.get("le")),
+                low_open="gt" in bounds, high_open="lt" in bounds)
+
+
+def _types(annotation: Any, containers: bool = True) -> list[Any]:
+    """The plain types inside an annotation: ``list[X] | None`` -> [X, NoneType] (``containers=False``:
+    [list[X], NoneType], only unions and ``Annotated`` are opened)."""
+    args = typing.get_args(annotation)
+    opened = containers or typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated)
+    return [t for arg in args for t in _types(arg, containers)] if args and opened else [annotation]
 
 
 # --------------------------------------------------------------------------- study config
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "15" or true is not a number (YAML already gives numbers their own type)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TeacherMember(_Strict):
     checkpoint: str
-    weight: float | None = None
+    weight: float | None = Field(None, ge=0)
 
 
 class TeacherConfig(_Strict):
@@ -264,7 +427,7 @@ class StudyConfig(_Strict):
     dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
-    image_size: int | None = None
+    image_size: int | None = Field(None, ge=8, le=64)
     subset_train: int | None = Field(None, ge=10)
     subset_test: int | None = Field(None, ge=10)
     # Share of the training images held out for validation: every objective and every sampler
@@ -279,7 +442,7 @@ class StudyConfig(_Strict):
     n_trials: int | None = Field(16, ge=1)
     timeout: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     storage: str | None = None
     output: str | None = None
     latency_runs: int = Field(30, ge=5)
@@ -349,7 +512,7 @@ class StudyConfig(_Strict):
         try:
             return StudyConfig(**data)
         except ValidationError as err:
-            raise _validation_error("command line", "option", err) from None
+            raise _validation_error("command line", "option", err, StudyConfig) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -365,20 +528,26 @@ def load_study_config(path: str | Path | None) -> StudyConfig:
     try:
         return StudyConfig(**data)
     except ValidationError as err:
-        raise _validation_error(path, "study", err) from None
+        raise _validation_error(path, "study", err, StudyConfig) from None
 
 
 # --------------------------------------------------------------------------- search space
 
 
+_Number = Annotated[float, Strict()]  # an int or a float; never a string or a bool
+_Int = Annotated[int, Strict()]
+
+
 class Dimension(_Strict):
     """One searchable value: a float or int range (optionally log/step) or a list of choices."""
 
-    float_: tuple[float, float] | None = Field(None, alias="float")
-    int_: tuple[int, int] | None = Field(None, alias="int")
+    model_config = ConfigDict(strict=False)  # YAML lists become the bound tuples; the bounds stay strict
+
+    float_: tuple[_Number, _Number] | None = Field(None, alias="float")
+    int_: tuple[_Int, _Int] | None = Field(None, alias="int")
     choices: list[Any] | None = None
-    log: bool = False
-    step: float | None = None
+    log: Annotated[bool, Strict()] = False
+    step: _Number | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Dimension":
@@ -390,6 +559,10 @@ class Dimension(_Strict):
                 raise ValueError(f"low must be <= high, got {list(bounds)}")
         if self.log and any(b is not None and b[0] <= 0 for b in (self.float_, self.int_)):
             raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both")
+        if self.int_ is not None and self.step is not None and not float(self.step).is_integer():
+            raise ValueError(f"the step of an int range must be a whole number, got {self.step}")
         if self.choices is not None and not self.choices:
             raise ValueError("choices must not be empty")
         return self
@@ -405,19 +578,22 @@ class Dimension(_Strict):
 _PAIR_KINDS = Dimension(choices=["single", "pair"])  # a pairs section without 'kind' mixes both
 
 
-def _dimension(value: Any) -> Dimension | Any:
-    """A mapping becomes a Dimension; a scalar stays a fixed value."""
-    return Dimension(**value) if isinstance(value, dict) else value
-
-
 class SearchSpace:
     """The YAML search space: families and knobs, KD loss, training and compression settings.
 
     ``suggest(trial)`` only suggests values (conditional knobs: a family's knobs only when that
     family is sampled, alpha only for losses that use labels) and returns a :class:`TrialConfig`.
+    Every value is checked at load time, before any training: fixed values, both ends of a range
+    and each choice must satisfy the key's :class:`Rule` (``VALUE_RULES``, or the family's knob
+    rules for students).
     """
 
     SECTIONS = ("students", "distill", "train", "compress", "pairs")
+    #: Keys each section may hold.
+    KEYS = {"distill": tuple(f.name for f in dataclasses.fields(DistillSpec)),
+            "train": tuple(f.name for f in dataclasses.fields(TrainSpec)),
+            "compress": tuple(f.name for f in dataclasses.fields(CompressSpec)),
+            "pairs": PAIR_KEYS}
 
     def __init__(self, data: dict[str, Any], source: str = "search space"):
         self.source = source
@@ -425,20 +601,33 @@ class SearchSpace:
         if unknown:
             raise AutokdError(f"search space {source}: unknown section '{unknown[0]}'",
                               f"use only {', '.join(self.SECTIONS)}")
-        try:
-            self.families: dict[str, dict[str, Any]] = {}
-            for family, knobs in (data.get("students") or {}).items():
-                self.families[family] = {k: _dimension(v) for k, v in (knobs or {}).items()}
-            self.distill = {k: _dimension(v) for k, v in (data.get("distill") or {}).items()}
-            self.train = {k: _dimension(v) for k, v in (data.get("train") or {}).items()}
-            self.compress = {k: _dimension(v) for k, v in (data.get("compress") or {}).items()}
-            self.pairs = {k: _dimension(v) for k, v in (data.get("pairs") or {}).items()}
-        except ValidationError as err:
-            raise _validation_error(source, "search space", err) from None
+        self.families: dict[str, dict[str, Any]] = {
+            family: self._section(knobs, f"students.{family}")
+            for family, knobs in self._mapping(data.get("students"), "students").items()}
+        self.distill = self._section(data.get("distill"), "distill")
+        self.train = self._section(data.get("train"), "train")
+        self.compress = self._section(data.get("compress"), "compress")
+        self.pairs = self._section(data.get("pairs"), "pairs")
         self._validate()
 
+    def _mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is not None and not isinstance(value, dict):
+            raise AutokdError(f"search space {self.source}: {key} must be a mapping (key: value), "
+                              f"not {type(value).__name__}", f"write {key} as indented 'key: value' lines")
+        return value or {}
+
+    def _section(self, value: Any, key: str) -> dict[str, Any]:
+        """Key -> Dimension (a mapping: float/int/choices) or fixed value (a scalar)."""
+        section = {}
+        for name, spec in self._mapping(value, key).items():
+            try:
+                section[name] = Dimension(**spec) if isinstance(spec, dict) else spec
+            except ValidationError as err:
+                raise _validation_error(self.source, "search space", err, Dimension, (*key.split("."), name)) from None
+        return section
+
     def _validate(self) -> None:
-        from autokd.models import family_knobs, family_names
+        from autokd.models import family_knobs, family_names, family_rules
 
         if not self.families:
             raise AutokdError(f"search space {self.source} has no students",
@@ -447,33 +636,32 @@ class SearchSpace:
             if family not in family_names():
                 raise AutokdError(f"search space {self.source}: unknown family '{family}' under students",
                                   f"use one of {', '.join(family_names())}")
-            known = family_knobs(family)
-            for knob in knobs:
+            known, rules = family_knobs(family), family_rules(family)
+            for knob, spec in knobs.items():
                 if knob not in known:
                     raise AutokdError(f"search space {self.source}: family '{family}' has no knob '{knob}'",
                                       f"use {', '.join(known) or 'no knobs'}")
-        checks = (("distill", self.distill, DistillSpec), ("train", self.train, TrainSpec),
-                  ("compress", self.compress, CompressSpec))
-        for section, values, spec in checks:
-            allowed = {f.name for f in dataclasses.fields(spec)}
-            for key in values:
+                self._check(f"students.{family}.{knob}", spec, rules[knob])
+        for section, allowed in self.KEYS.items():
+            for key, spec in getattr(self, section).items():
                 if key not in allowed:
                     raise AutokdError(f"search space {self.source}: unknown key '{section}.{key}'",
-                                      f"use {', '.join(sorted(allowed))}")
-        for key, known in (("optimizer", ("sgd", "adamw")), ("schedule", ("onecycle", "cosine"))):
-            for value in _options(self.train.get(key, getattr(TrainSpec, key))):
-                if value not in known:
-                    raise AutokdError(f"search space {self.source}: unknown {key} '{value}' under train",
-                                      f"use {' or '.join(known)}")
-        for loss in _options(self.distill.get("loss", "kd")):
-            if loss not in LOSSES:
-                raise AutokdError(f"search space {self.source}: unknown loss '{loss}'", f"use {', '.join(LOSSES)}")
-        for method in _options(self.compress.get("method", "none")):
-            if method not in COMPRESSION_METHODS:
-                raise AutokdError(f"search space {self.source}: unknown compression method '{method}'",
-                                  f"use {', '.join(COMPRESSION_METHODS)}")
+                                      f"use {', '.join(allowed)} (docs/study-file.md)")
+                if f"{section}.{key}" in VALUE_RULES:
+                    self._check(f"{section}.{key}", spec, VALUE_RULES[f"{section}.{key}"])
+        if isinstance(self.pairs.get("pool"), Dimension):  # reuse ranks index a pool of fixed size
+            raise AutokdError(f"search space {self.source}: pairs.pool must be a fixed integer >= 2",
+                              "write e.g. pool: 6")
         self._validate_compress()
-        self._validate_pairs()
+
+    def _check(self, key: str, spec: Any, rule: Rule) -> None:
+        """Raise the one-line error when a value the setting can take breaks its rule."""
+        for value in _extremes(spec):
+            problem = rule.problem(value)
+            if problem:
+                raise AutokdError(f"search space {self.source}: {key} = {_show(spec, value)} {problem}: must be {rule}",
+                                  f"correct '{key}' in {Path(self.source).name} (docs/study-file.md lists what "
+                                  "each key may be)")
 
     def _validate_compress(self) -> None:
         """Every compression setting the space can suggest must compress: checked before any training."""
@@ -492,20 +680,6 @@ class SearchSpace:
                 check_spec(CompressSpec(method, 0.5, 0, mode), where)
             for importance in _options(self.compress.get("importance", "l1")) if method == "structured" else []:
                 check_spec(CompressSpec(method, 0.5, 0, importance=importance), where)
-
-    def _validate_pairs(self) -> None:
-        for key in self.pairs:
-            if key not in PAIR_KEYS:
-                raise AutokdError(f"search space {self.source}: unknown key 'pairs.{key}'",
-                                  f"use {', '.join(PAIR_KEYS)} (see docs/pairs.md)")
-        for kind in _options(self.pairs.get("kind", "pair")):
-            if kind not in ("single", "pair"):
-                raise AutokdError(f"search space {self.source}: unknown trial kind '{kind}' under pairs.kind",
-                                  "use single or pair")
-        pool = self.pairs.get("pool", 6)
-        if isinstance(pool, Dimension) or not isinstance(pool, int) or pool < 2:
-            raise AutokdError(f"search space {self.source}: pairs.pool must be a fixed integer >= 2",
-                              "write e.g. pool: 6")
 
     @staticmethod
     def load(path: str | Path) -> "SearchSpace":
@@ -595,6 +769,16 @@ def _options(spec: Any) -> list[Any]:
     if isinstance(spec, Dimension):
         return list(spec.choices or [])
     return [spec]
+
+
+def _show(spec: Any, value: Any) -> str:
+    """A value as an error shows it: with the range or choices it came from."""
+    if not isinstance(spec, Dimension):
+        return repr(value)
+    if spec.choices is not None:
+        return f"{value!r} (one of choices {spec.choices})"
+    kind, bounds = ("float", spec.float_) if spec.float_ is not None else ("int", spec.int_)
+    return f"{value!r} (a bound of {kind}: {list(bounds)})"
 
 
 def _extremes(spec: Any) -> list[Any]:

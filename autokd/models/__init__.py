@@ -16,33 +16,45 @@ from __future__ import annotations
 
 from torch import nn
 
+from autokd.config import Rule
 from autokd.models.cnn import build_cnn5
 from autokd.models.densenet import build_densenet
 from autokd.models.googlenet import build_googlenet
 from autokd.models.mobilenet import build_mobilenetv2
 from autokd.models.registry import Family, Registry
-from autokd.models.resnet import build_resnet, build_resnet18, build_resnet34
+from autokd.models.resnet import CIFAR_DEPTHS, build_resnet, build_resnet18, build_resnet34
+from autokd.models.vgg import CONFIGS as VGG_CONFIGS
 from autokd.models.vgg import build_vgg
 
-__all__ = ["FAMILIES", "Family", "Registry", "build_model", "family_knobs", "family_names"]
+__all__ = ["FAMILIES", "Family", "Registry", "Rule", "build_model", "family_knobs", "family_names", "family_rules"]
 
+# Each family's knobs: defaults, then what each may be (the one place ranges are declared).
 FAMILIES = Registry([
     Family("cnn5", build_cnn5, {"width": 1.0, "hidden": 128},
-           "5-layer CNN: 3 conv-BN-ReLU-pool blocks (32/64/128 x width), MLP head"),
+           "5-layer CNN: 3 conv-BN-ReLU-pool blocks (32/64/128 x width), MLP head",
+           {"width": Rule.number(above=0, at_most=8), "hidden": Rule.integer(at_least=1, at_most=4096)}),
     Family("densenet", build_densenet, {"growth_rate": 12, "block_layers": 6},
-           "DenseNet-BC for CIFAR: 3 dense blocks of bottleneck layers, compression 0.5"),
+           "DenseNet-BC for CIFAR: 3 dense blocks of bottleneck layers, compression 0.5",
+           {"growth_rate": Rule.integer(at_least=4, at_most=64), "block_layers": Rule.integer(at_least=1, at_most=32)}),
     Family("googlenet", build_googlenet, {"width": 0.25},
-           "small GoogLeNet (kuangliu): inception a3..b5, branch channels x width"),
+           "small GoogLeNet (kuangliu): inception a3..b5, branch channels x width",
+           {"width": Rule.number(above=0, at_most=2)}),
     Family("mobilenetv2", build_mobilenetv2, {"width": 1.0},
-           "MobileNetV2 for CIFAR (kuangliu): inverted residuals, channels x width"),
+           "MobileNetV2 for CIFAR (kuangliu): inverted residuals, channels x width",
+           {"width": Rule.number(above=0, at_most=4)}),
     Family("resnet", build_resnet, {"depth": 20, "width": 16},
-           "CIFAR ResNet (He et al. 2016): 6n+2 layers, stages width/2w/4w"),
+           "CIFAR ResNet (He et al. 2016): 6n+2 layers, stages width/2w/4w",
+           {"depth": Rule.one_of(*CIFAR_DEPTHS, noun="depth", note="6n+2"),
+            "width": Rule.integer(at_least=1, at_most=256)}),
     Family("resnet18", build_resnet18, {"width": 64},
-           "ResNet-18 for CIFAR (kuangliu): BasicBlocks [2,2,2,2], stages w/2w/4w/8w"),
+           "ResNet-18 for CIFAR (kuangliu): BasicBlocks [2,2,2,2], stages w/2w/4w/8w",
+           {"width": Rule.integer(at_least=1, at_most=512)}),
     Family("resnet34", build_resnet34, {"width": 64},
-           "ResNet-34 for CIFAR (kuangliu): BasicBlocks [3,4,6,3], stages w/2w/4w/8w"),
+           "ResNet-34 for CIFAR (kuangliu): BasicBlocks [3,4,6,3], stages w/2w/4w/8w",
+           {"width": Rule.integer(at_least=1, at_most=512)}),
     Family("vgg", build_vgg, {"variant": 7, "width": 1.0},
-           "VGG 7/11/13/16 with BatchNorm and one linear classifier, channels x width"),
+           "VGG 7/11/13/16 with BatchNorm and one linear classifier, channels x width",
+           {"variant": Rule.one_of(*VGG_CONFIGS, noun="variant"), "width": Rule.number(above=0, at_most=8)}),
 ])
 
 
@@ -78,3 +90,13 @@ def family_names() -> list[str]:
 def family_knobs(family: str) -> dict[str, object]:
     """Knob name -> default value for one family (a copy; raises AutokdError if unknown)."""
     return FAMILIES.knobs(family)
+
+
+def family_rules(family: str) -> dict[str, Rule]:
+    """Knob name -> what the knob may be, for one family (raises AutokdError if unknown).
+
+    Example:
+        >>> str(family_rules("resnet")["width"])
+        'an integer in 1..256'
+    """
+    return FAMILIES.rules(family)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob, scaled
+from autokd.models.registry import scaled
 
 
 class CNN5(nn.Module):
@@ -41,6 +41,4 @@ class CNN5(nn.Module):
 
 
 def build_cnn5(*, num_classes: int, in_channels: int, image_size: int, width: float, hidden: int) -> nn.Module:
-    check_knob("cnn5", "width", width, 0 < width <= 8, "a number in (0, 8]")
-    check_knob("cnn5", "hidden", hidden, 1 <= hidden <= 4096, "an integer in 1..4096")
     return CNN5(width=width, hidden=hidden, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

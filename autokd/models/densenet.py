@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob
 
 
 class Bottleneck(nn.Module):
@@ -74,8 +73,6 @@ class DenseNet(nn.Module):
 
 
 def build_densenet(*, num_classes: int, in_channels: int, image_size: int, growth_rate: int, block_layers: int) -> nn.Module:
-    check_knob("densenet", "growth_rate", growth_rate, 4 <= growth_rate <= 64, "an integer in 4..64")
-    check_knob("densenet", "block_layers", block_layers, 1 <= block_layers <= 32, "an integer in 1..32")
     return DenseNet(
         growth_rate=growth_rate, block_layers=block_layers,
         num_classes=num_classes, in_channels=in_channels, image_size=image_size,

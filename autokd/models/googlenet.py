@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob, pooled, scaled
+from autokd.models.registry import pooled, scaled
 
 # name -> (n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_planes); "M" is MaxPool2d(3, 2, 1).
 CONFIG: list[tuple[str, tuple[int, ...]] | str] = [
@@ -79,5 +79,4 @@ class GoogLeNet(nn.Module):
 
 
 def build_googlenet(*, num_classes: int, in_channels: int, image_size: int, width: float) -> nn.Module:
-    check_knob("googlenet", "width", width, 0 < width <= 2, "a number in (0, 2]")
     return GoogLeNet(width=width, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

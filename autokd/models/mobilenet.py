@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob, pooled
+from autokd.models.registry import pooled
 
 # (expansion, out_planes, num_blocks, stride)
 CONFIG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -89,5 +89,4 @@ class MobileNetV2(nn.Module):
 
 
 def build_mobilenetv2(*, num_classes: int, in_channels: int, image_size: int, width: float) -> nn.Module:
-    check_knob("mobilenetv2", "width", width, 0 < width <= 4, "a number in (0, 4]")
     return MobileNetV2(width=width, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

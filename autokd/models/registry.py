@@ -1,18 +1,21 @@
 """The student-family registry: a name, a builder and its knobs (with defaults).
 
-Families are registered explicitly in ``autokd/models/__init__.py``; importing a family module
-registers nothing. ``Registry.build`` is the one place that checks the family name, the knob
-names and the knob types, so builders only check ranges.
+Families are registered explicitly in ``autokd/models/__init__.py``, each with a :class:`Rule`
+per knob (what the knob may be); importing a family module registers nothing. The rules are the
+one source of truth: ``Registry.build`` checks the family name, the knob names, types and ranges,
+so builders check nothing, and ``SearchSpace`` checks every value a search space can suggest
+against the same rules before any training.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from torch import nn
 
+from autokd.config import Rule
 from autokd.errors import AutokdError
 
 
@@ -27,19 +30,23 @@ class Family:
             ``hint_layer`` on the model it returns.
         knobs: knob name -> default value; the default's type (int, float, str) is the knob's type.
         description: one line for ``autokd families`` style listings.
+        rules: knob name -> what the knob may be, e.g. ``Rule.number(above=0, at_most=8)``; every
+            knob has one and every default satisfies it (checked at registration).
     """
 
     name: str
     builder: Callable[..., nn.Module]
     knobs: dict[str, object]
     description: str
+    rules: dict[str, Rule] = field(default_factory=dict)
 
 
 class Registry:
     """Families by name.
 
     Example:
-        >>> reg = Registry([Family("tiny", build_tiny, {"width": 1.0}, "a tiny CNN")])
+        >>> reg = Registry([Family("tiny", build_tiny, {"width": 1.0}, "a tiny CNN",
+        ...                        {"width": Rule.number(above=0)})])
         >>> model = reg.build("tiny", num_classes=10, in_channels=3, image_size=32, width=0.5)
     """
 
@@ -51,6 +58,11 @@ class Registry:
     def register(self, family: Family) -> None:
         if family.name in self._families:
             raise ValueError(f"family {family.name!r} is registered twice")
+        if set(family.rules) != set(family.knobs):
+            raise ValueError(f"family {family.name!r} needs exactly one rule per knob, has {sorted(family.rules)}")
+        for knob, default in family.knobs.items():
+            if family.rules[knob].problem(default):
+                raise ValueError(f"family {family.name!r}: default {knob}={default!r} breaks its rule")
         self._families[family.name] = family
 
     def names(self) -> list[str]:
@@ -77,6 +89,9 @@ class Registry:
     def knobs(self, name: str) -> dict[str, object]:
         return dict(self.get(name).knobs)
 
+    def rules(self, name: str) -> dict[str, Rule]:
+        return dict(self.get(name).rules)
+
     def build(self, name: str, *, num_classes: int, in_channels: int, image_size: int, **knobs: object) -> nn.Module:
         family = self.get(name)
         unknown = sorted(set(knobs) - set(family.knobs))
@@ -92,6 +107,9 @@ class Registry:
         resolved = {
             key: _coerce(name, key, knobs.get(key, default), default) for key, default in family.knobs.items()
         }
+        for key, value in resolved.items():
+            if family.rules[key].problem(value):
+                raise AutokdError(f"{name} knob {key}={value!r} is invalid", f"{key} must be {family.rules[key]}")
         model = family.builder(**shape, **resolved)
         hint = getattr(model, "hint_layer", None)
         if not isinstance(hint, nn.Module):
@@ -122,16 +140,6 @@ def _coerce(family: str, knob: str, value: object, default: object) -> object:
             f"pass {knob} as a {kind.__name__} like the default {default!r}",
         )
     return kind(value)
-
-
-def check_knob(family: str, knob: str, value: object, ok: bool, valid: str) -> None:
-    """Raise the one-line error for a knob value outside its valid range.
-
-    Example:
-        >>> check_knob("vgg", "variant", 12, 12 in (7, 11, 13, 16), "one of 7, 11, 13, 16")
-    """
-    if not ok:
-        raise AutokdError(f"{family} knob {knob}={value!r} is invalid", f"{knob} must be {valid}")
 
 
 def scaled(channels: int, width: float, *, minimum: int = 8) -> int:

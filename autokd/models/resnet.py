@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob, pooled
+from autokd.models.registry import pooled
 
 
 class BasicBlock(nn.Module):
@@ -71,8 +71,6 @@ CIFAR_DEPTHS = list(range(8, 57, 6))  # 6n+2 for n = 1..9
 
 
 def build_resnet(*, num_classes: int, in_channels: int, image_size: int, depth: int, width: int) -> nn.Module:
-    check_knob("resnet", "depth", depth, depth in CIFAR_DEPTHS, f"one of {', '.join(map(str, CIFAR_DEPTHS))} (6n+2)")
-    check_knob("resnet", "width", width, 1 <= width <= 256, "an integer in 1..256")
     n = (depth - 2) // 6
     return ResNet(
         [n, n, n], [width, 2 * width, 4 * width],
@@ -82,7 +80,6 @@ def build_resnet(*, num_classes: int, in_channels: int, image_size: int, depth: 
 
 def _kuangliu(name: str, blocks: list[int]):
     def build(*, num_classes: int, in_channels: int, image_size: int, width: int) -> nn.Module:
-        check_knob(name, "width", width, 1 <= width <= 512, "an integer in 1..512")
         return ResNet(
             blocks, [width, 2 * width, 4 * width, 8 * width],
             num_classes=num_classes, in_channels=in_channels, image_size=image_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autokd.models.registry import check_knob, scaled
+from autokd.models.registry import scaled
 
 CONFIGS: dict[int, list[int | str]] = {
     7: [64, "M", 64, "M", 128, "M", 256, "M", 512, "M"],
@@ -50,6 +50,4 @@ class VGG(nn.Module):
 
 
 def build_vgg(*, num_classes: int, in_channels: int, image_size: int, variant: int, width: float) -> nn.Module:
-    check_knob("vgg", "variant", variant, variant in CONFIGS, f"one of {', '.join(map(str, CONFIGS))}")
-    check_knob("vgg", "width", width, 0 < width <= 8, "a number in (0, 8]")
     return VGG(CONFIGS[variant], width=width, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
