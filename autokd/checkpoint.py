@@ -37,6 +37,16 @@ def save_checkpoint(path: Path, net: nn.Module, *, family: str, knobs: dict[str,
     return path
 
 
+def save_state(path: Path, state: dict[str, Any]) -> Path:
+    """Write a training state (epoch checkpoint) atomically: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely; missing, corrupt or foreign files give one clear line."""
     path = Path(path)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autokd.config import StudyConfig, load_study_config
-from autokd.errors import AutokdError
+from autokd.errors import AutokdError, SearchFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="autokd: search, report, export, teacher train, dashboard.")
@@ -126,7 +126,8 @@ def search(
     from autokd.search.storage import redact_url
 
     console.print(f"[bold]study[/] {cfg.name}  [bold]storage[/] {redact_url(cfg.storage_url)}  "
-                  f"[bold]dataset[/] {data.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
+                  f"[bold]dataset[/] {data.name} ({len(data.train_labels)} train / {len(data.val_labels)} validation / "
+                  f"{len(data.test_labels)} test, "
                   f"{data.channels}x{data.image_size}x{data.image_size})")
     (cfg.output_dir / "study.yaml").write_text(cfg.to_yaml())
     started = time.perf_counter()
@@ -134,13 +135,20 @@ def search(
         from autokd.search.ray_executor import run_ray
 
         # The teacher is trained (or loaded) once by the driver, so workers only load its checkpoint.
-        run_ray(optuna_study, cfg, space, console=console, prepare=lambda: prepare_context(optuna_study, cfg, data))
+        told = run_ray(optuna_study, cfg, space, console=console,
+                       prepare=lambda: prepare_context(optuna_study, cfg, data))
     else:
-        _search_local(optuna_study, cfg, space, data)
+        told = _search_local(optuna_study, cfg, space, data)
     console.print(f"search wall time {time.perf_counter() - started:.1f} s")
-    from autokd.report import pareto_table
+    from autokd.report import failure_summary, pareto_table
 
     console.print(pareto_table(optuna_study, optuna_study.user_attrs.get("teacher")))
+    failures = failure_summary(told)
+    if failures and not any(t.state.name in ("COMPLETE", "PRUNED") for t in told):
+        raise SearchFailed(f"no trial finished: {failures}",
+                           "read the first trial log, then correct the study or search space and run again")
+    if failures:
+        errors.print(f"warning: {failures}", markup=False, highlight=False, soft_wrap=True)
 
 
 def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> Any:
@@ -152,7 +160,7 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
         task = progress.add_task("teacher", total=cfg.teacher.epochs, info="")
 
         def on_teacher_epoch(epoch: int, metrics: dict) -> None:
-            progress.update(task, completed=epoch + 1, info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
+            progress.update(task, completed=epoch + 1, info=f"val acc {100 * metrics.get('accuracy', 0):.1f}%")
 
         context = build_context(cfg, on_teacher_epoch=on_teacher_epoch, data=data)
     summary = context.teacher_summary
@@ -161,12 +169,14 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
         figures = measure_model(context.teacher, context)
         optuna_study.set_user_attr("teacher", {**summary, **figures, "architecture": " + ".join(summary["members"])})
         optuna_study.set_user_attr("classes", list(context.data.classes))
-    console.print(f"teacher {' + '.join(summary['members'])}: test accuracy {100 * summary['accuracy']:.2f}%, "
+    console.print(f"teacher {' + '.join(summary['members'])}: validation accuracy "
+                  f"{100 * summary['validation_accuracy']:.2f}%, test {100 * summary['test_accuracy']:.2f}%, "
                   f"{summary['params']:,} params")
     return context
 
 
-def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any, data: Any) -> None:
+def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any, data: Any) -> list[Any]:
+    from autokd.report import trial_line
     from autokd.search.local import run_local
     from autokd.search.study import finished_count
 
@@ -179,19 +189,17 @@ def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any, data: Any) ->
 
         def on_epoch(trial: Any, epoch: int, metrics: dict) -> None:
             progress.update(trial_task, description=f"trial {trial.number}", completed=epoch + 1, total=metrics["epochs"],
-                            info=f"acc {100 * metrics.get('accuracy', 0):.1f}%")
+                            info=f"val acc {100 * metrics.get('accuracy', 0):.1f}%")
 
         def on_trial_end(study: Any, trial: Any) -> None:
             progress.update(study_task, completed=finished_count(study))
-            a = trial.user_attrs
-            if trial.state.name == "COMPLETE":
-                progress.console.print(
-                    f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} acc {100 * a['accuracy']:6.2f}%  "
-                    f"params {a['params']:>9,}  {a['latency_ms']:.3f} ms  ({a['trial_seconds']:.1f} s)")
-            else:
-                progress.console.print(f"trial {trial.number:>3} {trial.state.name}")
+            progress.console.print(trial_line(trial), markup=False, highlight=False)
 
-        run_local(optuna_study, cfg, space, context, on_epoch=on_epoch, on_trial_end=on_trial_end)
+        def on_exhausted(err: Any) -> None:
+            progress.console.print(f"stopped early: {err.problem}", markup=False, highlight=False)
+
+        return run_local(optuna_study, cfg, space, context, on_epoch=on_epoch, on_trial_end=on_trial_end,
+                         on_exhausted=on_exhausted)
 
 
 # --------------------------------------------------------------------------- report, export, dashboard

@@ -138,7 +138,7 @@ def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext
     check_spec(spec)
     before = measure_model(model, context)
     metrics: dict[str, Any] = {f"uncompressed_{k}": before[k]
-                               for k in ("accuracy", "params", "size_bytes", "macs", "latency_ms")}
+                               for k in ("accuracy", "test_accuracy", "params", "size_bytes", "macs", "latency_ms")}
     started = time.perf_counter()
     original = copy.deepcopy(model)
     try:
@@ -177,7 +177,7 @@ def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "Tria
 
 
 def _example(context: "TrialContext") -> torch.Tensor:
-    return context.data.test_images[:1].float() / 255.0  # (1, C, H, W) on CPU
+    return context.data.val_images[:1].float() / 255.0  # (1, C, H, W) on CPU
 
 
 def _classifier_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:

@@ -10,7 +10,8 @@ Sources:
 * ``digits``: scikit-learn's 8x8 hand-written digits (bundled with scikit-learn, no files).
 * ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``: torchvision's files under
   a local root (downloaded only when asked).
-* ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, or class folders
+* ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (plus an optional
+  ``PATH/val/<class>/*`` validation split, used instead of carving one), or class folders
   directly under ``PATH`` (then split 80/20, stratified and seeded).
 
 Decoded torchvision and image-folder data sets are cached in ``cache_dir`` as one
@@ -21,6 +22,7 @@ so a changed, added or removed file means a rebuild, and a corrupt cache file is
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import math
 import os
@@ -44,7 +46,7 @@ DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "mnist", "fas
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own (digits, flat folders)
-_CACHE_FORMAT = 1  # bump when the cache layout changes so old files are rebuilt, never misread
+_CACHE_FORMAT = 2  # bump when the cache layout changes so old files are rebuilt, never misread
 _DATA_ROOT_FIX = "pass --data-root DIR holding the torchvision files, or --download"
 
 
@@ -64,12 +66,17 @@ class ImageData:
         train_labels: int64 ``(N,)``.
         test_images: uint8 ``(M, C, H, W)``.
         test_labels: int64 ``(M,)``.
+        val_images, val_labels: the validation split (``None`` until one is carved with
+            :meth:`with_validation`, or read from an image folder's own ``val/``). Models are
+            chosen on it; the test split is only reported.
 
     Example:
         >>> data = load_dataset("digits")
         >>> data.train_images.shape, data.num_classes
         (torch.Size([1437, 1, 8, 8]), 10)
-        >>> search, val = data.validation_split(0.1)
+        >>> search = data.with_validation(0.1, seed=0)
+        >>> len(search.train_labels), len(search.val_labels)
+        (1293, 144)
     """
 
     name: str
@@ -78,21 +85,34 @@ class ImageData:
     train_labels: torch.Tensor = field(repr=False)
     test_images: torch.Tensor = field(repr=False)
     test_labels: torch.Tensor = field(repr=False)
+    val_images: torch.Tensor | None = field(default=None, repr=False)
+    val_labels: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
-        for split in ("train", "test"):
+        if (self.val_images is None) != (self.val_labels is None):
+            raise ValueError("give both val_images and val_labels, or neither")
+        for split in self.splits:
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[2] != images.shape[3]:
                 raise ValueError(f"{split}_images must be uint8 (N, C, H, H), got {images.dtype} {tuple(images.shape)}")
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise ValueError(f"{split}_labels must be int64 ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
-        if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(f"train and test image shapes differ: {tuple(self.train_images.shape[1:])} vs {tuple(self.test_images.shape[1:])}")
+            if images.shape[1:] != self.train_images.shape[1:]:
+                raise ValueError(f"train and {split} image shapes differ: {tuple(self.train_images.shape[1:])} vs {tuple(images.shape[1:])}")
 
     def __repr__(self) -> str:
+        val = f", val={tuple(self.val_images.shape)}" if self.has_validation else ""
         return (f"ImageData(name={self.name!r}, classes={self.num_classes}, "
-                f"train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)})")
+                f"train={tuple(self.train_images.shape)}{val}, test={tuple(self.test_images.shape)})")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.has_validation else ("train", "test")
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_images is not None
 
     @property
     def num_classes(self) -> int:
@@ -136,16 +156,15 @@ class ImageData:
         """A class-stratified, seeded random subset (``None`` keeps a split whole).
 
         Each class keeps its share of the split (largest-remainder rounding); images keep their
-        original order.
+        original order. A validation split, if any, is kept whole.
 
         Example:
             >>> small = load_dataset("digits").subset(500, 100, seed=1)
         """
         train_idx = self._pick("train", n_train, seed)
         test_idx = self._pick("test", n_test, seed)
-        return ImageData(
-            name=self.name,
-            classes=self.classes,
+        return dataclasses.replace(
+            self,
             train_images=self.train_images if train_idx is None else self.train_images[train_idx].contiguous(),
             train_labels=self.train_labels if train_idx is None else self.train_labels[train_idx],
             test_images=self.test_images if test_idx is None else self.test_images[test_idx].contiguous(),
@@ -164,41 +183,46 @@ class ImageData:
         picked, _ = _stratified_split(labels, n, self.num_classes, seed)
         return picked
 
-    def validation_split(self, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
-        """Hold out a stratified, seeded ``fraction`` of the training images for validation.
+    def with_validation(self, fraction: float, seed: int = 0, min_per_class: int = 1) -> ImageData:
+        """Carve a stratified, seeded validation split out of the training images.
 
-        Returns:
-            ``(train_part, validation)``: ``train_part`` has the remaining training images and
-            the original test split; ``validation`` has the same remaining training images as
-            its train fields and the held-out images as its *test* fields, so a search can
-            train and score on it without ever seeing the real test split. Its name gets a
-            ``"-val"`` suffix.
+        ``fraction`` of the training images (at least ``min_per_class`` of every class) move to
+        ``val_images``; the rest stay for training, the test split is untouched. A data set that
+        already has a validation split (an image folder's own ``val/``) is returned as it is.
 
         Example:
-            >>> final, search = load_dataset("digits").validation_split(0.2)
-            >>> search.test_images.shape[0]
+            >>> search = load_dataset("digits").with_validation(0.2, seed=3)
+            >>> len(search.val_labels)
             288
         """
+        if self.has_validation:
+            return self
+        counts = torch.bincount(self.train_labels, minlength=self.num_classes)
         n = len(self.train_labels)
         n_val = math.ceil(round(fraction * n, 9)) if 0.0 < fraction < 1.0 else 0
-        if not 1 <= n_val < n:
+        floor = torch.clamp(torch.full_like(counts, min_per_class), max=counts - 1).clamp_min(0)
+        if n_val < 1 or bool((counts < 2).any()) or int(floor.sum()) >= n:
+            few = [self.classes[c] for c in torch.nonzero(counts < 2).flatten().tolist()]
             raise AutokdError(
-                f"validation fraction {fraction} of {n} training images in {self.name} leaves no validation or no training images",
-                "pass a validation fraction between 0 and 1, e.g. 0.1",
+                f"cannot hold out a validation fraction {fraction} of the {n} training images of {self.name}"
+                + (f": classes {few[:5]} have fewer than 2 training images" if few else ""),
+                "use a validation_fraction between 0 and 1 (e.g. 0.1) and at least 2 training images per class",
             )
-        val_idx, keep_idx = _stratified_split(self.train_labels, n_val, self.num_classes, seed)
-        train_images = self.train_images[keep_idx].contiguous()
-        train_labels = self.train_labels[keep_idx]
-        train_part = ImageData(self.name, self.classes, train_images, train_labels, self.test_images, self.test_labels)
-        validation = ImageData(
-            f"{self.name}-val", self.classes, train_images, train_labels,
-            self.train_images[val_idx].contiguous(), self.train_labels[val_idx],
+        val_idx, keep_idx = _stratified_split(self.train_labels, n_val, self.num_classes, seed, floor=floor)
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[keep_idx].contiguous(), train_labels=self.train_labels[keep_idx],
+            val_images=self.train_images[val_idx].contiguous(), val_labels=self.train_labels[val_idx],
         )
-        return train_part, validation
 
 
-def _stratified_split(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded stratified split: (``n`` picked indices, the rest), each sorted ascending."""
+def _stratified_split(labels: torch.Tensor, n: int, num_classes: int, seed: int,
+                      floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified split: (``n`` picked indices, the rest), each sorted ascending.
+
+    Each class gets its share of ``n`` (largest remainder); ``floor`` raises a class's quota to
+    at least that many (so the split can exceed ``n`` when small classes need their floor).
+    """
     total = len(labels)
     counts = torch.bincount(labels, minlength=num_classes).double()
     exact = counts * n / total
@@ -207,6 +231,8 @@ def _stratified_split(labels: torch.Tensor, n: int, num_classes: int, seed: int)
     if short > 0:  # largest remainder; ties go to the lower class index (stable sort)
         order = torch.argsort(exact - quota.double(), descending=True, stable=True)
         quota[order[:short]] += 1
+    if floor is not None:
+        quota = torch.maximum(quota, floor.long())
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(total, generator=generator)
     shuffled_labels = labels[perm]
@@ -326,11 +352,9 @@ def _read_cache(path: Path, key: dict) -> ImageData | None:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("format") != _CACHE_FORMAT or blob.get("key") != json.dumps(key, sort_keys=True):
             return None
-        return ImageData(
-            name=blob["name"], classes=tuple(blob["classes"]),
-            train_images=blob["train_images"], train_labels=blob["train_labels"],
-            test_images=blob["test_images"], test_labels=blob["test_labels"],
-        )
+        return ImageData(name=blob["name"], classes=tuple(blob["classes"]),
+                         **{f"{split}_{part}": blob[f"{split}_{part}"] for split in blob["splits"]
+                            for part in ("images", "labels")})
     except Exception:  # any damage means "not cached": the caller rebuilds and overwrites it
         return None
 
@@ -338,9 +362,8 @@ def _read_cache(path: Path, key: dict) -> ImageData | None:
 def _write_cache(path: Path, key: dict, data: ImageData) -> None:
     blob = {
         "format": _CACHE_FORMAT, "key": json.dumps(key, sort_keys=True),
-        "name": data.name, "classes": list(data.classes),
-        "train_images": data.train_images, "train_labels": data.train_labels,
-        "test_images": data.test_images, "test_labels": data.test_labels,
+        "name": data.name, "classes": list(data.classes), "splits": list(data.splits),
+        **{f"{split}_{part}": getattr(data, f"{split}_{part}") for split in data.splits for part in ("images", "labels")},
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -461,19 +484,22 @@ def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show
             f"dataset path {path} has a {have}/ folder but no {lack}/ folder",
             f"add {path / lack}/<class>/ folders, or put class folders directly under {path} for an 80/20 split",
         )
+    split_names = ("train", "val", "test") if (path / "val").is_dir() else ("train", "test")
     if has_train:
-        train, test = _list_classes(path / "train"), _list_classes(path / "test")
-        if not train and not test:
+        listed = {split: _list_classes(path / split) for split in split_names}
+        train = listed["train"]
+        if not any(listed.values()):
             raise AutokdError(f"no images found under {path}", f"put {'/'.join(IMAGE_EXTENSIONS)} files in {path}/train/<class>/ and {path}/test/<class>/")
-        if list(train) != list(test):
-            only_train = sorted(set(train) - set(test))
-            only_test = sorted(set(test) - set(train))
-            raise AutokdError(
-                f"train and test classes differ under {path} (only in train: {only_train or 'none'}; only in test: {only_test or 'none'})",
-                "give train/ and test/ the same class folders, each with at least one image",
-            )
+        for split in split_names[1:]:
+            if list(train) != list(listed[split]):
+                only_train = sorted(set(train) - set(listed[split]))
+                only_other = sorted(set(listed[split]) - set(train))
+                raise AutokdError(
+                    f"train and {split} classes differ under {path} (only in train: {only_train or 'none'}; only in {split}: {only_other or 'none'})",
+                    f"give train/ and {split}/ the same class folders, each with at least one image",
+                )
         classes = tuple(train)
-        groups = [train, test]
+        groups = [listed[split] for split in split_names]
     else:
         flat = _list_classes(path)
         if not flat:
@@ -484,7 +510,7 @@ def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show
     files = [f for group in groups for c in classes for f in group[c]]
     labels = torch.tensor([i for group in groups for i, c in enumerate(classes) for _ in group[c]], dtype=torch.int64)
     name = f"imagefolder:{path.name}"
-    key = {"path": str(path), "image_size": image_size, "layout": "train/test" if has_train else "flat",
+    key = {"path": str(path), "image_size": image_size, "layout": "/".join(split_names) if has_train else "flat",
            "files": _file_stats(path, files)}
     cache_path = _cache_path(cache_dir, f"imagefolder-{path.name}", key)
     cached = _read_cache(cache_path, key)
@@ -493,9 +519,12 @@ def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show
 
     images = _decode_all(files, image_size, show_progress, description=f"decoding {name}")
     if has_train:
-        n_train = sum(len(train[c]) for c in classes)
-        data = ImageData(name, classes, images[:n_train].contiguous(), labels[:n_train],
-                         images[n_train:].contiguous(), labels[n_train:])
+        splits, start = {}, 0
+        for split, group in zip(split_names, groups):
+            stop = start + sum(len(group[c]) for c in classes)
+            splits[f"{split}_images"], splits[f"{split}_labels"] = images[start:stop].contiguous(), labels[start:stop]
+            start = stop
+        data = ImageData(name, classes, **splits)
     else:
         data = _split_by_labels(name, classes, images, labels)
     _write_cache(cache_path, key, data)

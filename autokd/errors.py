@@ -20,3 +20,9 @@ class AutokdError(Exception):
 
     def __str__(self) -> str:
         return f"error: {self.problem}; fix: {self.fix}"
+
+
+class SearchFailed(AutokdError):
+    """A search ran trials and none of them finished: exit code 1 (bad input is 2)."""
+
+    exit_code = 1

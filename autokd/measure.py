@@ -1,8 +1,9 @@
 """Measurement: accuracy, per-class accuracy, parameters, serialized size, MACs and latency.
 
-Metrics are pure functions of tensors; the timing functions follow benchmark discipline: warm-up,
-synchronise, inference mode, fixed thread count, median of n runs, and the device and versions
-recorded next to every number (:func:`environment`).
+Metrics are pure functions of tensors; the timing functions follow benchmark discipline: the host
+to itself (:func:`autokd.hostlock.timed_alone`: other trials pause at a safe point), warm-up,
+synchronise, inference mode, fixed thread count, median of n runs with its spread, and the device
+and versions recorded next to every number (:func:`environment`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import platform
 import statistics
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from autokd.hostlock import timed_alone
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -137,35 +141,67 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops() // 2) + quantized[0]
 
 
-@torch.inference_mode()
-def latency_ms(model: nn.Module, example: torch.Tensor, *, runs: int = 30, warmup: int = 10,
-               threads: int = 1) -> float:
-    """Median wall time in ms of a batch-1 forward on ``example.device``.
+@dataclass(frozen=True)
+class LatencyStats:
+    """Batch-1 forward times of one model: the median and the spread of ``runs`` timed runs.
 
-    On CPU the thread count is fixed (``threads``) for the measurement and restored after; on
-    CUDA each run is bracketed by synchronisation.
+    ``spread_ms`` is ``p90_ms - p10_ms`` (10th to 90th percentile of the runs, inclusive
+    method; 0.0 with fewer than 2 runs). ``waited_s``: how long the measurement waited for the
+    host (:func:`autokd.hostlock.timed_alone`); ``alone``: whether it had it to itself.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    waited_s: float = 0.0
+    alone: bool = True
+
+    @property
+    def spread_ms(self) -> float:
+        return self.p90_ms - self.p10_ms
+
+
+@torch.inference_mode()
+def latency_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 30, warmup: int = 10,
+                  threads: int = 1) -> LatencyStats:
+    """Batch-1 forward wall times on ``example.device``, timed with the host to itself.
+
+    The whole measurement (warm-up included) runs inside :func:`autokd.hostlock.timed_alone`:
+    other autokd processes on the host (trials training at concurrency > 1) wait at their next
+    safe point until it ends. On CPU the thread count is fixed (``threads``) for the measurement
+    and restored after; on CUDA each run is bracketed by synchronisation.
     """
     model.eval()
     x = example[:1]
     cuda = x.device.type == "cuda"
     old_threads = torch.get_num_threads()
-    if not cuda:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(runs):
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        torch.set_num_threads(old_threads)
-    return statistics.median(times)
+    with timed_alone() as host:
+        if not cuda:
+            torch.set_num_threads(threads)
+        try:
+            for _ in range(warmup):
+                model(x)
+            times = []
+            for _ in range(max(1, runs)):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(x)
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) * 1000.0)
+        finally:
+            torch.set_num_threads(old_threads)
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    return LatencyStats(median_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
+                        waited_s=host.waited_s, alone=host.alone)
+
+
+def latency_ms(model: nn.Module, example: torch.Tensor, *, runs: int = 30, warmup: int = 10,
+               threads: int = 1) -> float:
+    """Median wall time in ms of a batch-1 forward on ``example.device`` (see :func:`latency_stats`)."""
+    return latency_stats(model, example, runs=runs, warmup=warmup, threads=threads).median_ms
 
 
 @lru_cache(maxsize=1)

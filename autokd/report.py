@@ -1,4 +1,8 @@
-"""Reports: the Pareto front as rich tables and a PNG plot, read through Optuna's API only."""
+"""Reports: the Pareto front as rich tables and a PNG plot, read through Optuna's API only.
+
+The front is chosen on validation accuracy (the objective); every table shows validation and
+test accuracy side by side, and per-class and pair figures are the test split's (docs/methodology.md).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,38 @@ def human(n: float | None, unit: str = "") -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{suffix}{unit}"
     return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
+
+
+def trial_line(trial: FrozenTrial) -> str:
+    """One line per finished trial, as a search prints it (both executors)."""
+    a = trial.user_attrs
+    if trial.state != TrialState.COMPLETE:
+        why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
+        log = f" (log: {a['log_path']})" if a.get("log_path") else ""
+        return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
+    return (f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} val {percent(a.get('validation_accuracy'))} "
+            f"test {percent(a.get('test_accuracy'))}  params {a['params']:>9,}  {a['latency_ms']:.3f} ms  "
+            f"({a['trial_seconds']:.1f} s)")
+
+
+def failed_trials(told: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that failed while training (not duplicates replaced before training, not interrupted ones)."""
+    return [t for t in told if t.state == TrialState.FAIL and "duplicate_of" not in t.user_attrs
+            and t.user_attrs.get("failed_because") not in ("interrupted", "driver stopped")]
+
+
+def failure_summary(told: list[FrozenTrial]) -> str | None:
+    """One line on the failed trials of a search: how many, the commonest first error, where the logs are."""
+    from collections import Counter
+
+    failed = failed_trials(told)
+    if not failed:
+        return None
+    reasons = Counter(t.user_attrs.get("failed_because") or "unknown" for t in failed)
+    reason, count = reasons.most_common(1)[0]
+    logs = sorted({t.user_attrs["log_path"] for t in failed if t.user_attrs.get("log_path")})
+    where = (f"; trial logs: {', '.join(logs[:3])}{' ...' if len(logs) > 3 else ''}" if logs else "")
+    return (f"{len(failed)} of {len(told)} trials failed; commonest first error ({count}x): {reason}{where}")
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -49,21 +85,32 @@ def _compression(attrs: dict[str, Any]) -> str:
     return f"{method} {setting}" + (" (skipped)" if attrs.get("compression_skipped") else "")
 
 
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def split_accuracy_cells(attrs: dict[str, Any]) -> list[str]:
+    """Validation accuracy (what the front was chosen on) and test accuracy (reported only)."""
+    return [percent(attrs.get("validation_accuracy", attrs.get("accuracy"))), percent(attrs.get("test_accuracy"))]
+
+
 def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> Table:
     trials = pareto_trials(study)
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(trials)} of "
-                        f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials)")
-    for col, justify in (("trial", "right"), ("architecture", "left"), ("accuracy", "right"),
+                        f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials); "
+                        "chosen on validation, test reported only",
+                  title_justify="left")
+    for col, justify in (("trial", "right"), ("architecture", "left"), ("val acc", "right"), ("test acc", "right"),
                          ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
                          ("KD", "left"), ("epochs", "right"), ("compression", "left")):
         table.add_column(col, justify=justify)
     if teacher:
-        table.add_row("teacher", teacher.get("architecture", "-"), f"{100 * teacher['accuracy']:.2f}%",
+        table.add_row("teacher", teacher.get("architecture", "-"), *split_accuracy_cells(teacher),
                       human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
                       f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
     for t in trials:
         a = t.user_attrs
-        table.add_row(str(t.number), a.get("architecture", "?"), f"{100 * a['accuracy']:.2f}%", human(a.get("params")),
+        table.add_row(str(t.number), a.get("architecture", "?"), *split_accuracy_cells(a), human(a.get("params")),
                       human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
                       _kd(a), str(a.get("config", {}).get("epochs", "-")), _compression(a))
     return table
@@ -72,18 +119,19 @@ def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> 
 def per_class_table(study: optuna.Study, classes: list[str] | None, teacher: dict[str, Any] | None,
                     top: int = 3) -> Table:
     trials = pareto_trials(study)[:top]
-    table = Table(title=f"Per-class accuracy of the {len(trials)} most accurate Pareto trials")
+    key = "per_class_test_accuracy"
+    table = Table(title=f"Per-class test accuracy of the {len(trials)} most accurate (on validation) Pareto trials")
     table.add_column("class")
-    if teacher and teacher.get("per_class_accuracy"):
+    if teacher and teacher.get(key):
         table.add_column("teacher", justify="right")
     for t in trials:
         table.add_column(f"#{t.number}", justify="right")
-    n = len(trials[0].user_attrs.get("per_class_accuracy", [])) if trials else 0
+    n = len(trials[0].user_attrs.get(key, [])) if trials else 0
     for i in range(n):
         row = [classes[i] if classes and i < len(classes) else str(i)]
-        if teacher and teacher.get("per_class_accuracy"):
-            row.append(f"{100 * teacher['per_class_accuracy'][i]:.1f}")
-        row += [f"{100 * t.user_attrs['per_class_accuracy'][i]:.1f}" for t in trials]
+        if teacher and teacher.get(key):
+            row.append(f"{100 * teacher[key][i]:.1f}")
+        row += [f"{100 * t.user_attrs[key][i]:.1f}" for t in trials]
         table.add_row(*row)
     return table
 
@@ -108,7 +156,7 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
             ax.scatter([teacher[key]], [100 * teacher["accuracy"]], marker="*", s=160, c="k", label="teacher")
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.suptitle(f"autokd study '{study.study_name}'")
@@ -122,17 +170,18 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
 def teacher_table(teacher: dict[str, Any]) -> Table:
     """The teacher's members, their weights and accuracies, next to the ensemble's accuracy."""
     table = Table(title=f"Teacher ({teacher.get('kind', 'single')})")
-    for col, justify in (("member", "left"), ("weight", "right"), ("accuracy", "right")):
+    for col, justify in (("member", "left"), ("weight", "right"), ("val acc", "right"), ("test acc", "right")):
         table.add_column(col, justify=justify)
     members = teacher.get("members") or []
-    accs = teacher.get("member_accuracy") or [None] * len(members)
+    val = teacher.get("member_validation_accuracy") or [None] * len(members)
+    test = teacher.get("member_test_accuracy") or [None] * len(members)
     weights = teacher.get("weights") or [None] * len(members)
-    for name, weight, acc in zip(members, weights, accs):
-        table.add_row(name, "-" if weight is None else f"{weight:.3f}", "-" if acc is None else f"{100 * acc:.2f}%")
+    for name, weight, v, t in zip(members, weights, val, test):
+        table.add_row(name, "-" if weight is None else f"{weight:.3f}", percent(v), percent(t))
     name = "ensemble" if len(members) > 1 else "teacher"
     joint = bool(teacher.get("joint_head"))
     table.add_row(f"{name} (joint head)" if joint else name, "-" if joint else "1.000",
-                  f"{100 * teacher['accuracy']:.2f}%", style="bold")
+                  *split_accuracy_cells(teacher), style="bold")
     return table
 
 
@@ -148,10 +197,12 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
     """Routed vs oracle vs each student vs the teacher, per class, for the best pair trials."""
     trials = pair_trials(study, top)
     front = {t.number for t in pareto_trials(study)}
-    table = Table(title=f"Pairs: routed vs oracle vs each student ({len(trials)} best pair trials)")
-    for col, justify in (("trial", "right"), ("model", "left"), ("accuracy", "right"), ("routed to", "right")):
+    table = Table(title=f"Pairs: routed vs oracle vs each student ({len(trials)} best pair trials; "
+                        "test split, routing share on test)")
+    for col, justify in (("trial", "right"), ("model", "left"), ("val acc", "right"), ("test acc", "right"),
+                         ("routed to", "right")):
         table.add_column(col, justify=justify)
-    n = len(trials[0].user_attrs.get("per_class_accuracy", [])) if trials else 0
+    n = len(trials[0].user_attrs.get("test_per_class_accuracy", [])) if trials else 0
     n = n if n <= max_classes else 0  # too many classes for columns: overall figures only
     classes = study.user_attrs.get("classes") or [str(i) for i in range(n)]
     for i in range(n):
@@ -162,28 +213,31 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
         return shown + [""] * (n - len(shown))
 
     if teacher:
-        table.add_row("", "teacher", f"{100 * teacher['accuracy']:.2f}%", "", *cells(teacher.get("per_class_accuracy")),
+        table.add_row("", "teacher", *split_accuracy_cells(teacher), "", *cells(teacher.get("per_class_test_accuracy")),
                       style="dim")
     for t in trials:
         a = t.user_attrs
         mark = f"{t.number}{'*' if t.number in front else ''}"
-        sel = a.get("selector_accuracy")
+        sel = a.get("test_selector_accuracy")
         sel_text = f", selector {100 * sel:.1f}% on disagreements" if sel is not None else ""
-        table.add_row(mark, f"routed{sel_text}", f"{100 * a['accuracy']:.2f}%", "", *cells(a.get("per_class_accuracy")),
+        table.add_row(mark, f"routed{sel_text}", *split_accuracy_cells(a), "", *cells(a.get("test_per_class_accuracy")),
                       style="bold")
-        table.add_row("", "oracle (either right)", f"{100 * a.get('oracle_accuracy', 0):.2f}%", "",
-                      *cells(a.get("oracle_per_class_accuracy")))
+        table.add_row("", "oracle (either right)", percent(a.get("oracle_accuracy")), percent(a.get("test_oracle_accuracy")),
+                      "", *cells(a.get("test_oracle_per_class_accuracy")))
         names = a.get("students") or ["student 1", "student 2"]
         source = a.get("reused_from") or [None, None]
+        val_members = a.get("student_accuracy") or [None, None]
+        test_members = a.get("test_student_accuracy") or [None, None]
+        shares = a.get("test_routing_share") or [0.0, 0.0]
         for j in range(2):
             name = names[j] + (f" (trial {source[j]})" if source[j] is not None else "")
-            table.add_row("", name, f"{100 * a['student_accuracy'][j]:.2f}%", f"{100 * a['routing_share'][j]:.0f}%",
-                          *cells(a.get("student_per_class_accuracy", [None, None])[j]))
+            table.add_row("", name, percent(val_members[j]), percent(test_members[j]), f"{100 * shares[j]:.0f}%",
+                          *cells((a.get("test_student_per_class_accuracy") or [None, None])[j]))
     return table
 
 
 #: (label, metric, unit) of the before -> after columns; ``uncompressed_{metric}`` is the before.
-_BEFORE_AFTER = (("accuracy", "accuracy", "%"), ("params", "params", ""), ("size", "size_bytes", "B"),
+_BEFORE_AFTER = (("val acc", "accuracy", "%"), ("test acc", "test_accuracy", "%"), ("params", "params", ""), ("size", "size_bytes", "B"),
                  ("MACs", "macs", ""), ("CPU ms", "latency_ms", "ms"))
 
 

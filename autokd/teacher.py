@@ -26,17 +26,23 @@ from autokd.train import AugmentPolicy, predict, train_model
 def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr: float, batch_size: int,
                   policy: AugmentPolicy, device: torch.device, seed: int = 0,
                   on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, float]:
-    """Train a network on labels alone; returns (network expecting normalised input, test accuracy)."""
+    """Train a network on labels alone; returns (network expecting normalised input, test accuracy).
+
+    ``on_epoch`` sees validation accuracy when ``data`` has a validation split (a study's data
+    always does), else test accuracy (``autokd teacher train`` on a source's train/test split).
+    """
     torch.manual_seed(seed)
     net = build_model(family, num_classes=data.num_classes, in_channels=data.channels,
                       image_size=data.image_size, **knobs)
     model = deployable(net, data.mean, data.std).to(device)
     train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
+    watch = (data.val_images, data.val_labels) if data.has_validation else (data.test_images, data.test_labels)
+    watch_images, watch_labels = watch[0].to(device), watch[1].to(device)
     spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=5e-4, optimizer="sgd",
                      schedule="onecycle", label_smoothing=0.1, seed=seed)
     train_model(model, train_images, train_labels, train=spec, distill=DistillSpec(loss="none"), policy=policy,
-                evaluate=lambda m: accuracy(predict(m, test_images), test_labels), on_epoch=on_epoch)
+                evaluate=lambda m: accuracy(predict(m, watch_images), watch_labels), on_epoch=on_epoch)
     acc = accuracy(predict(model, test_images), test_labels)
     return net.cpu(), acc
 
@@ -59,6 +65,7 @@ def validate_teacher(study: StudyConfig) -> None:
 def recipe_key(study: StudyConfig, data: ImageData) -> str:
     """What makes a study-trained teacher reusable: dataset content, architecture and recipe."""
     recipe = {"dataset": study.dataset, "n_train": len(data.train_labels), "n_test": len(data.test_labels),
+              "n_val": len(data.val_labels) if data.has_validation else 0,
               "image_size": data.image_size, "teacher": study.teacher.model_dump(mode="json"), "seed": study.seed}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -107,39 +114,51 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
             weights = fit_weights_on_validation(members, data, device, seed=study.seed)
     head = fit_head_on_validation(members, data, device, seed=study.seed) if cfg.joint_head else None
     teacher = Teacher(members, weights, head).to(device)
-    test = data.test_images.to(device)
+    splits = {"validation": _on_device(data.val_images, data.val_labels, device),
+              "test": _on_device(data.test_images, data.test_labels, device)}
+    member_models = [_member_model(m).to(device) for m in members]
     summary = {
         "kind": "ensemble" if len(members) > 1 else "single",
         "members": [m.description for m in members],
-        "member_accuracy": [accuracy(predict(_member_model(m).to(device), test), data.test_labels.to(device))
-                            for m in members],
+        **{f"member_{split}_accuracy": [accuracy(predict(model, images), labels) for model in member_models]
+           for split, (images, labels) in splits.items()},
         "weights": teacher.weights,
         "params": sum(p.numel() for p in teacher.parameters()),
-        "accuracy": accuracy(predict(teacher, test), data.test_labels.to(device)),
+        **{f"{split}_accuracy": accuracy(predict(teacher, images), labels) for split, (images, labels) in splits.items()},
         "joint_head": head is not None,
         "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}:{w}" for p, w in zip(paths, teacher.weights))
                             + ("+head" if head is not None else "")).encode()).hexdigest()[:12],
     }
+    summary["accuracy"] = summary["validation_accuracy"]
     return teacher, summary
+
+
+def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return images.to(device), labels.to(device)
 
 
 def _member_model(member: TeacherMember) -> torch.nn.Module:
     return deployable(member.model, member.mean, member.std)
 
 
+def _validation_logits(members: list[TeacherMember], data: ImageData,
+                       device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The members' logits on the validation split (the study's, never the test split)."""
+    if not data.has_validation:
+        raise ValueError("fitting ensemble weights needs data with a validation split")
+    images = data.val_images.to(device)
+    return [predict(_member_model(m).to(device), images).cpu() for m in members], data.val_labels
+
+
 def fit_weights_on_validation(members: list[TeacherMember], data: ImageData, device: torch.device,
                               seed: int = 0) -> list[float]:
-    """Ensemble weights fitted on a seeded 10% validation split of the training data."""
-    _, validation = data.validation_split(0.1, seed=seed)
-    images = validation.test_images.to(device)
-    logits = [predict(_member_model(m).to(device), images).cpu() for m in members]
-    return fit_ensemble_weights(logits, validation.test_labels, seed=seed)
+    """Ensemble weights fitted on the study's validation split."""
+    logits, labels = _validation_logits(members, data, device)
+    return fit_ensemble_weights(logits, labels, seed=seed)
 
 
 def fit_head_on_validation(members: list[TeacherMember], data: ImageData, device: torch.device,
                            seed: int = 0) -> torch.nn.Linear:
-    """A joint linear head over the members' logits, fitted on the same seeded 10% validation split."""
-    _, validation = data.validation_split(0.1, seed=seed)
-    images = validation.test_images.to(device)
-    logits = [predict(_member_model(m).to(device), images).cpu() for m in members]
-    return fit_joint_head(logits, validation.test_labels, seed=seed).to(device)
+    """A joint linear head over the members' logits, fitted on the study's validation split."""
+    logits, labels = _validation_logits(members, data, device)
+    return fit_joint_head(logits, labels, seed=seed).to(device)

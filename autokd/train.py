@@ -4,7 +4,8 @@ Augmentation follows a schedule that depends only on (policy seed, epoch, image 
 the trial, so the teacher's outputs for an epoch are the same for every trial of a study and can
 be computed once (:class:`TeacherLogitCache`). The order in which a trial visits images is its
 own (``TrainSpec.seed``). Everything runs on whatever device the tensors live on: CUDA when
-present, else CPU.
+present, else CPU. Training and prediction mark the host busy and stop at a safe point each step
+or batch while another process times a model (:mod:`autokd.hostlock`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from autokd.config import DistillSpec, TrainSpec
 from autokd.distill import Teacher, ce_loss, fm_loss, hint_loss, kd_loss, make_hint_adapter
+from autokd.hostlock import host_busy, host_idle, safe_point
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -168,24 +170,28 @@ class TeacherLogitCache:
         return logits
 
 
+@host_busy()
 @torch.inference_mode()
 def predict_views(model: nn.Module, images: torch.Tensor, views: EpochViews, policy: AugmentPolicy,
                   batch_size: int = 512) -> torch.Tensor:
     """Outputs of ``model`` (taking [0, 1] input) on every image as the schedule views it. (N, K)"""
     outs = []
     for start in range(0, len(images), batch_size):
+        safe_point()
         index = torch.arange(start, min(start + batch_size, len(images)), device=images.device)
         with _autocast(images.device):
             outs.append(model(augmented_batch(images, index, views, policy)).float())
     return torch.cat(outs)
 
 
+@host_busy()
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Logits of ``model`` (taking [0, 1] input) on un-augmented uint8 images. (N, K)"""
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
+        safe_point()
         x = images[start:start + batch_size].float() / 255.0
         with _autocast(images.device):
             outs.append(model(x).float())
@@ -210,6 +216,7 @@ class TrainResult:
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+@host_busy()
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
                 distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
                 logit_cache: TeacherLogitCache | None = None,
@@ -221,9 +228,10 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     With ``distill.loss`` in kd/fm/hint a ``teacher`` is required. Teacher outputs come from
     ``logit_cache`` when given and the loss needs logits only (kd, fm), else the teacher runs live.
     ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
-    it may raise to stop the trial (pruning, Ctrl-C). On CUDA the model runs channels_last with
-    bf16 autocast and a fused optimizer; ``compile_model`` wraps it in ``torch.compile`` and reports
-    the first (compiling) step separately as ``compile_seconds``.
+    it may raise to stop the trial (pruning, Ctrl-C). Training holds the host busy
+    (:func:`autokd.hostlock.host_busy`) and gives way to a measurement at every step. On CUDA the
+    model runs channels_last with bf16 autocast and a fused optimizer; ``compile_model`` wraps it in
+    ``torch.compile`` and reports the first (compiling) step separately as ``compile_seconds``.
     """
     device = images.device
     if device.type == "cuda":
@@ -266,6 +274,7 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         order = torch.randperm(len(images), generator=order_gen).to(device)
         total, count = torch.zeros((), device=device), 0
         for step in range(steps_per_epoch):
+            safe_point()
             index = order[step * train.batch_size:(step + 1) * train.batch_size]
             x = augmented_batch(images, index, views, policy)
             with _autocast(device):
@@ -287,9 +296,11 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
             metrics["accuracy"] = evaluate(model)
         result.history.append(metrics)
         if on_epoch is not None:
-            # ``_state`` is lazy: only an executor that checkpoints epochs pays for it.
-            on_epoch(epoch, metrics | {"_state": lambda: {"optimizer": optimizer.state_dict(),
-                                                          "scheduler": scheduler.state_dict()}})
+            # ``_state`` is lazy: only an executor that checkpoints epochs pays for it. Reporting
+            # may wait on the driver: not computing, so a measurement elsewhere need not wait.
+            with host_idle():
+                on_epoch(epoch, metrics | {"_state": lambda: {"optimizer": optimizer.state_dict(),
+                                                              "scheduler": scheduler.state_dict()}})
     result.seconds = time.perf_counter() - started
     if adapter is not None:
         for h in hooks:

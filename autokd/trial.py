@@ -22,17 +22,40 @@ from autokd.checkpoint import deployable, save_checkpoint
 from autokd.config import StudyConfig, TrialConfig
 from autokd.data import ImageData, load_dataset
 from autokd.distill import Teacher
-from autokd.measure import (accuracy, count_macs, count_params, environment, latency_ms, per_class_accuracy,
+from autokd.measure import (accuracy, count_macs, count_params, environment, latency_stats, per_class_accuracy,
                             serialized_size_bytes)
 from autokd.models import build_model
 from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device, predict, train_model
 
 NO_FLIP_DATASETS = ("digits", "mnist", "svhn")
+#: Failures that end one trial as FAIL and let the study go on (a diverged student, a shape a
+#: family cannot take). Anything else stops the search.
+TRIAL_FAILURES = (FloatingPointError, RuntimeError, ValueError)
+#: Where a failed trial's traceback goes, inside its folder.
+TRIAL_LOG = "trial.log"
+
+
+def record_failure(work_dir: Path, err: BaseException) -> tuple[str, Path]:
+    """Write ``err``'s traceback to the trial's log; returns (its one-line reason, the log path)."""
+    import traceback
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / TRIAL_LOG
+    with open(log, "a") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} trial failed\n")
+        f.write("".join(traceback.format_exception(err)))
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first_line}"[:300], log
 
 
 @dataclass
 class TrialContext:
-    """What every trial of a study shares: data on the device, the teacher, measurement settings."""
+    """What every trial of a study shares: data on the device, the teacher, measurement settings.
+
+    Students, selectors and fine-tuning train on ``train_*``; every objective and every choice
+    (epoch curves, pruning, the sampler) reads ``val_*``; ``test_*`` is evaluated once per
+    finished trial, for the report only.
+    """
 
     data: ImageData
     device: torch.device
@@ -45,8 +68,12 @@ class TrialContext:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if not self.data.has_validation:
+            raise ValueError("a trial context needs data with a validation split (ImageData.with_validation)")
         self.train_images = self.data.train_images.to(self.device)
         self.train_labels = self.data.train_labels.to(self.device)
+        self.val_images = self.data.val_images.to(self.device)
+        self.val_labels = self.data.val_labels.to(self.device)
         self.test_images = self.data.test_images.to(self.device)
         self.test_labels = self.data.test_labels.to(self.device)
         self._caches: dict[str, TeacherLogitCache] = {}
@@ -73,6 +100,12 @@ def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
 
 
 def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData:
+    """The study's data set: train (minus validation), validation and test splits.
+
+    The validation split is the source's own (an image folder's ``val/``) or a stratified one
+    carved from the training images, seeded by the study (``validation_fraction``, with at
+    least ``validation_min_per_class`` images of each class).
+    """
     root = study.resolve(study.data_root) if study.data_root else None
     spec = study.dataset
     if spec.startswith("imagefolder:"):
@@ -81,7 +114,8 @@ def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData
                         image_size=study.image_size, show_progress=show_progress)
     if study.subset_train or study.subset_test:
         data = data.subset(study.subset_train, study.subset_test, seed=study.seed)
-    return data
+    return data.with_validation(study.validation_fraction, seed=study.seed,
+                                min_per_class=study.validation_min_per_class)
 
 
 def build_context(study: StudyConfig, *, device: torch.device | None = None, show_progress: bool = True,
@@ -125,28 +159,48 @@ def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext
     result = train_model(
         model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
         policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
-        evaluate=lambda m: accuracy(predict(m, context.test_images), context.test_labels),
+        evaluate=lambda m: accuracy(predict(m, context.val_images), context.val_labels),
         on_epoch=on_epoch, start_epoch=start_epoch, optimizer_state=optimizer_state, compile_model=context.compile)
     return {"train_seconds": result.seconds, "compile_seconds": result.compile_seconds,
             "teacher_path": result.teacher_path, "history": result.history}
 
 
+def split_accuracies(logits_of: Callable[[torch.Tensor], torch.Tensor], context: TrialContext) -> dict[str, Any]:
+    """Accuracy and per-class accuracy on validation and test; ``accuracy`` (the objective) is validation's.
+
+    ``logits_of(images)`` gives a model's logits for uint8 images on the context's device.
+    """
+    figures: dict[str, Any] = {}
+    for split, images, labels in (("validation", context.val_images, context.val_labels),
+                                  ("test", context.test_images, context.test_labels)):
+        logits = logits_of(images)
+        figures[f"{split}_accuracy"] = accuracy(logits, labels)
+        figures[f"per_class_{split}_accuracy"] = per_class_accuracy(logits, labels, context.data.num_classes)
+    return {"accuracy": figures["validation_accuracy"], **figures}
+
+
 def measure_model(model: nn.Module, context: TrialContext) -> dict[str, Any]:
-    """Every objective, measured on the model as deployed (CPU copy for size, MACs, latency)."""
-    logits = predict(model, context.test_images)
-    metrics: dict[str, Any] = {
-        "accuracy": accuracy(logits, context.test_labels),
-        "per_class_accuracy": per_class_accuracy(logits, context.test_labels, context.data.num_classes),
-    }
+    """Every objective, measured on the model as deployed (CPU copy for size, MACs, latency).
+
+    ``accuracy`` is validation accuracy (what the search optimises); ``test_accuracy`` is for
+    the report only.
+    """
+    metrics = split_accuracies(lambda images: predict(model, images), context)
     example = context.data.test_images[:1].float() / 255.0
-    if context.device.type == "cuda":
-        metrics["gpu_latency_ms"] = latency_ms(model, example.to(context.device), runs=context.latency_runs)
+    if context.device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
+        gpu = latency_stats(model, example.to(context.device), runs=context.latency_runs)
+        metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
     cpu_model = _cpu_copy(model)
+    # latency_ms: median of the timed runs; latency_spread_ms: their p90 - p10 (LatencyStats)
+    latency = latency_stats(cpu_model, example, runs=context.latency_runs, threads=context.latency_threads)
     metrics.update(
         params=count_params(cpu_model),
         size_bytes=serialized_size_bytes(cpu_model),
         macs=count_macs(cpu_model, example),
-        latency_ms=latency_ms(cpu_model, example, runs=context.latency_runs, threads=context.latency_threads),
+        latency_ms=latency.median_ms,
+        latency_spread_ms=latency.spread_ms,
+        latency_wait_s=latency.waited_s,
+        latency_alone=latency.alone,
         latency_threads=context.latency_threads,
     )
     return metrics
@@ -196,7 +250,8 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
                               family=config.student.family, knobs=config.student.knob_dict,
                               num_classes=context.data.num_classes, in_channels=context.data.channels,
                               image_size=context.data.image_size, mean=context.data.mean, std=context.data.std,
-                              config=config.to_json(), accuracy=metrics["accuracy"], **extra)
+                              config=config.to_json(), accuracy=metrics["test_accuracy"],
+                              validation_accuracy=metrics["validation_accuracy"], **extra)
     metrics.update(weights_path=str(weights), trial_seconds=time.perf_counter() - started,
                    device=str(context.device), **environment(context.device))
     return metrics

@@ -49,11 +49,13 @@ def test_search_stores_every_figure_and_resume_counts_study_total(searched):
     assert len(complete) == 5  # 3 from the first call, 2 more: the budget is the study's total
     for trial in complete:
         attrs = trial.user_attrs
-        for key in ("accuracy", "per_class_accuracy", "params", "size_bytes", "macs", "latency_ms", "config",
+        for key in ("accuracy", "validation_accuracy", "test_accuracy", "per_class_validation_accuracy",
+                    "per_class_test_accuracy", "params", "size_bytes", "macs", "latency_ms", "config",
                     "architecture", "cpu_model", "torch_version", "weights_path", "weights_artifact"):
             assert key in attrs, key
         assert trial.values == [attrs["accuracy"], attrs["params"]]
-        assert len(attrs["per_class_accuracy"]) == 10 and attrs["macs"] > 0 and attrs["size_bytes"] > 0
+        assert len(attrs["per_class_test_accuracy"]) == 10 and attrs["macs"] > 0 and attrs["size_bytes"] > 0
+        assert attrs["validation_accuracy"] == attrs["accuracy"] == trial.values[0]
         assert Path(attrs["weights_path"]).exists()
     teacher = study.user_attrs["teacher"]
     assert teacher["accuracy"] > 0.5 and teacher["params"] > 0
@@ -66,7 +68,8 @@ def test_report_prints_front_and_writes_plot(searched):
     study_path, out, *_ = searched
     result = invoke("report", str(study_path))
     assert result.exit_code == 0, result.output
-    assert "Pareto front" in result.output and "Per-class accuracy" in result.output
+    assert "Pareto front" in result.output and "Per-class test accuracy" in result.output
+    assert "val acc" in result.output and "test acc" in result.output
     assert (out / "pareto.png").stat().st_size > 10_000
     by_folder = invoke("report", str(out))
     assert by_folder.exit_code == 0

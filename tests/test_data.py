@@ -155,7 +155,7 @@ def test_grayscale_folder_keeps_one_channel_and_mixed_becomes_rgb(tmp_path):
     assert d.channels == 3 and d.image_size == 12 and d.num_classes == 3
 
 
-# ---- subset and validation_split -----------------------------------------------------------------
+# ---- subset and validation -----------------------------------------------------------------
 
 
 def test_subset_is_stratified_and_seeded():
@@ -173,21 +173,49 @@ def test_subset_is_stratified_and_seeded():
         d.subset(5000, None)
 
 
-def test_validation_split_is_stratified_and_seeded():
+def test_validation_is_carved_stratified_seeded_and_disjoint():
     d = load_dataset("digits")
-    final, search = d.validation_split(0.2, seed=3)
-    assert final.train_images.shape[0] == 1437 - 288 and search.test_images.shape[0] == 288
-    assert torch.equal(final.train_images, search.train_images)
-    assert final.test_images is d.test_images and search.name == "digits-val"
-    counts = torch.bincount(search.test_labels, minlength=10)
+    search = d.with_validation(0.2, seed=3)
+    assert len(search.train_labels) == 1437 - 288 and len(search.val_labels) == 288
+    assert search.test_images is d.test_images and search.splits == ("train", "val", "test")
+    counts = torch.bincount(search.val_labels, minlength=10)
     assert counts.min() >= 27 and counts.max() <= 31
     # the validation images come from the training split and are disjoint from what remains
     rows = lambda t: {bytes(x.numpy()) for x in t}  # noqa: E731
-    assert rows(search.test_images) <= rows(d.train_images)
-    assert len(rows(search.test_images) & rows(final.train_images)) <= 5  # a few digits repeat exactly
-    _assert_same(search, d.validation_split(0.2, seed=3)[1])
-    with pytest.raises(AutokdError, match="validation fraction"):
-        d.validation_split(1.0)
+    assert rows(search.val_images) <= rows(d.train_images)
+    assert len(rows(search.val_images) & rows(search.train_images)) <= 5  # a few digits repeat exactly
+    again = d.with_validation(0.2, seed=3)
+    assert torch.equal(search.val_images, again.val_images) and torch.equal(search.train_labels, again.train_labels)
+    assert not torch.equal(search.val_images, d.with_validation(0.2, seed=4).val_images)
+    assert search.with_validation(0.5) is search  # an existing validation split is kept
+    with pytest.raises(AutokdError, match="validation fraction 1.0"):
+        d.with_validation(1.0)
+
+
+def test_validation_floor_gives_every_class_its_minimum():
+    d = load_dataset("digits").subset(100, None, seed=0)  # about 10 images per class
+    search = d.with_validation(0.02, seed=0, min_per_class=3)  # 2% would leave most classes empty
+    assert torch.bincount(search.val_labels, minlength=10).min() >= 3
+    assert torch.bincount(search.train_labels, minlength=10).min() >= 1
+
+
+def test_imagefolder_val_folder_is_the_validation_split(cifar_subset_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "with-val"
+    shutil.copytree(cifar_subset_dir, root)
+    for cls_dir in (root / "train").iterdir():  # move 3 images of each class to val/<class>/
+        (root / "val" / cls_dir.name).mkdir(parents=True)
+        for f in sorted(cls_dir.iterdir())[:3]:
+            f.rename(root / "val" / cls_dir.name / f.name)
+    d = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "c", show_progress=False)
+    assert (len(d.train_labels), len(d.val_labels), len(d.test_labels)) == (170, 30, 100)
+    assert d.with_validation(0.1) is d
+    cached = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "c", show_progress=False)
+    assert torch.equal(cached.val_images, d.val_images)
+    (root / "val" / "cat").rename(root / "val" / "kitten")
+    with pytest.raises(AutokdError, match="train and val classes differ"):
+        load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "c", show_progress=False)
 
 
 # ---- torchvision ---------------------------------------------------------------------------------

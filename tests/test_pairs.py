@@ -182,7 +182,7 @@ def test_routed_pair_exports_to_onnx_and_agrees(pair_study, tmp_path):
     model, payload = load_trial_model(Path(pair.user_attrs["weights_path"]))
     assert isinstance(model, RoutedPair) and payload["pair"]["selector"]["layers"] in (2, 3)
     reloaded = float((predict(model, context.data.test_images).argmax(1) == context.data.test_labels).float().mean())
-    assert reloaded == pytest.approx(pair.user_attrs["accuracy"], abs=1e-6)
+    assert reloaded == pytest.approx(pair.user_attrs["test_accuracy"], abs=1e-6)
     onnx = export_model(model, "onnx", tmp_path / "pair.onnx", context.data.test_images[:1].float() / 255.0)
     assert agreement(model, onnx, "onnx", context.data.test_images) >= 0.99
 
@@ -224,7 +224,7 @@ def two_members(tmp_path_factory):
     from autokd.teacher import train_teacher
 
     folder = tmp_path_factory.mktemp("members")
-    data = load_dataset("digits")
+    data = load_dataset("digits").with_validation(0.1, seed=0)
     paths = []
     for i, (family, knobs) in enumerate((("cnn5", {"width": 0.125, "hidden": 16}), ("vgg", {"width": 0.0625}))):
         net, acc = train_teacher(data, family=family, knobs=knobs, epochs=1, lr=0.05, batch_size=64,
@@ -244,22 +244,24 @@ def test_ensemble_weights_fitted_on_validation_are_reproducible(two_members):
     runs = [build_teacher(study, data, AugmentPolicy(), torch.device("cpu"))[1] for _ in range(2)]
     assert runs[0]["weights"] == runs[1]["weights"]
     assert sum(runs[0]["weights"]) == pytest.approx(1.0)
-    assert runs[0]["kind"] == "ensemble" and len(runs[0]["member_accuracy"]) == 2
+    assert runs[0]["kind"] == "ensemble" and len(runs[0]["member_validation_accuracy"]) == 2
     assert 0.0 <= runs[0]["accuracy"] <= 1.0
     other = build_teacher(study.with_overrides(seed=4), data,
                           AugmentPolicy(), torch.device("cpu"))[1]
-    assert other["member_accuracy"] == runs[0]["member_accuracy"]  # members fixed; only the fit is seeded
+    assert other["member_test_accuracy"] == runs[0]["member_test_accuracy"]  # members fixed; only the fit is seeded
 
 
 def test_report_shows_ensemble_next_to_members(two_members):
     from autokd.report import teacher_table
 
-    teacher = {"kind": "ensemble", "members": ["cnn5(a)", "vgg(b)"], "member_accuracy": [0.9, 0.8],
-               "weights": [0.7, 0.3], "accuracy": 0.93}
+    teacher = {"kind": "ensemble", "members": ["cnn5(a)", "vgg(b)"], "member_validation_accuracy": [0.9, 0.8],
+               "member_test_accuracy": [0.85, 0.75], "weights": [0.7, 0.3], "accuracy": 0.93,
+               "validation_accuracy": 0.93, "test_accuracy": 0.91}
     console = Console(record=True, width=160)
     console.print(teacher_table(teacher))
     text = console.export_text()
     assert "cnn5(a)" in text and "90.00%" in text and "80.00%" in text and "93.00%" in text and "0.700" in text
+    assert "85.00%" in text and "91.00%" in text and "val acc" in text and "test acc" in text
 
 
 def test_joint_head_teacher_is_reproducible_and_reported(two_members):
@@ -275,7 +277,7 @@ def test_joint_head_teacher_is_reproducible_and_reported(two_members):
     summary = teachers[0][1]
     assert summary["joint_head"] and summary["id"] != build_teacher(plain, data, AugmentPolicy(),
                                                                     torch.device("cpu"))[1]["id"]
-    assert summary["accuracy"] >= 0.5 * max(summary["member_accuracy"])
+    assert summary["accuracy"] >= 0.5 * max(summary["member_validation_accuracy"])
     console = Console(record=True, width=160)
     console.print(teacher_table(summary))
     assert "ensemble (joint head)" in console.export_text()

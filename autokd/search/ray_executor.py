@@ -1,12 +1,14 @@
 """The Ray Tune executor: trials spread over every CPU/GPU of a Ray cluster, Optuna deciding.
 
-The driver runs a ``tune.Tuner`` whose search algorithm is Ray's ``OptunaSearch`` given the
-study's own storage and name, so Tune's trials *are* the Optuna study's trials; only the driver
-writes to the database (ask/tell). Workers run :func:`train_trial`, which keeps the data and
+The driver runs a ``tune.Tuner`` whose search algorithm, :class:`StudySearch`, is a Tune
+``Searcher`` over the study's own ask and tell, so Tune's trials *are* the Optuna study's trials;
+only the driver writes to the database. Workers run :func:`train_trial`, which keeps the data and
 the teacher alive across trials (``cached_context``) and never touches the database.
 
-What the plain ``OptunaSearch`` lacks and :class:`StudySearch` adds:
+It shares the in-process executor's protocol (:mod:`autokd.search.study`):
 
+* proposals come from :func:`propose`: a sampler re-seeded from the study's history, and never a
+  configuration the study already finished or is running;
 * the budget is the *study's* total of finished trials, shared by every driver of the study;
 * the final metrics land on the Optuna trial as user attributes and constraints, with the same
   values as the local executor (``record_metrics``), before the trial is told;
@@ -40,25 +42,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autokd.config import SearchSpace, StudyConfig, TrialConfig
 from autokd.errors import AutokdError
+from autokd.report import trial_line
 from autokd.search.storage import redact_url
-from autokd.search.study import FINISHED, claim_trial, finished_count, reclaim_stale_trials, record_metrics
+from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count,
+                                 propose, reclaim_stale_trials, record_metrics, trial_dir)
+from autokd.trial import TRIAL_LOG
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
 META = "_autokd"
-#: Checkpoint file of the last finished epoch, inside ``trials/NNNNN/epoch/``.
-EPOCH_FILE = "epoch.pt"
 #: Seconds between heartbeats of the driver's RUNNING trials (and sweeps for dead drivers).
 HEARTBEAT_SECONDS = 10
-#: Seconds a "wait for other drivers' trials" answer is reused before the database is asked again.
-_WAIT_RECHECK_SECONDS = 1.0
-
-
-def trial_dir(study_cfg: StudyConfig, number: int) -> Path:
-    return study_cfg.output_dir / "trials" / f"{number:05d}"
-
-
-def epoch_checkpoint(study_cfg: StudyConfig, number: int) -> Path:
-    return trial_dir(study_cfg, number) / "epoch" / EPOCH_FILE
 
 
 # --------------------------------------------------------------------------- worker side
@@ -73,8 +66,8 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
     """
     from ray import tune
 
-    from autokd.search.local import TRIAL_FAILURES
-    from autokd.trial import cached_context, run_trial
+    from autokd.checkpoint import save_state
+    from autokd.trial import TRIAL_FAILURES, cached_context, record_failure, run_trial
 
     if Path(cwd).is_dir():  # Tune starts trainables in a scratch folder; relative paths mean the driver's
         os.chdir(cwd)
@@ -94,13 +87,7 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
             resume_from = restored
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        import torch
-
-        epoch_dir.mkdir(parents=True, exist_ok=True)
-        target = epoch_dir / EPOCH_FILE
-        tmp = epoch_dir / f".{EPOCH_FILE}.tmp{os.getpid()}"
-        torch.save(metrics["_state"](), tmp)
-        os.replace(tmp, target)  # never a torn checkpoint, even if the worker dies here
+        target = save_state(epoch_dir / EPOCH_FILE, metrics["_state"]())  # never torn, even if the worker dies here
         report = {"epoch": epoch + 1, "epochs": trial_cfg.train.epochs, "accuracy": metrics.get("accuracy"),
                   "loss": metrics.get("loss"), "final": False}
         with tempfile.TemporaryDirectory(dir=epoch_dir) as folder:  # Tune copies it to storage_path
@@ -110,7 +97,8 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
     try:
         metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch, resume_from=resume_from)
     except TRIAL_FAILURES as err:
-        tune.report({"final": True, "failed": f"{type(err).__name__}: {err}"[:500]})
+        reason, _ = record_failure(work_dir, err)  # the traceback goes to the trial's log, not the console
+        tune.report({"final": True, "failed": reason})
         return
     metrics["teacher_accuracy"] = context.teacher_summary.get("accuracy")
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -120,66 +108,24 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
 # --------------------------------------------------------------------------- driver side
 
 
-class Budget:
-    """The study's shared budget: how many trials may still start, asked of the database.
-
-    ``n_trials`` counts finished trials (COMPLETE, PRUNED) of the whole study, whichever driver
-    ran them. A driver starts a trial only while finished + running < n_trials; when RUNNING
-    trials of other drivers fill the rest, it waits (one of them may still fail), and it stops
-    when the study holds n_trials finished trials.
-    """
-
-    def __init__(self, study: optuna.Study, n_trials: int | None, max_failed: int):
-        self.study, self.n_trials, self.max_failed = study, n_trials, max_failed
-        self.failed = 0
-        self._wait_until = 0.0
-
-    def counts(self) -> tuple[int, int]:
-        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        done = sum(t.state in FINISHED for t in trials)
-        return done, len(trials) - done
-
-    def decide(self) -> str:
-        """``"go"``, ``"wait"`` (ask again later) or ``"stop"``."""
-        if self.failed > self.max_failed:
-            return "stop"
-        if self.n_trials is None:
-            return "go"
-        if time.monotonic() < self._wait_until:
-            return "wait"
-        done, running = self.counts()
-        if done >= self.n_trials:
-            return "stop"
-        if done + running >= self.n_trials:
-            self._wait_until = time.monotonic() + _WAIT_RECHECK_SECONDS
-            return "wait"
-        return "go"
-
-    def surplus(self, number: int) -> bool:
-        """True when trials numbered below ``number`` already fill the budget (two drivers raced)."""
-        if self.n_trials is None:
-            return False
-        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        return sum(t.number < number for t in trials) >= self.n_trials
-
-
 def _make_study_search_class() -> type:
     from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
 
-    class StudySearch(OptunaSearch):
-        """``OptunaSearch`` on the study's storage, with the study's budget, metrics and resume."""
+    class StudySearch(Searcher):
+        """A Tune searcher over the study's own ask and tell, with its budget, metrics and resume."""
 
         def __init__(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *,
                      budget: Budget, teacher_accuracy: float | None, pruned_by_scheduler: set[str],
                      on_told: Callable[[optuna.trial.FrozenTrial], None]):
             single = len(study_cfg.objectives) == 1
             modes = ["max" if d == "maximize" else "min" for d in study_cfg.directions]
-            super().__init__(space=_define_by_run(space),
-                             metric=study_cfg.objectives[0] if single else list(study_cfg.objectives),
-                             mode=modes[0] if single else modes, sampler=study.sampler,
-                             study_name=study_cfg.name, storage=study._storage)
-            self.study_cfg, self.budget, self.on_told = study_cfg, budget, on_told
+            super().__init__(metric=study_cfg.objectives[0] if single else list(study_cfg.objectives),
+                             mode=modes[0] if single else modes)
+            self._ot_study = study
+            self._ot_trials: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
+            self._completed_trials: set[str] = set()
+            self.study_cfg, self.space, self.budget, self.on_told = study_cfg, space, budget, on_told
+            self.exhausted: SpaceExhausted | None = None
             self.teacher_accuracy = teacher_accuracy
             self.pruned_by_scheduler = pruned_by_scheduler
             self.lock = threading.Lock()  # the heartbeat thread reads _ot_trials
@@ -187,7 +133,7 @@ def _make_study_search_class() -> type:
         # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
         # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
         def __getstate__(self) -> dict:
-            return {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode", "_study_name", "study_cfg")}
+            return {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode", "study_cfg")}
 
         def __setstate__(self, state: dict) -> None:
             self.__dict__.update(state)
@@ -213,23 +159,25 @@ def _make_study_search_class() -> type:
             decision = self.budget.decide()
             if decision != "go":
                 return Searcher.FINISHED if decision == "stop" else None
-            with self.lock:
-                config = super().suggest(trial_id)
-            ot_trial = self._ot_trials[trial_id]
+            try:
+                with self.lock:
+                    ot_trial, trial_cfg = propose(self._ot_study, self.study_cfg, self.space)
+                    self._ot_trials[trial_id] = ot_trial
+            except SpaceExhausted as err:
+                self.exhausted = err
+                return Searcher.FINISHED
             claim_trial(self._ot_study, ot_trial._trial_id)
             if self.budget.surplus(ot_trial.number):
                 self._give_back(trial_id, ot_trial)
                 return None
-            trial_cfg = TrialConfig.from_json(config.pop(META + "_config"))
             ot_trial.set_user_attr("config", trial_cfg.to_params())
             ot_trial.set_user_attr("architecture", trial_cfg.describe())
             ot_trial.set_user_attr("teacher_accuracy", self.teacher_accuracy)
             ot_trial.set_user_attr("executor", "ray")
             resume_from = ot_trial.user_attrs.get("resume_from")
-            config[META] = {"number": ot_trial.number, "config": trial_cfg.to_json(),
-                            "work_dir": str(trial_dir(self.study_cfg, ot_trial.number)),
-                            "resume_from": resume_from}
-            return config
+            return {META: {"number": ot_trial.number, "config": trial_cfg.to_json(),
+                           "work_dir": str(trial_dir(self.study_cfg, ot_trial.number)),
+                           "resume_from": resume_from}}
 
         def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
             """Another driver took the last slot between our check and our ask: undo this trial."""
@@ -269,6 +217,7 @@ def _make_study_search_class() -> type:
                 self._upload_weights(ot_trial, metrics.get("weights_path"))
             elif result.get("failed") or error:
                 ot_trial.set_user_attr("failed_because", result.get("failed") or "worker failed too often")
+                ot_trial.set_user_attr("log_path", str(trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG))
                 state = TrialState.FAIL
                 self.budget.failed += 1
             elif trial_id in self.pruned_by_scheduler:
@@ -291,15 +240,6 @@ def _make_study_search_class() -> type:
             self.on_told(frozen)
 
     return StudySearch
-
-
-def _define_by_run(space: SearchSpace) -> Callable[[Any], dict]:
-    """The search-space function: suggestions only; the frozen config travels to the worker."""
-
-    def define(trial: Any) -> dict:
-        return {META + "_config": space.suggest(trial).to_json()}
-
-    return define
 
 
 def _make_scheduler(pruned: set[str]) -> Any:
@@ -394,8 +334,9 @@ def init_ray(study_cfg: StudyConfig) -> bool:
 
 
 def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
-            prepare: Callable[[], Any] | None = None, trainable: Callable[..., None] | None = None) -> int:
-    """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns how many this driver told.
+            prepare: Callable[[], Any] | None = None, trainable: Callable[..., None] | None = None
+            ) -> list[optuna.trial.FrozenTrial]:
+    """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns the trials this driver told.
 
     ``prepare`` (the CLI's teacher training) runs once this driver holds the study, before Ray starts.
     ``trainable`` replaces :func:`train_trial` (same signature and reports); the overhead benchmark
@@ -404,7 +345,7 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
     Example:
         >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
     """
-    # OptunaSearch asks and tells outside Study.optimize; the heartbeat is this module's job.
+    # The searcher asks and tells outside Study.optimize; the heartbeat is this module's job.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     with single_sqlite_driver(study_cfg):
         reclaimed = reclaim_stale_trials(optuna_study, lambda n: epoch_checkpoint(study_cfg, n))
@@ -414,7 +355,7 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
         if study_cfg.n_trials is not None and finished_count(optuna_study) >= study_cfg.n_trials:
             console.print(f"study '{study_cfg.name}' already holds {finished_count(optuna_study)} finished trials "
                           f"(budget {study_cfg.n_trials}); nothing to run")
-            return 0
+            return []
         if prepare is not None:
             prepare()
         started_ray = init_ray(study_cfg)
@@ -428,7 +369,7 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
 
 
 def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, console: Console,
-         trainable_fn: Callable[..., None]) -> int:
+         trainable_fn: Callable[..., None]) -> list[optuna.trial.FrozenTrial]:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -447,14 +388,7 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     def on_told(trial: optuna.trial.FrozenTrial) -> None:
         told.append(trial)
         progress.update(task, completed=finished_count(optuna_study))
-        a = trial.user_attrs
-        if trial.state == TrialState.COMPLETE:
-            progress.console.print(
-                f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} acc {100 * a['accuracy']:6.2f}%  "
-                f"params {a['params']:>9,}  {a['latency_ms']:.3f} ms  ({a['trial_seconds']:.1f} s)")
-        else:
-            why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
-            progress.console.print(f"trial {trial.number:>3} {trial.state.name} {why}")
+        progress.console.print(trial_line(trial), markup=False, highlight=False)
 
     searcher = _make_study_search_class()(optuna_study, study_cfg, space, budget=budget,
                                           teacher_accuracy=teacher.get("accuracy"), pruned_by_scheduler=pruned,
@@ -490,7 +424,9 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
             searcher.fail_unfinished()
     if ctrl_c.pressed:  # running trials were told FAIL and re-enqueued; the CLI exits 130
         raise KeyboardInterrupt
-    return len(told)
+    if searcher.exhausted is not None:
+        console.print(f"stopped early: {searcher.exhausted.problem}", markup=False, highlight=False)
+    return told
 
 
 #: Set by the first Ctrl-C during ``tuner.fit``; module-level because Tune pickles its stopper.

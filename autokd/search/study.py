@@ -1,32 +1,158 @@
-"""Opening studies and writing trial results: the one door to the database."""
+"""Opening studies, proposing trials and writing their results: the one door to the database.
+
+Both executors (in-process and Ray Tune) propose trials through :func:`propose` and count the
+study's budget through :class:`Budget`, so resuming, a second driver and a crash behave alike.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from autokd.config import CONSTRAINTS, StudyConfig
+from autokd.config import CONSTRAINTS, SearchSpace, StudyConfig, TrialConfig
 from autokd.errors import AutokdError
 from autokd.search.storage import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: Checkpoint file of a trial's last finished epoch, inside ``trials/NNNNN/epoch/``.
+EPOCH_FILE = "epoch.pt"
+#: Trials whose configuration may not be proposed again: finished, or being trained by a driver.
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+#: Proposals drawn (the study's sampler first, then random ones) before the space counts as exhausted.
+MAX_PROPOSALS = 30
+_SAMPLER_ATTEMPTS = 3
+#: Seconds a "wait for other drivers' trials" answer is reused before the database is asked again.
+_WAIT_RECHECK_SECONDS = 1.0
 
 #: Metrics too large or too nested for a user attribute stay in the trial's artifacts.
 _SKIP_ATTRS = {"_state"}
 
 
-def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+def trial_dir(study_cfg: StudyConfig, number: int) -> Path:
+    """The one folder of trial ``number``: its weights, epoch checkpoint and log."""
+    return study_cfg.output_dir / "trials" / f"{number:05d}"
+
+
+def epoch_checkpoint(study_cfg: StudyConfig, number: int) -> Path:
+    return trial_dir(study_cfg, number) / "epoch" / EPOCH_FILE
+
+
+def sampler_seed(study_seed: int, trials_stored: int) -> int:
+    """The sampler's seed for the next proposal: the study's seed and how many trials it holds.
+
+    A fresh sampler seeded by the study alone replays its random start-up phase in every process
+    (a resumed study, a second driver, a restart after a crash would re-propose trials 0, 1, ...);
+    mixing in the history gives each proposal its own stream while a fresh study with the same
+    seed, driven by one process, still proposes the same trials in the same order.
+    """
+    digest = hashlib.sha256(f"autokd:{study_seed}:{trials_stored}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def make_sampler(study: StudyConfig, trials_stored: int = 0, *, random: bool = False) -> optuna.samplers.BaseSampler:
+    seed = sampler_seed(study.seed, trials_stored)
+    if random or study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     if study.sampler == "nsga2":
         population = max(4, min(50, (study.n_trials or 40) // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=study.seed)
-    if study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=study.seed)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     startup = max(4, min(10, (study.n_trials or 30) // 3))
-    return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True, constant_liar=True,
-                                      seed=study.seed)
+    return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True, constant_liar=True, seed=seed)
+
+
+class SpaceExhausted(AutokdError):
+    """Every proposal repeated a configuration the study already holds."""
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of another finished or running trial with exactly ``trial``'s parameters, if any.
+
+    Parameters are compared, not resolved configs: they are in the database as soon as a trial
+    has been suggested, so of two drivers proposing the same configuration at once, the one that
+    checks last always sees the other (both may see each other; then both are replaced).
+    """
+    params = trial.params
+    for other in study.get_trials(deepcopy=False, states=TAKEN):
+        if other.number != trial.number and other.params == params:
+            return other.number
+    return None
+
+
+def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> tuple[optuna.Trial, TrialConfig]:
+    """Ask the study for its next trial, never one that repeats a finished or running configuration.
+
+    The sampler is re-seeded from the study's history before each ask (:func:`sampler_seed`). A
+    re-enqueued trial (``retry_of``: its driver died or was stopped) replays its own parameters.
+    Any other proposal equal to a taken trial's is told FAIL with ``duplicate_of`` (it never
+    trains) and replaced: by the study's sampler, then by random proposals; after
+    ``MAX_PROPOSALS`` duplicates the space counts as exhausted (:class:`SpaceExhausted`).
+    """
+    for attempt in range(MAX_PROPOSALS):
+        # Queued (WAITING) trials do not count: popping one does not add a trial to the history.
+        stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
+        study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
+        trial = study.ask()
+        config = space.suggest(trial)
+        if "retry_of" in trial.user_attrs:
+            return trial, config
+        twin = duplicate_of(study, trial)
+        if twin is None:
+            return trial, config
+        trial.set_user_attr("duplicate_of", twin)
+        trial.set_user_attr("failed_because", f"duplicate of trial {twin}: replaced before training")
+        study.tell(trial, state=TrialState.FAIL)
+    raise SpaceExhausted(f"the last {MAX_PROPOSALS} proposals all repeated configurations study "
+                         f"'{study_cfg.name}' already holds: its search space looks exhausted",
+                         "widen the search space, or lower n_trials")
+
+
+class Budget:
+    """The study's shared budget: how many trials may still start, asked of the database.
+
+    ``n_trials`` counts finished trials (COMPLETE, PRUNED) of the whole study, whichever driver
+    ran them. A driver starts a trial only while finished + running < n_trials; when RUNNING
+    trials of other drivers fill the rest, it waits (one of them may still fail), and it stops
+    when the study holds n_trials finished trials.
+    """
+
+    def __init__(self, study: optuna.Study, n_trials: int | None, max_failed: int):
+        self.study, self.n_trials, self.max_failed = study, n_trials, max_failed
+        self.failed = 0
+        self._wait_until = 0.0
+
+    def counts(self) -> tuple[int, int]:
+        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        done = sum(t.state in FINISHED for t in trials)
+        return done, len(trials) - done
+
+    def decide(self) -> str:
+        """``"go"``, ``"wait"`` (ask again later) or ``"stop"``."""
+        if self.failed > self.max_failed:
+            return "stop"
+        if self.n_trials is None:
+            return "go"
+        if time.monotonic() < self._wait_until:
+            return "wait"
+        done, running = self.counts()
+        if done >= self.n_trials:
+            return "stop"
+        if done + running >= self.n_trials:
+            self._wait_until = time.monotonic() + _WAIT_RECHECK_SECONDS
+            return "wait"
+        return "go"
+
+    def surplus(self, number: int) -> bool:
+        """True when trials numbered below ``number`` already fill the budget (two drivers raced)."""
+        if self.n_trials is None:
+            return False
+        trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return sum(t.number < number for t in trials) >= self.n_trials
 
 
 def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = True) -> optuna.Study:
@@ -46,6 +172,8 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
                 f"study '{study.name}' is stored with objectives {stored_objectives or stored}, "
                 f"the YAML asks for {study.objectives}",
                 "restore the original objectives, or give the study a new name")
+        if existing.metric_names is None and create:  # a study created before metrics were named (search only)
+            existing.set_metric_names(study.objectives)
         return existing
     if not create:
         raise AutokdError(f"no study named '{study.name}' in {_safe(study)}",
@@ -53,6 +181,7 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
     created = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
                                   sampler=make_sampler(study), load_if_exists=True)
     created.set_user_attr("objectives", study.objectives)
+    created.set_metric_names(study.objectives)  # optuna-dashboard and study.metric_names show them
     return created
 
 
