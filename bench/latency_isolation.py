@@ -1,0 +1,195 @@
+"""Latency of one fixed architecture across trials that train side by side (issue 10, part 3).
+
+Runs ``autokd search`` (the CLI, as a user would) on a generated digits study: one student
+architecture (cnn5 at fixed knobs), training settings that differ only in lr, alpha and
+temperature (so every configuration is distinct), ``--trials`` trials at ``--concurrency`` under
+the Ray executor, enough epochs that trials overlap. Every COMPLETE trial's ``latency_ms`` is
+read back from the study database; the figure is ``max / min`` over trials (target: at most
+1.2x). The spread within each trial (``latency_spread_ms``, p90 - p10 of its timed runs) is
+recorded when the code under test stores it.
+
+The CLI runs from ``--repo`` (that checkout's code on ``PYTHONPATH``, this interpreter), so the
+same script measures an older checkout for the "before" figure:
+
+    git worktree add /tmp/autokd-before 140174f
+    python -m bench.latency_isolation --label before --repo /tmp/autokd-before
+    python -m bench.latency_isolation --label after
+
+Results merge into ``bench/results/latency_isolation.json`` by ``--label``, so "before" and
+"after" sit side by side with their host, load average and settings. Run it on an idle host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import RESULTS
+
+HERE = Path(__file__).resolve().parents[1]
+NAME = "latency_isolation"
+
+
+def write_study(folder: Path, args: argparse.Namespace) -> Path:
+    """A digits study: tiny cnn5 teacher, one fixed cnn5 student, lr/alpha/temperature sampled."""
+    space = {
+        "students": {"cnn5": {"width": args.width, "hidden": args.hidden}},
+        "distill": {"loss": "kd", "alpha": {"float": [0.3, 0.9]}, "temperature": {"float": [2.0, 6.0]}},
+        "train": {"epochs": args.epochs, "batch_size": 64, "lr": {"float": [0.01, 0.1], "log": True}},
+    }
+    (folder / "space.yaml").write_text(yaml.safe_dump(space))
+    study = {
+        "name": "latency-isolation", "dataset": "digits",
+        "teacher": {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2},
+        "search_space": "space.yaml", "objectives": ["accuracy", "params", "latency_ms"],
+        "n_trials": args.trials, "sampler": "random", "seed": args.seed, "latency_runs": args.latency_runs,
+        "output": "out",
+        "executor": {"kind": "ray", "max_concurrent": args.concurrency, "cpus_per_trial": args.cpus_per_trial},
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def run_search(study: Path, repo: Path, timeout: float) -> tuple[float, str]:
+    """``python -m autokd search STUDY`` with ``repo``'s code first on the path; wall seconds, log."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("RAY_ADDRESS", None)  # a private Ray, as a user's first run
+    env["COLUMNS"] = "200"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "autokd", "search", str(study)], cwd=study.parent, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - started
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        print(log[-4000:], file=sys.stderr)
+        raise SystemExit(f"autokd search exited {proc.returncode}")
+    return wall, log
+
+
+def read_trials(study: Path) -> list[dict[str, Any]]:
+    """Every COMPLETE trial's latency figures and times, straight from the SQLite study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = optuna.load_study(study_name="latency-isolation", storage=f"sqlite:///{study.parent / 'out/study.db'}")
+    rows = []
+    for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        a = t.user_attrs
+        rows.append({"number": t.number, "latency_ms": a["latency_ms"],
+                     "latency_spread_ms": a.get("latency_spread_ms"), "latency_wait_s": a.get("latency_wait_s"),
+                     "latency_alone": a.get("latency_alone"), "params": a.get("params"),
+                     "start": t.datetime_start, "end": t.datetime_complete})
+    for row in rows:  # did another trial run while this one did (concurrency really happened)?
+        row["overlapped"] = any(o is not row and o["start"] < row["end"] and row["start"] < o["end"] for o in rows)
+    for row in rows:
+        row["trial_s"] = round((row.pop("end") - row.pop("start")).total_seconds(), 2)
+    return rows
+
+
+def repo_commit(repo: Path) -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def host() -> dict[str, Any]:
+    import torch
+
+    from autokd.measure import cpu_model
+
+    info = {"cpu_model": cpu_model(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "torch_version": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    if torch.cuda.is_available():
+        info["gpu_name"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def merge(label: str, record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Add (or replace) this label's run in the results file; keep the other labels' runs."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update({"benchmark": NAME, "what": __doc__.splitlines()[0], "target_max_over_min": 1.2})
+    data.setdefault("runs", {})[label] = record
+    data["max_over_min"] = {k: v["max_over_min"] for k, v in data["runs"].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", required=True, help="name of this run in the results file, e.g. before / after")
+    parser.add_argument("--repo", type=Path, default=HERE, help="checkout whose autokd runs (default: this one)")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=20, help="per trial: enough that trials overlap")
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole search")
+    parser.add_argument("--output", type=Path, default=RESULTS / f"{NAME}.json")
+    parser.add_argument("--keep", type=Path, help="keep the study folder here instead of a temporary one")
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    if not (repo / "autokd" / "cli.py").is_file():
+        raise SystemExit(f"{repo} is not an autokd checkout (no autokd/cli.py)")
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="autokd-latency-") as tmp:
+        folder = args.keep.resolve() if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        study = write_study(folder, args)
+        print(f"[{args.label}] {args.trials} trials of cnn5(width={args.width}, hidden={args.hidden}) at concurrency "
+              f"{args.concurrency}, {args.epochs} epochs, code from {repo}", flush=True)
+        wall, _ = run_search(study, repo, args.timeout)
+        rows = read_trials(study)
+    if len(rows) < 2:
+        raise SystemExit(f"only {len(rows)} complete trial(s): no ratio")
+    values = [r["latency_ms"] for r in rows]
+    record = {
+        "label": args.label,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "repo": str(repo), "commit": repo_commit(repo),
+        **host(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "settings": {"family": "cnn5", "knobs": {"width": args.width, "hidden": args.hidden}, "dataset": "digits",
+                     "trials": args.trials, "concurrency": args.concurrency, "epochs": args.epochs,
+                     "latency_runs": args.latency_runs, "latency_threads": 1, "cpus_per_trial": args.cpus_per_trial,
+                     "executor": "ray", "sampler": "random", "seed": args.seed},
+        "complete_trials": len(rows),
+        "overlapping_trials": sum(r["overlapped"] for r in rows),
+        "search_wall_s": round(wall, 1),
+        "latency_ms": values,
+        "min_ms": min(values), "max_ms": max(values),
+        "max_over_min": round(max(values) / min(values), 3),
+        "trials": rows,
+    }
+    data = merge(args.label, record, args.output)
+    print(f"[{args.label}] latency_ms over {len(values)} trials ({record['overlapping_trials']} overlapped): "
+          f"min {min(values):.4f}  max {max(values):.4f}  max/min {record['max_over_min']:.2f}x (target <= 1.2x)")
+    print(f"wrote {args.output}: " + ", ".join(f"{k} {v:.2f}x" for k, v in data["max_over_min"].items()))
+
+
+if __name__ == "__main__":
+    main()
