@@ -49,17 +49,22 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr:
 
 def validate_teacher(study: StudyConfig) -> None:
     """Fail before any study is touched when the teacher names an unknown family, knob or file."""
-    from autokd.models import family_knobs
+    from autokd.models import family_knobs, family_rules
 
     cfg = study.teacher
     for member in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in cfg.ensemble or []]:
         load_checkpoint(study.resolve(member))
     if cfg.family is not None:
         known = family_knobs(cfg.family)  # unknown family -> AutokdError listing the known ones
-        for knob in cfg.knobs:
+        rules = family_rules(cfg.family)
+        for knob, value in cfg.knobs.items():
             if knob not in known:
                 raise AutokdError(f"teacher family '{cfg.family}' has no knob '{knob}'",
                                   f"use {', '.join(known) or 'no knobs'}")
+            problem = rules[knob].problem(value)
+            if problem:
+                raise AutokdError(f"study: teacher.knobs.{knob} = {value!r} {problem}: must be {rules[knob]}",
+                                  f"correct 'teacher.knobs.{knob}' in the study file")
 
 
 def recipe_key(study: StudyConfig, data: ImageData) -> str:

@@ -98,7 +98,7 @@ def test_changed_objectives_are_refused_on_resume(searched, tmp_path):
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("case", ["malformed", "unknown_family", "unknown_objective", "missing_dataset",
+@pytest.mark.parametrize("case", ["malformed", "unknown_family", "bad_teacher_knob", "unknown_objective", "missing_dataset",
                                   "missing_checkpoint", "corrupt_checkpoint", "bad_storage", "unknown_dataset",
                                   "corrupt_image", "empty_dataset"])
 def test_bad_input_is_one_line_exit_2_and_leaves_files(tmp_path, case):
@@ -106,6 +106,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_files(tmp_path, case):
     kwargs: dict = {"output": str(out)}
     if case == "unknown_family":
         kwargs["teacher"] = {"family": "resnet999"}
+    elif case == "bad_teacher_knob":
+        kwargs["teacher"] = {"family": "cnn5", "knobs": {"width": 0}}
     elif case == "unknown_objective":
         kwargs["objectives"] = ["accuracy", "flops"]
     elif case == "missing_dataset":

@@ -36,6 +36,16 @@ def _complete(study_path: Path) -> int:
         return 0
 
 
+def _complete_and_running(study_path: Path) -> bool:
+    """At least one trial complete and another one training (with its parameters) right now."""
+    try:
+        trials = load(study_path).get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    except Exception:  # the study does not exist yet
+        return False
+    return (any(t.state == TrialState.COMPLETE for t in trials)
+            and any(t.state == TrialState.RUNNING and t.params for t in trials))
+
+
 @pytest.fixture
 def two_node_cluster():
     """A Ray cluster of two 1-CPU nodes on this machine (``ray start --head`` + one ``ray start --address``)."""
@@ -71,7 +81,8 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_
     study = write_study(tmp_path, n_trials=3, epochs=6, batch_size=32, teacher=tiny_teacher)
     proc = start_search(study)
     try:
-        wait_for(lambda: _complete(study) >= 1, 150, "the first trial to complete", proc)
+        # Killing right after a trial completes could catch the moment no other trial runs yet.
+        wait_for(lambda: _complete_and_running(study), 150, "a complete trial beside a running one", proc)
     finally:
         kill_tree(proc)
     before = load(study)
