@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from autokd.errors import AutokdError
+from autokd.measure import LatencySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -447,6 +448,8 @@ class StudyConfig(_Strict):
     output: str | None = None
     latency_runs: int = Field(30, ge=5)
     latency_threads: int = Field(1, ge=1)
+    # Timed runs go on for at least this long (a CPU's speed drifts within a second; docs/methodology.md).
+    latency_min_seconds: float = Field(1.0, ge=0, le=60)
     compile: bool = False  # torch.compile students (GPU); compile time is reported apart
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.
@@ -498,6 +501,11 @@ class StudyConfig(_Strict):
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVE_DIRECTIONS[o] for o in self.objectives]
+
+    @property
+    def latency_settings(self) -> LatencySettings:
+        return LatencySettings(runs=self.latency_runs, threads=self.latency_threads,
+                               min_seconds=self.latency_min_seconds)
 
     def with_overrides(self, **overrides: Any) -> "StudyConfig":
         """CLI flags win over the YAML; ``None`` means 'not given'."""

@@ -162,15 +162,33 @@ class LatencyStats:
         return self.p90_ms - self.p10_ms
 
 
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a latency is timed: at least ``runs`` timed runs and at least ``min_seconds`` of them.
+
+    A CPU's speed drifts over a second or two even on an idle host (seen here: medians of
+    0.25 s windows of one idle process ranged 0.40 to 0.67 ms for one cnn5), so a median over a
+    window of about a second is far steadier than one over 30 runs (a few ms); ``min_seconds``
+    sets that window. ``threads`` fixes the CPU thread count while timing.
+    """
+
+    runs: int = 30
+    threads: int = 1
+    min_seconds: float = 0.0
+    warmup: int = 10
+
+
 @torch.inference_mode()
-def latency_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 30, warmup: int = 10,
-                  threads: int = 1) -> LatencyStats:
+def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings()
+                  ) -> LatencyStats:
     """Batch-1 forward wall times on ``example.device``, timed with the host to itself.
 
     The whole measurement (warm-up included) runs inside :func:`autokd.hostlock.timed_alone`:
     other autokd processes on the host (trials training at concurrency > 1) wait at their next
-    safe point until it ends. On CPU the thread count is fixed (``threads``) for the measurement
-    and restored after; on CUDA each run is bracketed by synchronisation.
+    safe point until it ends. Runs go on until there are ``settings.runs`` of them and they
+    took ``settings.min_seconds``; the median of all of them is the latency. On CPU the thread
+    count is fixed (``settings.threads``) and restored after; on CUDA each run is bracketed by
+    synchronisation.
     """
     model.eval()
     x = example[:1]
@@ -178,12 +196,13 @@ def latency_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 30, wa
     old_threads = torch.get_num_threads()
     with timed_alone() as host:
         if not cuda:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(settings.threads)
         try:
-            for _ in range(warmup):
+            for _ in range(settings.warmup):
                 model(x)
-            times = []
-            for _ in range(max(1, runs)):
+            times: list[float] = []
+            started = time.perf_counter()
+            while len(times) < max(1, settings.runs) or time.perf_counter() - started < settings.min_seconds:
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -201,7 +220,7 @@ def latency_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 30, wa
 def latency_ms(model: nn.Module, example: torch.Tensor, *, runs: int = 30, warmup: int = 10,
                threads: int = 1) -> float:
     """Median wall time in ms of a batch-1 forward on ``example.device`` (see :func:`latency_stats`)."""
-    return latency_stats(model, example, runs=runs, warmup=warmup, threads=threads).median_ms
+    return latency_stats(model, example, LatencySettings(runs=runs, threads=threads, warmup=warmup)).median_ms
 
 
 @lru_cache(maxsize=1)

@@ -325,7 +325,7 @@ def measure_pair(routed: RoutedPair, context: Any) -> dict[str, Any]:
     weights = [1.0, *share]  # the selector runs on every input, a student on its share
     macs = [count_macs(p, example) for p in parts]
     # each part timed alone (autokd.hostlock); latency_spread_ms: the weighted sum of the parts' p90 - p10
-    stats = [latency_stats(p, example, runs=context.latency_runs, threads=context.latency_threads) for p in parts]
+    stats = [latency_stats(p, example, context.latency) for p in parts]
     lat = [s.median_ms for s in stats]
     metrics.update(
         params=count_params(cpu),
@@ -335,7 +335,7 @@ def measure_pair(routed: RoutedPair, context: Any) -> dict[str, Any]:
         latency_spread_ms=sum(w * s.spread_ms for w, s in zip(weights, stats)),
         latency_wait_s=sum(s.waited_s for s in stats),
         latency_alone=all(s.alone for s in stats),
-        latency_threads=context.latency_threads,
+        latency_threads=context.latency.threads,
         selector_params=count_params(cpu.selector),
         student_params=[count_params(s) for s in cpu.students],
         student_macs=macs[1:],

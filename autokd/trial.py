@@ -22,8 +22,8 @@ from autokd.checkpoint import deployable, save_checkpoint
 from autokd.config import StudyConfig, TrialConfig
 from autokd.data import ImageData, load_dataset
 from autokd.distill import Teacher
-from autokd.measure import (accuracy, count_macs, count_params, environment, latency_stats, per_class_accuracy,
-                            serialized_size_bytes)
+from autokd.measure import (LatencySettings, accuracy, count_macs, count_params, environment, latency_stats,
+                            per_class_accuracy, serialized_size_bytes)
 from autokd.models import build_model
 from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device, predict, train_model
 
@@ -63,8 +63,7 @@ class TrialContext:
     teacher_summary: dict[str, Any]
     policy: AugmentPolicy
     cache_dir: Path | None
-    latency_runs: int = 30
-    latency_threads: int = 1
+    latency: LatencySettings = LatencySettings()
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -129,8 +128,8 @@ def build_context(study: StudyConfig, *, device: torch.device | None = None, sho
     policy = augment_policy(study, data)
     teacher, summary = build_teacher(study, data, policy, device, on_epoch=on_teacher_epoch)
     return TrialContext(data=data, device=device, teacher=teacher, teacher_summary=summary, policy=policy,
-                        cache_dir=study.output_dir / "teacher_cache", latency_runs=study.latency_runs,
-                        latency_threads=study.latency_threads, compile=study.compile)
+                        cache_dir=study.output_dir / "teacher_cache", latency=study.latency_settings,
+                        compile=study.compile)
 
 
 @lru_cache(maxsize=2)
@@ -188,11 +187,11 @@ def measure_model(model: nn.Module, context: TrialContext) -> dict[str, Any]:
     metrics = split_accuracies(lambda images: predict(model, images), context)
     example = context.data.test_images[:1].float() / 255.0
     if context.device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
-        gpu = latency_stats(model, example.to(context.device), runs=context.latency_runs)
+        gpu = latency_stats(model, example.to(context.device), context.latency)
         metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
     cpu_model = _cpu_copy(model)
     # latency_ms: median of the timed runs; latency_spread_ms: their p90 - p10 (LatencyStats)
-    latency = latency_stats(cpu_model, example, runs=context.latency_runs, threads=context.latency_threads)
+    latency = latency_stats(cpu_model, example, context.latency)
     metrics.update(
         params=count_params(cpu_model),
         size_bytes=serialized_size_bytes(cpu_model),
@@ -201,7 +200,8 @@ def measure_model(model: nn.Module, context: TrialContext) -> dict[str, Any]:
         latency_spread_ms=latency.spread_ms,
         latency_wait_s=latency.waited_s,
         latency_alone=latency.alone,
-        latency_threads=context.latency_threads,
+        latency_threads=context.latency.threads,
+        latency_runs=latency.runs,
     )
     return metrics
 

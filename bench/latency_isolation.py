@@ -6,14 +6,17 @@ temperature (so every configuration is distinct), ``--trials`` trials at ``--con
 the Ray executor, enough epochs that trials overlap. Every COMPLETE trial's ``latency_ms`` is
 read back from the study database; the figure is ``max / min`` over trials (target: at most
 1.2x). The spread within each trial (``latency_spread_ms``, p90 - p10 of its timed runs) is
-recorded when the code under test stores it.
+recorded when the code under test stores it. Next to it, ``idle_host_floor``: the same
+architecture timed as many times in one idle process with the same settings, spaced like the
+trials: how far this host's own timings of one model fall apart with nobody else running.
 
 The CLI runs from ``--repo`` (that checkout's code on ``PYTHONPATH``, this interpreter), so the
 same script measures an older checkout for the "before" figure:
 
     git worktree add /tmp/autokd-before 140174f
     python -m bench.latency_isolation --label before --repo /tmp/autokd-before
-    python -m bench.latency_isolation --label after
+    python -m bench.latency_isolation --label after-runs-only --latency-min-seconds 0
+    python -m bench.latency_isolation --label after --latency-min-seconds 1.0
 
 Results merge into ``bench/results/latency_isolation.json`` by ``--label``, so "before" and
 "after" sit side by side with their host, load average and settings. Run it on an idle host.
@@ -54,6 +57,7 @@ def write_study(folder: Path, args: argparse.Namespace) -> Path:
         "teacher": {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2},
         "search_space": "space.yaml", "objectives": ["accuracy", "params", "latency_ms"],
         "n_trials": args.trials, "sampler": "random", "seed": args.seed, "latency_runs": args.latency_runs,
+        **({"latency_min_seconds": args.latency_min_seconds} if args.latency_min_seconds is not None else {}),
         "output": "out",
         "executor": {"kind": "ray", "max_concurrent": args.concurrency, "cpus_per_trial": args.cpus_per_trial},
     }
@@ -97,6 +101,28 @@ def read_trials(study: Path) -> list[dict[str, Any]]:
     for row in rows:
         row["trial_s"] = round((row.pop("end") - row.pop("start")).total_seconds(), 2)
     return rows
+
+
+def host_floor(args: argparse.Namespace, repeats: int, pause_s: float) -> dict[str, Any]:
+    """The same architecture timed ``repeats`` times in this idle process, ``pause_s`` apart.
+
+    No other trial runs, so this is how far apart this host's own timings of one model fall
+    with the same settings: the floor under any isolation of trials from each other.
+    """
+    import torch
+
+    from autokd.measure import LatencySettings, latency_stats
+    from autokd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=args.width, hidden=args.hidden)
+    settings = LatencySettings(runs=args.latency_runs, threads=1, min_seconds=args.latency_min_seconds or 0.0)
+    values = []
+    for _ in range(repeats):
+        values.append(latency_stats(model.eval(), torch.rand(1, 1, 8, 8), settings).median_ms)
+        time.sleep(pause_s)
+    return {"latency_ms": values, "max_over_min": round(max(values) / min(values), 3),
+            "repeats": repeats, "pause_s": pause_s, "min_seconds": settings.min_seconds, "runs": settings.runs}
 
 
 def repo_commit(repo: Path) -> str:
@@ -144,6 +170,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--latency-min-seconds", type=float, default=None,
+                        help="study key latency_min_seconds (left out of the study when not given: older checkouts lack it)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole search")
@@ -163,6 +191,7 @@ def main() -> None:
               f"{args.concurrency}, {args.epochs} epochs, code from {repo}", flush=True)
         wall, _ = run_search(study, repo, args.timeout)
         rows = read_trials(study)
+    floor = host_floor(args, repeats=args.trials, pause_s=wall / max(1, args.trials))
     if len(rows) < 2:
         raise SystemExit(f"only {len(rows)} complete trial(s): no ratio")
     values = [r["latency_ms"] for r in rows]
@@ -175,7 +204,8 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "settings": {"family": "cnn5", "knobs": {"width": args.width, "hidden": args.hidden}, "dataset": "digits",
                      "trials": args.trials, "concurrency": args.concurrency, "epochs": args.epochs,
-                     "latency_runs": args.latency_runs, "latency_threads": 1, "cpus_per_trial": args.cpus_per_trial,
+                     "latency_runs": args.latency_runs, "latency_min_seconds": args.latency_min_seconds,
+                     "latency_threads": 1, "cpus_per_trial": args.cpus_per_trial,
                      "executor": "ray", "sampler": "random", "seed": args.seed},
         "complete_trials": len(rows),
         "overlapping_trials": sum(r["overlapped"] for r in rows),
@@ -184,10 +214,12 @@ def main() -> None:
         "min_ms": min(values), "max_ms": max(values),
         "max_over_min": round(max(values) / min(values), 3),
         "trials": rows,
+        "idle_host_floor": floor,
     }
     data = merge(args.label, record, args.output)
     print(f"[{args.label}] latency_ms over {len(values)} trials ({record['overlapping_trials']} overlapped): "
-          f"min {min(values):.4f}  max {max(values):.4f}  max/min {record['max_over_min']:.2f}x (target <= 1.2x)")
+          f"min {min(values):.4f}  max {max(values):.4f}  max/min {record['max_over_min']:.2f}x (target <= 1.2x); "
+          f"one idle process, same settings: {floor['max_over_min']:.2f}x")
     print(f"wrote {args.output}: " + ", ".join(f"{k} {v:.2f}x" for k, v in data["max_over_min"].items()))
 
 

@@ -40,7 +40,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     study = {
         "name": name, "dataset": "digits", "teacher": {"checkpoint": str(teacher)} if teacher else TINY_TEACHER, "search_space": "space.yaml",
-        "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5,
+        "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5, "latency_min_seconds": 0,
         "output": "out", "constraints": {"max_params": 100000},
         "executor": {"kind": "ray", "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
                      "max_failures": max_failures, "asha": asha},

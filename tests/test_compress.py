@@ -34,7 +34,7 @@ def context(tmp_path_factory):
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     out = tmp_path_factory.mktemp("compress-study")
     study = StudyConfig(name="compress-test", teacher={"family": "cnn5", "epochs": 6, "lr": 0.05}, output=str(out),
-                        latency_runs=5)
+                        latency_runs=5, latency_min_seconds=0)
     return build_context(study, device=torch.device("cpu"), show_progress=False)
 
 
@@ -228,7 +228,7 @@ def test_search_puts_compressed_students_on_the_pareto_front(tmp_path):
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     study = yaml.safe_load((REPO / "studies/digits-compress.yaml").read_text())
     study.update(name="compress-e2e", search_space=str(tmp_path / "space.yaml"), output=str(tmp_path / "out"),
-                 n_trials=4, sampler="random", latency_runs=5,
+                 n_trials=4, sampler="random", latency_runs=5, latency_min_seconds=0,
                  teacher={"family": "cnn5", "epochs": 4, "lr": 0.05})
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     cli = [sys.executable, "-m", "autokd"]

@@ -264,13 +264,17 @@ def test_disabled_lock_is_a_no_op(monkeypatch):
 def test_latency_stats_median_and_spread():
     import torch
 
-    from autokd.measure import latency_ms, latency_stats
+    from autokd.measure import LatencySettings, latency_ms, latency_stats
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     example = torch.rand(4, 1, 8, 8)
-    stats = latency_stats(model, example, runs=9, warmup=2)
+    stats = latency_stats(model, example, LatencySettings(runs=9, warmup=2))
     assert stats.runs == 9 and stats.alone
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
     assert stats.spread_ms == pytest.approx(stats.p90_ms - stats.p10_ms) and stats.spread_ms >= 0
     assert latency_ms(model, example, runs=3, warmup=1) > 0
-    assert latency_stats(model, example, runs=1, warmup=0).spread_ms == 0.0
+    assert latency_stats(model, example, LatencySettings(runs=1, warmup=0)).spread_ms == 0.0
+    # a time floor: runs go on until they took min_seconds, however few were asked for
+    started = time.perf_counter()
+    windowed = latency_stats(model, example, LatencySettings(runs=5, warmup=0, min_seconds=0.2))
+    assert time.perf_counter() - started >= 0.2 and windowed.runs > 5

@@ -29,7 +29,7 @@ def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None
         "search_space": str(space_path),
         "objectives": ["accuracy", "params"],
         "n_trials": 3,
-        "latency_runs": 5,
+        "latency_runs": 5, "latency_min_seconds": 0,
         "output": str(folder / name),
         "seed": 0,
         "executor": {"kind": "local"},  # in-process: the Ray executor has its own tests
