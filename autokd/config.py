@@ -449,7 +449,7 @@ class StudyConfig(_Strict):
     latency_runs: int = Field(30, ge=5)
     latency_threads: int = Field(1, ge=1)
     # Timed runs go on for at least this long (a CPU's speed drifts within a second; docs/methodology.md).
-    latency_min_seconds: float = Field(1.0, ge=0, le=60)
+    latency_min_seconds: float = Field(0.5, ge=0, le=60)
     compile: bool = False  # torch.compile students (GPU); compile time is reported apart
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.
