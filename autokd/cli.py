@@ -131,14 +131,11 @@ def search(
                   f"{data.channels}x{data.image_size}x{data.image_size})")
     (cfg.output_dir / "study.yaml").write_text(cfg.to_yaml())
     started = time.perf_counter()
-    if cfg.executor.kind == "ray":
-        from autokd.search.ray_executor import run_ray
+    from autokd.search import make_executor, run_search
 
-        # The teacher is trained (or loaded) once by the driver, so workers only load its checkpoint.
-        told = run_ray(optuna_study, cfg, space, console=console,
-                       prepare=lambda: prepare_context(optuna_study, cfg, data))
-    else:
-        told = _search_local(optuna_study, cfg, space, data)
+    # The teacher is trained (or loaded) once by this driver; Ray workers only load its checkpoint.
+    told = run_search(optuna_study, cfg, space, make_executor(cfg.executor.kind), console=console,
+                      prepare=lambda: prepare_context(optuna_study, cfg, data))
     console.print(f"search wall time {time.perf_counter() - started:.1f} s")
     from autokd.report import failure_summary, pareto_table
 
@@ -173,33 +170,6 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
                   f"{100 * summary['validation_accuracy']:.2f}%, test {100 * summary['test_accuracy']:.2f}%, "
                   f"{summary['params']:,} params")
     return context
-
-
-def _search_local(optuna_study: Any, cfg: StudyConfig, space: Any, data: Any) -> list[Any]:
-    from autokd.report import trial_line
-    from autokd.search.local import run_local
-    from autokd.search.study import finished_count
-
-    context = prepare_context(optuna_study, cfg, data)
-    total = cfg.n_trials
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=console) as progress:
-        study_task = progress.add_task("trials", total=total, completed=finished_count(optuna_study), info="")
-        trial_task = progress.add_task("epochs", total=1, info="")
-
-        def on_epoch(trial: Any, epoch: int, metrics: dict) -> None:
-            progress.update(trial_task, description=f"trial {trial.number}", completed=epoch + 1, total=metrics["epochs"],
-                            info=f"val acc {100 * metrics.get('accuracy', 0):.1f}%")
-
-        def on_trial_end(study: Any, trial: Any) -> None:
-            progress.update(study_task, completed=finished_count(study))
-            progress.console.print(trial_line(trial), markup=False, highlight=False)
-
-        def on_exhausted(err: Any) -> None:
-            progress.console.print(f"stopped early: {err.problem}", markup=False, highlight=False)
-
-        return run_local(optuna_study, cfg, space, context, on_epoch=on_epoch, on_trial_end=on_trial_end,
-                         on_exhausted=on_exhausted)
 
 
 # --------------------------------------------------------------------------- report, export, dashboard

@@ -175,4 +175,7 @@ def test_ctrl_c_marks_running_trial_failed_and_keeps_completed(tmp_path):
     assert "interrupted" in output
     trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
     assert trials[running.number].state.name == "FAIL"
-    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    # nothing stays RUNNING; the interrupted trial's parameters wait to be resumed by the next run
+    [queued] = [t for t in trials if t.state.name == "WAITING"]
+    assert queued.user_attrs["retry_of"] == running.number
+    assert all(t.state.name in ("COMPLETE", "FAIL", "WAITING") for t in trials)

@@ -48,13 +48,14 @@ def test_two_ray_drivers_finish_one_shared_budget_exactly(tmp_path, postgres_url
 def test_reclaim_on_postgres_is_once_per_dead_trial(tmp_path, postgres_url):
     study = write_study(tmp_path, storage=postgres_url)
     (tmp_path / "out").mkdir()
-    s = open_study(load_study_config(study))
+    cfg = load_study_config(study)
+    s = open_study(cfg)
     live, dead = s.ask(), s.ask()
     dead.suggest_float("lr", 0.01, 0.1)
     s._storage.set_trial_system_attr(live._trial_id, DRIVER_ATTR, "another-host:1:1")
     s._storage.set_trial_system_attr(dead._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
     other_driver = open_study(load_study_config(study))  # a second driver racing for the same trial
-    assert reclaim_stale_trials(s) + reclaim_stale_trials(other_driver) == [dead.number]
+    assert reclaim_stale_trials(s, cfg) + reclaim_stale_trials(other_driver, cfg) == [dead.number]
     [waiting] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert waiting.params == {} or waiting.user_attrs["retry_of"] == dead.number
     assert s.trials[live.number].state == TrialState.RUNNING

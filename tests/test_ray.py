@@ -22,8 +22,7 @@ from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, lo
                          wait_for, write_study)
 
 from autokd.config import load_study_config
-from autokd.search.ray_executor import single_sqlite_driver
-from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials
+from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials, single_sqlite_driver
 
 # Tests that ask() outside Study.optimize on a heartbeat storage, as the Ray driver does.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
@@ -176,18 +175,19 @@ def test_second_driver_on_one_sqlite_file_is_refused_up_front(tmp_path):
 def test_reclaim_leaves_live_drivers_trials_alone(tmp_path):
     study = write_study(tmp_path)
     (tmp_path / "out").mkdir()
-    s = open_study(load_study_config(study))
+    cfg = load_study_config(study)
+    s = open_study(cfg)
     live = s.ask()
     s._storage.set_trial_system_attr(live._trial_id, DRIVER_ATTR, "some-other-host:1:1")
     dead = s.ask()
     dead.suggest_float("lr", 0.01, 0.1)
     s._storage.set_trial_system_attr(dead._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
-    assert reclaim_stale_trials(s) == [dead.number]
+    assert reclaim_stale_trials(s, cfg) == [dead.number]
     states = {t.number: t.state for t in s.get_trials(deepcopy=False)}
     assert states[live.number] == TrialState.RUNNING and states[dead.number] == TrialState.FAIL
     [waiting] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert waiting.user_attrs["retry_of"] == dead.number
-    assert reclaim_stale_trials(s) == []  # idempotent: one re-enqueue per dead trial
+    assert reclaim_stale_trials(s, cfg) == []  # idempotent: one re-enqueue per dead trial
 
 
 def _free_port() -> int:

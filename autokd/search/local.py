@@ -1,14 +1,12 @@
 """The in-process executor: one trial at a time in this process, through Optuna's ask and tell.
 
-It shares the Ray executor's protocol (:mod:`autokd.search.study`): proposals from
-:func:`propose` (re-seeded sampler, no configuration twice), the study-wide :class:`Budget`
-(finished plus running trials of every driver), a claimed and heartbeated RUNNING trial, and
-trials of dead drivers reclaimed and re-enqueued before the first ask.
+It implements :class:`autokd.search.executor.Executor` with the Ray executor's protocol:
+proposals from :func:`~autokd.search.study.propose`, the study-wide budget, a claimed and
+heartbeated RUNNING trial, an epoch checkpoint per trial, Ctrl-C = FAIL + re-enqueue.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,14 +14,14 @@ from typing import Any, Callable
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
+from rich.console import Console
 
 from autokd.config import SearchSpace, StudyConfig, TrialConfig
 from autokd.checkpoint import save_state
+from autokd.search.executor import Heartbeat, SearchProgress, run_search
 from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count, propose,
-                                 reclaim_stale_trials, record_metrics, trial_dir)
+                                 record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
-
-HEARTBEAT_SECONDS = 10
 
 
 def artifact_store(study_cfg: StudyConfig) -> FileSystemArtifactStore:
@@ -33,9 +31,13 @@ def artifact_store(study_cfg: StudyConfig) -> FileSystemArtifactStore:
 
 
 def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study_cfg: StudyConfig,
-            context: TrialContext, on_epoch: Callable[[optuna.Trial, int, dict], None] | None = None
+            context: TrialContext, on_epoch: Callable[[int, int, dict], None] | None = None
             ) -> optuna.trial.FrozenTrial:
-    """Train, measure and tell one proposed trial; a trial failure is told FAIL with its log path."""
+    """Train, measure and tell one proposed trial; a trial failure is told FAIL with its log path.
+
+    Ctrl-C (or any other exception) tells the trial FAIL and re-enqueues its parameters, so the
+    next run resumes it from its last epoch checkpoint; then the exception goes on.
+    """
     trial.set_user_attr("config", config.to_params())
     trial.set_user_attr("architecture", config.describe())
     trial.set_user_attr("teacher_accuracy", context.teacher_summary.get("accuracy"))
@@ -49,7 +51,7 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
         if len(study_cfg.objectives) == 1 and "accuracy" in metrics:  # Optuna keeps curves of 1-objective studies only
             trial.report(metrics["accuracy"], epoch)
         if on_epoch is not None:
-            on_epoch(trial, epoch, metrics | {"epochs": config.train.epochs})
+            on_epoch(trial.number, epoch, metrics | {"epochs": config.train.epochs})
 
     try:
         metrics = run_trial(config, context, work_dir=work_dir, on_epoch=epoch_hook,
@@ -59,9 +61,9 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
         trial.set_user_attr("failed_because", reason)
         trial.set_user_attr("log_path", str(log))
         return study.tell(trial, state=TrialState.FAIL)
-    except BaseException:  # Ctrl-C or a bug: the trial must not stay RUNNING
+    except BaseException:  # Ctrl-C or a bug: the trial must not stay RUNNING, and may resume
         trial.set_user_attr("failed_because", "interrupted")
-        study.tell(trial, state=TrialState.FAIL)
+        requeue(study, study.tell(trial, state=TrialState.FAIL), study_cfg)
         raise
     values = record_metrics(trial, metrics, study_cfg)
     artifact_id = upload_artifact(artifact_store=artifact_store(study_cfg), file_path=metrics["weights_path"],
@@ -70,62 +72,46 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
     return study.tell(trial, values)
 
 
+class LocalExecutor:
+    """One trial at a time in this process (``executor.kind: local``)."""
+
+    label = "trials"
+
+    def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: TrialContext,
+            progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
+        remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(study)
+        budget = Budget(study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
+        deadline = None if study_cfg.timeout is None else time.monotonic() + study_cfg.timeout
+        running: list[int] = []
+        with Heartbeat(study, study_cfg, lambda: list(running)):
+            while deadline is None or time.monotonic() < deadline:
+                decision = budget.decide()
+                if decision == "stop":
+                    break
+                if decision == "wait":  # other drivers' running trials fill the budget; one may still fail
+                    time.sleep(1.0)
+                    continue
+                try:
+                    trial, config = propose(study, study_cfg, space)
+                except SpaceExhausted as err:
+                    progress.note(f"stopped early: {err.problem}")
+                    break
+                claim_trial(study, trial._trial_id)
+                running[:] = [trial._trial_id]
+                frozen = run_one(study, trial, config, study_cfg, context,
+                                 lambda n, e, m: progress.epoch(n, e, m["epochs"], m.get("accuracy")))
+                running.clear()
+                if frozen.state == TrialState.FAIL:
+                    budget.failed += 1
+                progress.told_trial(frozen)
+        return progress.told
+
+
 def run_local(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: TrialContext, *,
-              on_epoch: Callable[[optuna.Trial, int, dict], None] | None = None,
-              on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-              on_exhausted: Callable[[SpaceExhausted], None] | None = None) -> list[optuna.trial.FrozenTrial]:
-    """Run trials until the study holds ``n_trials`` finished ones (or ``timeout``); returns those this call told."""
-    reclaim_stale_trials(study, lambda n: epoch_checkpoint(study_cfg, n))
-    remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(study)
-    budget = Budget(study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
-    deadline = None if study_cfg.timeout is None else time.monotonic() + study_cfg.timeout
-    told: list[optuna.trial.FrozenTrial] = []
-    while deadline is None or time.monotonic() < deadline:
-        decision = budget.decide()
-        if decision == "stop":
-            break
-        if decision == "wait":  # other drivers' running trials fill the budget; one may still fail
-            time.sleep(1.0)
-            continue
-        try:
-            trial, config = propose(study, study_cfg, space)
-        except SpaceExhausted as err:
-            if on_exhausted is not None:
-                on_exhausted(err)
-            break
-        claim_trial(study, trial._trial_id)
-        with _heartbeat(study, trial._trial_id):
-            frozen = run_one(study, trial, config, study_cfg, context, on_epoch)
-        if frozen.state == TrialState.FAIL:
-            budget.failed += 1
-        told.append(frozen)
-        if on_trial_end is not None:
-            on_trial_end(study, frozen)
-    return told
-
-
-class _heartbeat:
-    """Record the running trial's heartbeat every ``HEARTBEAT_SECONDS`` (when the storage keeps them)."""
-
-    def __init__(self, study: optuna.Study, trial_id: int):
-        self.storage, self.trial_id = study._storage, trial_id
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a database hiccup must not kill the trial; the next beat retries
-                pass
-
-    def __enter__(self) -> "_heartbeat":
-        if self.storage.get_heartbeat_interval() is not None:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
+              console: Console | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Run trials in this process until the study's budget is spent (for scripts and tests)."""
+    return run_search(study, study_cfg, space, LocalExecutor(), console=console or Console(quiet=True),
+                      prepare=lambda: context)
 
 
 def replay(params: dict[str, Any], space: SearchSpace) -> TrialConfig:

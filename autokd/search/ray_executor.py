@@ -38,20 +38,16 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autokd.config import SearchSpace, StudyConfig, TrialConfig
 from autokd.errors import AutokdError
-from autokd.report import trial_line
-from autokd.search.storage import redact_url
-from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count,
-                                 propose, reclaim_stale_trials, record_metrics, trial_dir)
+from autokd.search.executor import Heartbeat, SearchProgress, run_search
+from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, propose,
+                                 record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_LOG
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
 META = "_autokd"
-#: Seconds between heartbeats of the driver's RUNNING trials (and sweeps for dead drivers).
-HEARTBEAT_SECONDS = 10
 
 
 # --------------------------------------------------------------------------- worker side
@@ -228,15 +224,11 @@ def _make_study_search_class() -> type:
             else:  # stopped by a driver shutdown: give its parameters to the next run
                 ot_trial.set_user_attr("failed_because", "driver stopped")
                 state = TrialState.FAIL
-                attrs = {"retry_of": ot_trial.number}
-                checkpoint = epoch_checkpoint(self.study_cfg, ot_trial.number)
-                if checkpoint.is_file():
-                    attrs["resume_from"] = str(checkpoint)
-                if ot_trial.params:
-                    self._ot_study.enqueue_trial(ot_trial.params, user_attrs=attrs, skip_if_exists=False)
             with self.lock:
                 frozen = self._ot_study.tell(ot_trial, values, state=state)
                 self._completed_trials.add(trial_id)
+            if frozen.user_attrs.get("failed_because") == "driver stopped":
+                requeue(self._ot_study, frozen, self.study_cfg)
             self.on_told(frozen)
 
     return StudySearch
@@ -260,44 +252,6 @@ def _make_scheduler(pruned: set[str]) -> Any:
 
 
 # --------------------------------------------------------------------------- guards and Ray
-
-
-@contextlib.contextmanager
-def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
-    """Refuse a second Ray driver on one SQLite file (PostgreSQL handles several).
-
-    SQLite serialises writers on a file lock; two drivers asking and telling at once end in
-    "database is locked" under load, and SQLite files cannot be shared across machines anyway.
-    The lock is an ``flock`` beside the database, released by the kernel even on SIGKILL.
-    """
-    from sqlalchemy.engine import make_url
-
-    url = make_url(study_cfg.storage_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        yield
-        return
-    import fcntl
-
-    lock_path = Path(url.database).with_name(Path(url.database).name + ".driver.lock")
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise AutokdError(
-                f"study database {redact_url(study_cfg.storage_url)} is already driven by {holder}; "
-                "SQLite takes one driver at a time",
-                "wait for it to finish, or put the study on PostgreSQL "
-                "(--storage postgresql+psycopg://user@host/db) to run several drivers") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def init_ray(study_cfg: StudyConfig) -> bool:
@@ -333,34 +287,28 @@ def init_ray(study_cfg: StudyConfig) -> bool:
 # --------------------------------------------------------------------------- entry point
 
 
-def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
-            prepare: Callable[[], Any] | None = None, trainable: Callable[..., None] | None = None
-            ) -> list[optuna.trial.FrozenTrial]:
-    """Run trials on Ray Tune until the study holds ``n_trials`` finished ones; returns the trials this driver told.
+class RayExecutor:
+    """Trials on Ray Tune workers (``executor.kind: ray``), ``max_concurrent`` at a time.
 
-    ``prepare`` (the CLI's teacher training) runs once this driver holds the study, before Ray starts.
-    ``trainable`` replaces :func:`train_trial` (same signature and reports); the overhead benchmark
-    passes one that trains nothing.
-
-    Example:
-        >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
+    ``trainable`` replaces :func:`train_trial` (same signature and reports); the overhead
+    benchmark passes one that trains nothing. The driver's ``context`` is not used: workers
+    build their own (``cached_context``) from the study file and the teacher checkpoint.
     """
-    # The searcher asks and tells outside Study.optimize; the heartbeat is this module's job.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    with single_sqlite_driver(study_cfg):
-        reclaimed = reclaim_stale_trials(optuna_study, lambda n: epoch_checkpoint(study_cfg, n))
-        if reclaimed:
-            console.print(f"re-enqueued {len(reclaimed)} trial(s) left RUNNING by a driver that died: "
-                          f"{', '.join(map(str, reclaimed))}")
-        if study_cfg.n_trials is not None and finished_count(optuna_study) >= study_cfg.n_trials:
-            console.print(f"study '{study_cfg.name}' already holds {finished_count(optuna_study)} finished trials "
-                          f"(budget {study_cfg.n_trials}); nothing to run")
-            return []
-        if prepare is not None:
-            prepare()
+
+    def __init__(self, trainable: Callable[..., None] | None = None):
+        self.trainable = trainable or train_trial
+
+    @property
+    def label(self) -> str:
+        return "trials (ray)"
+
+    def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
+            progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
+        # The searcher asks and tells outside Study.optimize; the heartbeat is this module's job.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         started_ray = init_ray(study_cfg)
         try:
-            return _fit(optuna_study, study_cfg, space, console, trainable or train_trial)
+            return _fit(study, study_cfg, space, progress, self.trainable)
         finally:
             if started_ray:
                 import ray
@@ -368,7 +316,18 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
                 ray.shutdown()
 
 
-def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, console: Console,
+def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
+            prepare: Callable[[], Any] | None = None, trainable: Callable[..., None] | None = None
+            ) -> list[optuna.trial.FrozenTrial]:
+    """Run trials on Ray Tune until the study holds ``n_trials`` finished ones (scripts and tests).
+
+    Example:
+        >>> run_ray(open_study(cfg), cfg, SearchSpace.load(cfg.search_space), console=Console())  # doctest: +SKIP
+    """
+    return run_search(optuna_study, study_cfg, space, RayExecutor(trainable), console=console, prepare=prepare)
+
+
+def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, progress: SearchProgress,
          trainable_fn: Callable[..., None]) -> list[optuna.trial.FrozenTrial]:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -377,22 +336,10 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(optuna_study)
     budget = Budget(optuna_study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
     pruned: set[str] = set()
-    told: list[optuna.trial.FrozenTrial] = []
     teacher = optuna_study.user_attrs.get("teacher") or {}
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[info]}"), console=console)
-    task = progress.add_task("trials (ray)", total=study_cfg.n_trials, completed=finished_count(optuna_study),
-                             info=f"{ex.max_concurrent} at once")
-
-    def on_told(trial: optuna.trial.FrozenTrial) -> None:
-        told.append(trial)
-        progress.update(task, completed=finished_count(optuna_study))
-        progress.console.print(trial_line(trial), markup=False, highlight=False)
-
     searcher = _make_study_search_class()(optuna_study, study_cfg, space, budget=budget,
                                           teacher_accuracy=teacher.get("accuracy"), pruned_by_scheduler=pruned,
-                                          on_told=on_told)
+                                          on_told=progress.told_trial)
     worker_cfg = study_cfg.model_copy(update={
         "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),
         "storage": None})  # workers never see the database, nor its password
@@ -412,21 +359,16 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
             failure_config=tune.FailureConfig(max_failures=ex.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0, stop=ctrl_c))
 
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(optuna_study, study_cfg, searcher, stop), daemon=True)
-    with progress, ctrl_c.installed():
-        beat.start()
+    with Heartbeat(optuna_study, study_cfg, searcher.live_trial_ids), ctrl_c.installed():
         try:
             tuner.fit()
         finally:
-            stop.set()
-            beat.join(timeout=5)
             searcher.fail_unfinished()
     if ctrl_c.pressed:  # running trials were told FAIL and re-enqueued; the CLI exits 130
         raise KeyboardInterrupt
     if searcher.exhausted is not None:
-        console.print(f"stopped early: {searcher.exhausted.problem}", markup=False, highlight=False)
-    return told
+        progress.note(f"stopped early: {searcher.exhausted.problem}")
+    return progress.told
 
 
 #: Set by the first Ctrl-C during ``tuner.fit``; module-level because Tune pickles its stopper.
@@ -486,16 +428,3 @@ def _ctrl_c_stopper() -> Any:
 
 def _tune_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
-
-
-def _heartbeat(study: optuna.Study, study_cfg: StudyConfig, searcher: Any, stop: threading.Event) -> None:
-    """Keep this driver's RUNNING trials fresh and pick up those of drivers that died meanwhile."""
-    storage = study._storage
-    while not stop.wait(HEARTBEAT_SECONDS):
-        try:
-            if storage.get_heartbeat_interval() is not None:
-                for trial_id in searcher.live_trial_ids():
-                    storage.record_heartbeat(trial_id)
-            reclaim_stale_trials(study, lambda n: epoch_checkpoint(study_cfg, n))
-        except Exception as err:  # a database hiccup must not kill the search; the next beat retries
-            logging.getLogger(__name__).warning("heartbeat failed: %s", type(err).__name__)

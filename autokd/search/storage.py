@@ -1,15 +1,26 @@
-"""Storage URLs become Optuna storages here and nowhere else; passwords never leave this module."""
+"""Storage URLs become Optuna storages here and nowhere else; passwords never leave this module.
+
+A PostgreSQL password reaches autokd in one of four ways, in the order libpq and autokd try them:
+in the URL itself, from ``AUTOKD_STORAGE`` (a full URL: the study's storage when neither
+``--storage`` nor the study YAML names one, and the password of a password-less URL naming the same
+database), from ``~/.pgpass`` or from ``PGPASSWORD``. A URL is never required to carry one, and
+what autokd writes or prints (the study snapshot, Ray's experiment state, errors) goes through
+:func:`strip_password` or :func:`redact_url` first.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import contextlib
+import os
 import warnings
+from pathlib import Path
+from typing import Any, Iterator
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
 
@@ -17,56 +28,206 @@ from autokd.errors import AutokdError
 #: and re-enqueued by the next driver that opens the study.
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
+#: A full storage URL (password included) used when neither ``--storage`` nor the YAML names one.
+ENV_STORAGE = "AUTOKD_STORAGE"
+#: Key of the PostgreSQL advisory lock held while Optuna creates (or checks) its tables, so drivers
+#: starting together on an empty database create the schema one after the other.
+SCHEMA_LOCK_KEY = 0x6175746F6B64  # "autokd"
+_SCHEMA_RETRIES = 3
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (SQLAlchemy's own rendering)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
-
-
-def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An RDB storage with engine options fit for the backend; one clear line if it cannot open.
-
-    SQLite: a busy timeout so a second reader waits instead of failing. PostgreSQL and others:
-    ``pool_pre_ping`` so connections dropped by the server are replaced transparently.
-    """
+    """The URL with any password (userinfo or ``?password=``) replaced by ``***``, for printing."""
     try:
         parsed = make_url(url)
     except ArgumentError:
+        return "<unparseable storage URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
+
+
+def strip_password(url: str | None) -> str | None:
+    """The URL without its password, for files autokd writes (study snapshot, Ray's state).
+
+    Re-running from such a file finds the password again where libpq looks (``~/.pgpass``,
+    ``PGPASSWORD``) or in ``AUTOKD_STORAGE`` (:func:`with_env_password`).
+
+    Example:
+        >>> strip_password("postgresql+psycopg://me:secret@db.example/studies")
+        'postgresql+psycopg://me@db.example/studies'
+    """
+    if url is None:
+        return None
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<unparseable storage URL>"
+    if "password" in parsed.query:
+        parsed = parsed.difference_update_query(["password"])
+    return parsed.set(password=None).render_as_string(hide_password=False)
+
+
+def env_storage() -> str | None:
+    """The storage URL in ``AUTOKD_STORAGE``, if set and not empty."""
+    return os.environ.get(ENV_STORAGE, "").strip() or None
+
+
+def with_env_password(url: str) -> str:
+    """``url`` with the password of ``AUTOKD_STORAGE`` when ``url`` has none and both name one database.
+
+    This is how a study snapshot (written without the password) re-opens its PostgreSQL study when
+    the password lives in ``AUTOKD_STORAGE``. Any other URL comes back unchanged; libpq still reads
+    ``~/.pgpass`` and ``PGPASSWORD`` for a URL without a password.
+    """
+    env = env_storage()
+    if env is None:
+        return url
+    try:
+        mine, theirs = make_url(url), make_url(env)
+    except ArgumentError:
+        return url
+    if mine.password is not None or "password" in mine.query or theirs.password is None:
+        return url
+    if _same_database(mine, theirs):
+        return mine.set(password=theirs.password).render_as_string(hide_password=False)
+    return url
+
+
+def _same_database(a: URL, b: URL) -> bool:
+    default_port = {"postgresql": 5432, "mysql": 3306}.get(a.get_backend_name())
+    return (a.get_backend_name() == b.get_backend_name() and a.username == b.username
+            and (a.host or "localhost") == (b.host or "localhost")
+            and (a.port or default_port) == (b.port or default_port) and a.database == b.database)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
         raise AutokdError(f"storage URL {redact_url(url)} is not a valid SQLAlchemy URL",
                           "use e.g. sqlite:///runs/study.db or postgresql+psycopg://user@host/db") from None
-    engine_kwargs: dict = {}
+
+
+def _engine_kwargs(parsed: URL) -> dict[str, Any]:
+    """SQLite: a busy timeout so a second reader waits instead of failing. PostgreSQL and others:
+    ``pool_pre_ping`` so connections dropped by the server are replaced transparently."""
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             parent = Path(parsed.database).parent
             if not parent.exists():
                 raise AutokdError(f"SQLite folder {parent} does not exist",
                                   "create it or point 'storage' at an existing folder")
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-        if parsed.get_backend_name() == "postgresql":
-            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        return {"connect_args": {"timeout": 60}}
+    if parsed.get_backend_name() == "postgresql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {"pool_pre_ping": True}
+
+
+def _cannot_open(url: str, parsed: URL, err: BaseException) -> AutokdError:
+    reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+    for secret in (parsed.password, parsed.query.get("password")):
+        if secret:
+            reason = reason.replace(str(secret), "***")
+    fix = "start the database or correct the storage URL (--storage)"
+    if "password" in reason.lower() and parsed.password is None:
+        fix = (f"give the password in {ENV_STORAGE} (the full URL), ~/.pgpass or PGPASSWORD, "
+               "or correct the storage URL (--storage)")
+    return AutokdError(f"cannot open storage {redact_url(url)}: {reason[:200]}", fix)
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, parsed: URL, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock while Optuna creates its tables (a no-op elsewhere).
+
+    Two ``CREATE TABLE`` of one new table at once fail on PostgreSQL's catalog
+    (``pg_type_typname_nsp_index``); under this lock the second driver finds the tables made. The
+    lock belongs to the session, so the server drops it if this process dies holding it.
+    """
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=engine_kwargs.get("connect_args", {}))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
-                grace_period=GRACE_SECONDS if heartbeat else None,
-                heartbeat_stale_trial_callback=retry if heartbeat else None)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            _sqlite_wal(storage.engine)
-        return storage
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _is_creation_race(err: SQLAlchemyError) -> bool:
+    """A second process created the same table or row first (SQLite and others, which take no lock)."""
+    text = str(getattr(err, "orig", None) or err).lower()
+    return isinstance(err, IntegrityError) or (isinstance(err, (OperationalError, ProgrammingError))
+                                               and "already exists" in text)
+
+
+def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> optuna.storages.RDBStorage:
+    """An RDB storage with engine options fit for the backend; one clear line if it cannot open.
+
+    Creates Optuna's tables in an empty database; any number of drivers may do so at once.
+    ``on_stale(study, trial)`` is called for each trial ``optuna.storages.fail_stale_trials``
+    fails because its heartbeat stopped (default: Optuna's retry callback, 3 retries).
+
+    Example:
+        >>> open_storage("postgresql+psycopg://autokd@db.example/studies")  # doctest: +SKIP
+    """
+    url = with_env_password(url)
+    parsed = _parse(url)
+    engine_kwargs = _engine_kwargs(parsed)
+    for attempt in range(_SCHEMA_RETRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = on_stale or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                with _schema_lock(url, parsed, engine_kwargs):
+                    storage = optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs,
+                        heartbeat_interval=HEARTBEAT_SECONDS if heartbeat else None,
+                        grace_period=GRACE_SECONDS if heartbeat else None,
+                        heartbeat_stale_trial_callback=retry if heartbeat else None)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                _sqlite_wal(storage.engine)
+            return storage
+        except SQLAlchemyError as err:
+            if attempt + 1 < _SCHEMA_RETRIES and _is_creation_race(err):
+                continue  # the tables exist now: the next attempt only checks them
+            raise _cannot_open(url, parsed, err) from None
+        except (ImportError, ValueError) as err:
+            raise _cannot_open(url, parsed, err) from None
+    raise AssertionError("unreachable")
+
+
+def stored_study_names(url: str) -> list[str] | None:
+    """The names of the studies in the database at ``url``; ``None`` when it holds no Optuna schema.
+
+    Reads only: unlike :func:`open_storage` it never creates a table, nor a SQLite file, so
+    ``autokd report`` and ``export`` on a wrong or empty database leave it as they found it.
+    """
+    url = with_env_password(url)
+    parsed = _parse(url)
+    engine_kwargs = _engine_kwargs(parsed)
+    if parsed.get_backend_name() == "sqlite" and (not parsed.database or parsed.database == ":memory:"
+                                                  or not Path(parsed.database).is_file()):
+        return None
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=engine_kwargs.get("connect_args", {}))
+        try:
+            with engine.connect() as conn:
+                if not sqlalchemy.inspect(conn).has_table("studies"):
+                    return None
+                rows = conn.execute(sqlalchemy.text("SELECT study_name FROM studies ORDER BY study_id"))
+                return [row[0] for row in rows]
+        finally:
+            engine.dispose()
     except (SQLAlchemyError, ImportError, ValueError) as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        reason = reason.replace(parsed.password or "\0", "***") if parsed.password else reason
-        raise AutokdError(f"cannot open storage {redact_url(url)}: {reason[:200]}",
-                          "start the database or correct the storage URL (--storage)") from None
+        raise _cannot_open(url, parsed, err) from None
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
@@ -86,4 +247,4 @@ def _sqlite_wal(engine: sqlalchemy.Engine) -> None:
 
 def engine_for(url: str) -> sqlalchemy.Engine:
     """A bare engine for maintenance tasks (creating a test database); not for trial data."""
-    return sqlalchemy.create_engine(url, pool_pre_ping=True)
+    return sqlalchemy.create_engine(with_env_password(url), pool_pre_ping=True)

@@ -6,11 +6,13 @@ study's budget through :class:`Budget`, so resuming, a second driver and a crash
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -161,7 +163,7 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
     Optuna silently keeps the stored directions when they differ from the ones asked for, so a
     resumed study whose YAML changed its objectives would optimise the wrong thing: refuse.
     """
-    storage = open_storage(study.storage_url, heartbeat=heartbeat)
+    storage = open_storage(study.storage_url, heartbeat=heartbeat, on_stale=RequeueStale(study))
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study.name in names:
         existing = optuna.load_study(study_name=study.name, storage=storage, sampler=make_sampler(study))
@@ -281,30 +283,55 @@ def claim_trial(study: optuna.Study, trial_id: int) -> None:
         storage.record_heartbeat(trial_id)
 
 
-def reclaim_stale_trials(study: optuna.Study, resume_path: Any = None) -> list[int]:
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_cfg: StudyConfig) -> None:
+    """Enqueue a failed trial's parameters again, to resume from its last epoch checkpoint.
+
+    The queued trial carries ``retry_of`` (the trial it repeats, so :func:`propose` lets it
+    replay its parameters) and, when the trial left an epoch checkpoint, ``resume_from``. A
+    trial that failed before its first suggestion has nothing to replay.
+    """
+    if not trial.params:
+        return
+    attrs: dict[str, Any] = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
+    checkpoint = epoch_checkpoint(study_cfg, trial.number)
+    if checkpoint.is_file():
+        attrs["resume_from"] = str(checkpoint)
+    elif trial.user_attrs.get("resume_from"):  # killed again before its first new epoch
+        attrs["resume_from"] = trial.user_attrs["resume_from"]
+    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+
+
+class RequeueStale:
+    """The storage's heartbeat-stale callback: a trial whose driver stopped beating is re-enqueued.
+
+    ``optuna.storages.fail_stale_trials(study)`` fails each RUNNING trial whose heartbeat is
+    older than the grace period (exactly once, whichever driver calls it) and hands it here.
+    """
+
+    def __init__(self, study_cfg: StudyConfig):
+        self.study_cfg = study_cfg
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        requeue(study, trial, self.study_cfg)
+
+
+def reclaim_stale_trials(study: optuna.Study, study_cfg: StudyConfig) -> list[int]:
     """Fail the RUNNING trials whose driver is gone and re-enqueue their parameters.
 
-    A driver is gone when its heartbeat is older than the storage's grace period, or at once when
-    it ran on this host and its process no longer exists (a SIGKILLed ``autokd search``). The
-    re-enqueued trial carries ``retry_of`` and, when ``resume_path(number)`` names an existing epoch
-    checkpoint, ``resume_from`` so training continues from its last epoch. Safe against other
-    drivers doing the same: the FAIL transition locks the row, so each trial is re-enqueued once.
-    Returns the numbers of the reclaimed trials.
+    A driver is gone when its heartbeat is older than the storage's grace period (Optuna's
+    ``fail_stale_trials``, which calls :class:`RequeueStale`), or at once when it ran on this
+    host and its process no longer exists (a SIGKILLed ``autokd search``). Safe against other
+    drivers doing the same: the FAIL transition locks the row, so each trial is re-enqueued
+    once. Returns the numbers of the trials reclaimed here.
     """
-    from pathlib import Path
-
     from optuna.exceptions import UpdateFinishedTrialError
 
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
     storage = study._storage
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not running:
-        return []
-    stale_ids: set[int] = set()
-    if storage.get_heartbeat_interval() is not None:
-        stale_ids = set(storage._get_stale_trial_ids(study._study_id))
-    reclaimed = []
-    for trial in running:
-        if trial._trial_id not in stale_ids and not _driver_is_dead(trial.system_attrs.get(DRIVER_ATTR)):
+    reclaimed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _driver_is_dead(trial.system_attrs.get(DRIVER_ATTR)):
             continue
         try:
             storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
@@ -312,13 +339,44 @@ def reclaim_stale_trials(study: optuna.Study, resume_path: Any = None) -> list[i
                 continue
         except UpdateFinishedTrialError:
             continue  # another driver reclaimed it first
-        attrs: dict[str, Any] = {"retry_of": trial.number}
-        checkpoint = Path(resume_path(trial.number)) if resume_path is not None else None
-        if checkpoint is not None and checkpoint.is_file():
-            attrs["resume_from"] = str(checkpoint)
-        elif trial.user_attrs.get("resume_from"):
-            attrs["resume_from"] = trial.user_attrs["resume_from"]
-        if trial.params:  # a trial killed before its first suggestion has nothing to replay
-            study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+        requeue(study, trial, study_cfg)
         reclaimed.append(trial.number)
-    return reclaimed
+    return sorted(reclaimed)
+
+
+@contextlib.contextmanager
+def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
+    """Refuse a second driver on one SQLite file, whichever executor (PostgreSQL takes several).
+
+    SQLite serialises writers on a file lock; two drivers asking and telling at once end in
+    "database is locked" under load, and SQLite files cannot be shared across machines anyway.
+    The lock is an ``flock`` beside the database, released by the kernel even on SIGKILL.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(study_cfg.storage_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(url.database).with_name(Path(url.database).name + ".driver.lock")
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise AutokdError(
+                f"study database {_safe(study_cfg)} is already driven by {holder}; "
+                "SQLite takes one driver at a time",
+                "wait for it to finish, or put the study on PostgreSQL "
+                "(--storage postgresql+psycopg://user@host/db) to run several drivers") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

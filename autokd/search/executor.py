@@ -1,0 +1,122 @@
+"""Where trials run: one protocol, two executors (in-process and Ray Tune), one way to drive them.
+
+:func:`run_search` is what ``autokd search`` calls; it does not know which executor it has.
+Around every executor it holds the study (one driver per SQLite file), reclaims the trials of
+drivers that died (re-enqueued to resume from their last epoch checkpoint), stops when the
+study's budget is already spent, and prepares the shared context (data, teacher) once. The
+executor then runs trials through the same protocol (:mod:`autokd.search.study`): proposals that
+never repeat a configuration, the study-wide :class:`~autokd.search.study.Budget`, a claimed
+and heartbeated RUNNING trial with an epoch checkpoint in :func:`~autokd.search.study.trial_dir`,
+and on Ctrl-C the running trials told FAIL and re-enqueued (exit 130).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Protocol
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autokd.config import SearchSpace, StudyConfig
+from autokd.report import trial_line
+from autokd.search.study import finished_count, reclaim_stale_trials, single_sqlite_driver
+
+#: Seconds between heartbeats of a driver's RUNNING trials (and sweeps for dead drivers).
+HEARTBEAT_SECONDS = 10
+
+
+class SearchProgress:
+    """The study's progress bar (finished trials of the budget) plus, optionally, the running trial's epochs."""
+
+    def __init__(self, study: optuna.Study, study_cfg: StudyConfig, console: Console, label: str):
+        self.study, self.console = study, console
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}"), console=console)
+        self.trials = self.bar.add_task(label, total=study_cfg.n_trials, completed=finished_count(study), info="")
+        self.epochs: Any = None
+        self.told: list[optuna.trial.FrozenTrial] = []
+
+    def __enter__(self) -> "SearchProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def epoch(self, number: int, epoch: int, epochs: int, accuracy: float | None) -> None:
+        if self.epochs is None:
+            self.epochs = self.bar.add_task("epochs", total=epochs, info="")
+        info = f"val acc {100 * accuracy:.1f}%" if accuracy is not None else ""
+        self.bar.update(self.epochs, description=f"trial {number}", completed=epoch + 1, total=epochs, info=info)
+
+    def told_trial(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.told.append(trial)
+        self.bar.update(self.trials, completed=finished_count(self.study))
+        self.note(trial_line(trial))
+
+    def note(self, line: str) -> None:
+        self.bar.console.print(line, markup=False, highlight=False)
+
+
+class Executor(Protocol):
+    """Runs trials of a prepared study until its budget is spent; returns the trials it told."""
+
+    label: str
+
+    def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
+            progress: SearchProgress) -> list[optuna.trial.FrozenTrial]: ...
+
+
+def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, executor: Executor, *,
+               console: Console, prepare: Callable[[], Any] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Drive one search of ``study`` with ``executor``; returns the trials this driver told.
+
+    ``prepare()`` (the CLI's data and teacher, trained once) runs only when there is work to do;
+    its result is handed to the executor as the trials' shared context.
+    """
+    with single_sqlite_driver(study_cfg):
+        reclaimed = reclaim_stale_trials(study, study_cfg)
+        if reclaimed:
+            console.print(f"re-enqueued {len(reclaimed)} trial(s) left RUNNING by a driver that died: "
+                          f"{', '.join(map(str, reclaimed))}")
+        if study_cfg.n_trials is not None and finished_count(study) >= study_cfg.n_trials:
+            console.print(f"study '{study_cfg.name}' already holds {finished_count(study)} finished trials "
+                          f"(budget {study_cfg.n_trials}); nothing to run")
+            return []
+        context = prepare() if prepare is not None else None
+        with SearchProgress(study, study_cfg, console, executor.label) as progress:
+            return executor.run(study, study_cfg, space, context, progress)
+
+
+class Heartbeat:
+    """A thread that keeps this driver's RUNNING trials fresh and reclaims those of dead drivers.
+
+    ``live_trial_ids()`` names the storage ids of the trials this driver runs right now.
+    """
+
+    def __init__(self, study: optuna.Study, study_cfg: StudyConfig, live_trial_ids: Callable[[], list[int]]):
+        self.study, self.study_cfg, self.live_trial_ids = study, study_cfg, live_trial_ids
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="autokd-heartbeat")
+
+    def _beat(self) -> None:
+        storage = self.study._storage
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            try:
+                if storage.get_heartbeat_interval() is not None:
+                    for trial_id in self.live_trial_ids():
+                        storage.record_heartbeat(trial_id)
+                reclaim_stale_trials(self.study, self.study_cfg)
+            except Exception as err:  # a database hiccup must not kill the search; the next beat retries
+                logging.getLogger(__name__).warning("heartbeat failed: %s", type(err).__name__)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
