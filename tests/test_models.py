@@ -74,9 +74,22 @@ def test_train_mode_backward_on_tiny_images():
 @pytest.mark.parametrize(
     ("family", "knobs", "expected"),
     [
+        # The widely quoted CIFAR-10 counts (10 classes, 3x32x32): He et al.'s ResNets with
+        # option-B shortcuts, kuangliu/pytorch-cifar's ResNet-18/50, DenseNet-121 and GoogLeNet.
+        ("resnet", {"depth": 20}, 272_474),
+        ("resnet", {"depth": 32}, 466_906),
+        ("resnet", {"depth": 44}, 661_338),
+        ("resnet", {"depth": 56}, 855_770),
+        ("resnet", {"depth": 110}, 1_730_714),
         ("resnet18", {}, 11_173_962),
+        ("resnet50", {}, 23_520_842),
+        ("densenet121", {}, 6_956_298),
+        ("googlenet", {"width": 1.0}, 6_166_250),
         ("vgg", {"variant": 7}, 1_595_082),
         ("cnn5", {}, 357_514),
+        # Not published figures: they pin the 3-block family while its builder is shared.
+        ("densenet", {}, 176_122),
+        ("densenet", {"growth_rate": 24, "block_layers": 16}, 3_020_506),
     ],
 )
 def test_reference_parameter_counts(family, knobs, expected):
@@ -90,6 +103,8 @@ def test_reference_parameter_counts(family, knobs, expected):
         ("resnet", "depth", 14, 32),
         ("resnet18", "width", 32, 64),
         ("resnet34", "width", 16, 32),
+        ("resnet50", "width", 16, 32),
+        ("resnet", "depth", 56, 110),
         ("vgg", "width", 0.5, 1.0),
         ("vgg", "variant", 7, 11),
         ("cnn5", "width", 0.5, 2),
@@ -97,6 +112,7 @@ def test_reference_parameter_counts(family, knobs, expected):
         ("mobilenetv2", "width", 0.5, 1.0),
         ("densenet", "growth_rate", 8, 16),
         ("densenet", "block_layers", 4, 8),
+        ("densenet121", "growth_rate", 12, 32),
         ("googlenet", "width", 0.25, 0.5),
     ],
 )
@@ -114,7 +130,8 @@ def test_int_accepted_where_float_expected_and_knobs_resolved():
 def test_registry_lists_every_family_sorted():
     names = family_names()
     assert names == sorted(names) == [f.name for f in FAMILIES]
-    assert {"resnet", "resnet18", "resnet34", "vgg", "cnn5", "mobilenetv2", "densenet", "googlenet"} <= set(names)
+    assert {"resnet", "resnet18", "resnet34", "resnet50", "vgg", "cnn5", "mobilenetv2", "densenet", "densenet121",
+            "googlenet"} <= set(names)
     assert all(isinstance(f, Family) and f.description for f in FAMILIES)
     assert family_knobs("vgg") == {"variant": 7, "width": 1.0}
 
@@ -140,13 +157,16 @@ def test_unknown_knob_lists_family_knobs():
     ("family", "knobs", "hint"),
     [
         ("resnet", {"depth": 9}, "6n+2"),
-        ("resnet", {"depth": 62}, "56"),
+        ("resnet", {"depth": 62}, "56, 110"),
+        ("resnet", {"depth": 116}, "110"),
         ("resnet", {"width": 0}, "1..256"),
         ("vgg", {"variant": 12}, "7, 11, 13, 16"),
         ("vgg", {"width": 0}, "(0, 8]"),
         ("cnn5", {"width": -1.0}, "(0, 8]"),
         ("mobilenetv2", {"width": 0.0}, "(0, 4]"),
         ("densenet", {"growth_rate": 2}, "4..64"),
+        ("densenet121", {"growth_rate": 65}, "4..64"),
+        ("resnet50", {"width": 0}, "1..512"),
         ("googlenet", {"width": -0.5}, "(0, 2]"),
         ("resnet18", {"width": 1.5}, "int"),
         ("vgg", {"variant": "7"}, "int"),

@@ -18,11 +18,11 @@ from torch import nn
 
 from autokd.config import Rule
 from autokd.models.cnn import build_cnn5
-from autokd.models.densenet import build_densenet
+from autokd.models.densenet import build_densenet, build_densenet121
 from autokd.models.googlenet import build_googlenet
 from autokd.models.mobilenet import build_mobilenetv2
 from autokd.models.registry import Family, Registry
-from autokd.models.resnet import CIFAR_DEPTHS, build_resnet, build_resnet18, build_resnet34
+from autokd.models.resnet import CIFAR_DEPTHS, build_resnet, build_resnet18, build_resnet34, build_resnet50
 from autokd.models.vgg import CONFIGS as VGG_CONFIGS
 from autokd.models.vgg import build_vgg
 
@@ -36,6 +36,9 @@ FAMILIES = Registry([
     Family("densenet", build_densenet, {"growth_rate": 12, "block_layers": 6},
            "DenseNet-BC for CIFAR: 3 dense blocks of bottleneck layers, compression 0.5",
            {"growth_rate": Rule.integer(at_least=4, at_most=64), "block_layers": Rule.integer(at_least=1, at_most=32)}),
+    Family("densenet121", build_densenet121, {"growth_rate": 32},
+           "DenseNet-121 for CIFAR (kuangliu): dense blocks 6-12-24-16, bottleneck, compression 0.5",
+           {"growth_rate": Rule.integer(at_least=4, at_most=64)}),
     Family("googlenet", build_googlenet, {"width": 0.25},
            "small GoogLeNet (kuangliu): inception a3..b5, branch channels x width",
            {"width": Rule.number(above=0, at_most=2)}),
@@ -43,7 +46,7 @@ FAMILIES = Registry([
            "MobileNetV2 for CIFAR (kuangliu): inverted residuals, channels x width",
            {"width": Rule.number(above=0, at_most=4)}),
     Family("resnet", build_resnet, {"depth": 20, "width": 16},
-           "CIFAR ResNet (He et al. 2016): 6n+2 layers, stages width/2w/4w",
+           "CIFAR ResNet (He et al. 2016): 6n+2 layers (8..56 or 110), stages width/2w/4w",
            {"depth": Rule.one_of(*CIFAR_DEPTHS, noun="depth", note="6n+2"),
             "width": Rule.integer(at_least=1, at_most=256)}),
     Family("resnet18", build_resnet18, {"width": 64},
@@ -51,6 +54,9 @@ FAMILIES = Registry([
            {"width": Rule.integer(at_least=1, at_most=512)}),
     Family("resnet34", build_resnet34, {"width": 64},
            "ResNet-34 for CIFAR (kuangliu): BasicBlocks [3,4,6,3], stages w/2w/4w/8w",
+           {"width": Rule.integer(at_least=1, at_most=512)}),
+    Family("resnet50", build_resnet50, {"width": 64},
+           "ResNet-50 for CIFAR (kuangliu): Bottlenecks [3,4,6,3], stages w/2w/4w/8w (x4 out)",
            {"width": Rule.integer(at_least=1, at_most=512)}),
     Family("vgg", build_vgg, {"variant": 7, "width": 1.0},
            "VGG 7/11/13/16 with BatchNorm and one linear classifier, channels x width",

@@ -1,16 +1,20 @@
 """DenseNet-BC for CIFAR (Huang et al. 2017, section 3 "Implementation Details").
 
-A 3x3 stem to 2*growth channels, three dense blocks of ``block_layers`` bottleneck layers
-(BN-ReLU-Conv1x1 to 4*growth, BN-ReLU-Conv3x3 to growth, concatenated to the input), and
-transitions (BN-ReLU-Conv1x1 with compression 0.5, AvgPool2d(2)) between blocks. The transition's
-pool is left out when the map is already 1x1. Depth is 6*block_layers + 4 (40 at the defaults).
+A 3x3 stem to 2*growth channels, dense blocks of bottleneck layers (BN-ReLU-Conv1x1 to 4*growth,
+BN-ReLU-Conv3x3 to growth, concatenated to the input), transitions (BN-ReLU-Conv1x1 with
+compression 0.5, AvgPool2d(2)) between blocks, then BN-ReLU, global average pool, linear. The
+transition's pool is left out when the map is already 1x1.
+
+* ``densenet``: three blocks of ``block_layers`` layers; depth 6*block_layers + 4 (40 at the
+  defaults).
+* ``densenet121``: kuangliu/pytorch-cifar's DenseNet-121, blocks of 6, 12, 24, 16 layers
+  (6,956,298 params at growth 32 and 10 classes).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
 
 
 class Bottleneck(nn.Module):
@@ -41,18 +45,22 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, *, growth_rate: int, block_layers: int, num_classes: int, in_channels: int, image_size: int):
+    """Stem conv, one dense block per entry of ``block_layers`` (its layer count), pool, linear."""
+
+    def __init__(
+        self, *, growth_rate: int, block_layers: list[int], num_classes: int, in_channels: int, image_size: int,
+    ):
         super().__init__()
         planes, size = 2 * growth_rate, image_size
         self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
         blocks: list[nn.Module] = []
-        for i in range(3):
+        for i, n in enumerate(block_layers):
             layers = []
-            for _ in range(block_layers):
+            for _ in range(n):
                 layers.append(Bottleneck(planes, growth_rate))
                 planes += growth_rate
             blocks.append(nn.Sequential(*layers))
-            if i < 2:
+            if i < len(block_layers) - 1:
                 out_planes = planes // 2
                 blocks.append(Transition(planes, out_planes, pool=size >= 2))
                 size = size // 2 if size >= 2 else size
@@ -74,6 +82,13 @@ class DenseNet(nn.Module):
 
 def build_densenet(*, num_classes: int, in_channels: int, image_size: int, growth_rate: int, block_layers: int) -> nn.Module:
     return DenseNet(
-        growth_rate=growth_rate, block_layers=block_layers,
+        growth_rate=growth_rate, block_layers=[block_layers] * 3,
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+    )
+
+
+def build_densenet121(*, num_classes: int, in_channels: int, image_size: int, growth_rate: int) -> nn.Module:
+    return DenseNet(
+        growth_rate=growth_rate, block_layers=[6, 12, 24, 16],
         num_classes=num_classes, in_channels=in_channels, image_size=image_size,
     )
