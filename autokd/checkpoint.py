@@ -31,19 +31,47 @@ def save_checkpoint(path: Path, net: nn.Module, *, family: str, knobs: dict[str,
     payload = {"format": FORMAT, "family": family, "knobs": dict(knobs), "num_classes": num_classes,
                "in_channels": in_channels, "image_size": image_size, "mean": list(mean), "std": list(std),
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **extra}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return _atomic_save(payload, path)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> Path:
     """Write a training state (epoch checkpoint) atomically: readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _atomic_save(state, path)
+
+
+class EpochCheckpointer:
+    """The last finished epoch of one training run, in one file: model, optimizer and scheduler.
+
+    ``train_model`` calls :meth:`save` after every epoch (atomically: a crash leaves the previous
+    epoch's file); a trial re-run after a crash continues from :meth:`load`.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def save(self, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> Path:
+        """Record that ``epoch`` (0-based) finished; the run resumes at ``epoch + 1``."""
+        return save_state(self.path, {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": epoch + 1,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+
+    @staticmethod
+    def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """What :meth:`save` wrote: ``model`` (state dict), ``epoch`` (next to run), ``optimizer``, ``scheduler``."""
+        return torch.load(path, map_location=device, weights_only=True)
+
+
+def _atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers see the old file or the
+    whole new one, and a failed write (a full disk) leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

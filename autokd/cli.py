@@ -6,8 +6,13 @@ traceback only with ``--debug``), raised before the study or its folder is touch
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import os
+import re
 import shutil
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -61,8 +66,75 @@ def guarded(fn: Callable) -> Callable:
             errors.print("interrupted: the running trial was marked FAIL; completed trials are kept in the study. "
                          "Run the same command again to continue.")
             raise typer.Exit(130) from None
+        except OSError as err:  # a disk that filled up or turned read-only mid-run: one line, not a traceback
+            if _state["debug"] or err.errno not in _WRITE_ERRORS:
+                raise
+            errors.print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}; fix: free space or "
+                         "choose a writable folder (--output, --out), then run the same command again",
+                         markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def check_writable_folder(path: Path, what: str, option: str) -> None:
+    """Refuse, before any work, a folder that is a file, lies under a file, or cannot be written.
+
+    Nothing is created: the probe is an unnamed temporary file in the nearest existing folder
+    (``O_TMPFILE``), which also catches a read-only mount, where permission bits say nothing to root.
+    """
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise AutokdError(f"{what} {path} is a file, not a folder", f"pass a folder to {option}")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AutokdError(f"{what} {path} cannot be created: {existing} is a file", f"pass another folder to {option}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise AutokdError(f"{what} {path} is not writable ({existing}: {err.strerror})",
+                          f"pass a folder you can write to {option}, or fix its permissions") from None
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse a file path that is an existing folder or lies in a folder that cannot be written."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise AutokdError(f"{option} {path} is a folder", f"name a file in it, e.g. {option} {path / 'model.onnx'}")
+    check_writable_folder(path.parent, f"the folder of {option}", option)
+
+
+def _storage_from_env(cfg: StudyConfig) -> StudyConfig:
+    """``AUTOKD_STORAGE`` is the storage of a study whose YAML and command line name none."""
+    from autokd.search.storage import env_storage
+
+    env = env_storage()
+    return cfg.with_overrides(storage=env) if cfg.storage is None and env else cfg
+
+
+def write_snapshot(cfg: StudyConfig) -> Path:
+    """``OUTPUT/study.yaml``: the resolved study, written atomically and without the storage password.
+
+    Running ``autokd search OUTPUT`` again finds the password where it came from: ``AUTOKD_STORAGE``,
+    ``~/.pgpass`` or ``PGPASSWORD`` (a password typed in ``--storage`` must be given again).
+    """
+    from autokd.search.storage import strip_password
+
+    target = cfg.output_dir / "study.yaml"
+    text = cfg.model_copy(update={"storage": strip_password(cfg.storage)}).to_yaml()
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def resolve_study(study: Optional[str]) -> StudyConfig:
@@ -100,16 +172,22 @@ def search(
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""
-    from autokd.config import SearchSpace
-    from autokd.search.study import open_study
+    from autokd.space import SearchSpace
+    from autokd.search.study import open_study, single_sqlite_driver
 
     cfg = resolve_study(study).with_overrides(
         n_trials=n_trials, timeout=timeout, storage=storage, output=output, dataset=dataset, data_root=data_root,
         download=download,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, address=address)
+    cfg = _storage_from_env(cfg)
+    check_writable_folder(cfg.output_dir, "output folder", "--output")
+    if cfg.executor.kind == "ray":
+        from autokd.search.ray_runtime import preflight
+
+        preflight(cfg)  # CPUs/GPUs per trial, Ray Client and the cluster's address: before the teacher trains
     space = SearchSpace.load(cfg.resolve(cfg.search_space))
-    from autokd.trial import load_study_data
+    from autokd.context import load_study_data
 
     from autokd.teacher import validate_teacher
 
@@ -117,19 +195,28 @@ def search(
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
     created_output = not cfg.output_dir.exists()
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    driver = contextlib.ExitStack()
     try:
+        driver.enter_context(single_sqlite_driver(cfg))  # a second driver on one SQLite file stops here
         optuna_study = open_study(cfg)
     except AutokdError:
-        if created_output and not any(cfg.output_dir.iterdir()):
+        driver.close()
+        if created_output and not any(p for p in cfg.output_dir.iterdir() if not p.name.endswith(".driver.lock")):
             shutil.rmtree(cfg.output_dir)
         raise
+    with driver:
+        _search(cfg, space, data, optuna_study)
+
+
+def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
+    """The search proper, once this process holds the study: run it, print the front, judge the outcome."""
     from autokd.search.storage import redact_url
 
     console.print(f"[bold]study[/] {cfg.name}  [bold]storage[/] {redact_url(cfg.storage_url)}  "
                   f"[bold]dataset[/] {data.name} ({len(data.train_labels)} train / {len(data.val_labels)} validation / "
                   f"{len(data.test_labels)} test, "
                   f"{data.channels}x{data.image_size}x{data.image_size})")
-    (cfg.output_dir / "study.yaml").write_text(cfg.to_yaml())
+    write_snapshot(cfg)
     started = time.perf_counter()
     from autokd.search import make_executor, run_search
 
@@ -150,7 +237,8 @@ def search(
 
 def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> Any:
     """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
-    from autokd.trial import build_context, measure_model
+    from autokd.context import build_context
+    from autokd.measure import measure_model
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
@@ -176,12 +264,19 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
 
 
 def _open_existing(study: Optional[str], storage: Optional[str]) -> tuple[StudyConfig, Any]:
+    """The stored study, read only: a wrong or empty database is refused before Optuna could create its tables."""
+    from autokd.search.storage import redact_url, stored_study_names
     from autokd.search.study import open_study
 
-    cfg = resolve_study(study).with_overrides(storage=storage)
+    cfg = _storage_from_env(resolve_study(study).with_overrides(storage=storage))
     if cfg.storage is None and not (cfg.output_dir / "study.db").exists():
         raise AutokdError(f"study '{cfg.name}' has no database at {cfg.output_dir / 'study.db'}",
                           "run 'autokd search' for it first, or pass --storage URL")
+    names = stored_study_names(cfg.storage_url)
+    if cfg.name not in (names or []):
+        empty = " (it holds no Optuna tables)" if names is None else ""
+        raise AutokdError(f"no study named '{cfg.name}' in {redact_url(cfg.storage_url)}{empty}",
+                          f"run 'autokd search' first, or pick one of: {', '.join(names or []) or '(none stored)'}")
     return cfg, open_study(cfg, create=False, heartbeat=False)
 
 
@@ -207,10 +302,12 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     from optuna.trial import TrialState
 
     from autokd.export import FORMATS, agreement, export_model, load_trial_model
-    from autokd.trial import load_study_data
+    from autokd.context import load_study_data
 
     if format not in FORMATS:
         raise AutokdError(f"unknown export format '{format}'", f"use one of {', '.join(FORMATS)}")
+    if out is not None:
+        check_output_file(out, "--out")
     cfg, optuna_study = _open_existing(study, storage)
     trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if trial not in trials:
@@ -223,6 +320,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     data = load_study_data(cfg, show_progress=False)
     suffix = {"onnx": ".onnx", "torchscript": ".ts"}[format]
     out = out or cfg.output_dir / "exports" / f"trial{trial:05d}{suffix}"
+    check_output_file(out, "--out")
     example = data.test_images[:1].float() / 255.0
     export_model(model, format, out, example)
     agree = agreement(model, out, format, data.test_images)
@@ -243,7 +341,12 @@ def _download_weights(cfg: StudyConfig, trial: Any) -> Path:
         raise AutokdError(f"trial {trial.number} has no stored weights", "re-run the trial")
     target = cfg.output_dir / "trials" / f"{trial.number:05d}" / "student.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
-    download_artifact(artifact_store=artifact_store(cfg), file_path=str(target), artifact_id=artifact)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:  # a download cut short (full disk) leaves no torn student.pt behind
+        download_artifact(artifact_store=artifact_store(cfg), file_path=str(tmp), artifact_id=artifact)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -284,7 +387,8 @@ def teacher_train(
     from autokd.checkpoint import save_checkpoint
     from autokd.models import build_model
     from autokd.teacher import train_teacher
-    from autokd.trial import augment_policy, load_study_data, pick_device
+    from autokd.context import augment_policy, load_study_data
+    from autokd.train import pick_device
 
     knobs = dict(_parse_knob(k) for k in knob)
     cfg = StudyConfig(dataset=dataset, data_root=data_root, download=download, seed=seed)
@@ -313,7 +417,40 @@ def _parse_knob(text: str) -> tuple[str, Any]:
     return name.strip(), yaml.safe_load(value)
 
 
+#: A password in a URL's userinfo (``scheme://user:PASSWORD@``) or query (``?password=PASSWORD``).
+_ARGV_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)|(?P<query>[?&]password=)[^&\s]*")
+
+
+def hide_argv_password() -> bool:
+    """Replace this process's title when its command line holds a storage password; True if it did.
+
+    Anyone on the machine can read a process's command line (``ps``, ``/proc/PID/cmdline``) for as
+    long as it runs, and a search runs for hours, so a ``--storage`` URL with a password is
+    rewritten with ``***`` in its place (``setproctitle``, which overwrites the memory ``ps`` reads).
+    Ray's processes, which record their driver's command line, see the redacted one. Hiding is
+    not enough on its own: the password was readable for the half second before this ran and
+    stays in the shell's history, so a one-line warning names the ways that never expose it
+    (``AUTOKD_STORAGE``, ``~/.pgpass``, ``PGPASSWORD``).
+    """
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    redacted = [_ARGV_PASSWORD.sub(lambda m: (m.group("head") + "***") if m.group("head")
+                                   else (m.group("query") + "***"), arg) for arg in argv]
+    if redacted == argv:
+        return False
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(" ".join(redacted))
+    except ImportError:  # a trimmed install: the warning below still tells what to do
+        pass
+    errors.print("warning: a password on the command line is readable by other users while a command starts and "
+                 "stays in shell history; set AUTOKD_STORAGE=URL, or use ~/.pgpass or PGPASSWORD, instead",
+                 markup=False, highlight=False, soft_wrap=True)
+    return True
+
+
 def main() -> None:
+    hide_argv_password()
     app()
 
 

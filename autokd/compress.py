@@ -40,12 +40,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from autokd.config import CompressSpec, DistillSpec, TrialConfig
+from autokd.checkpoint import deployable
+from autokd.config import COMPRESSION_METHODS, CompressSpec, DistillSpec, TrialConfig
 from autokd.errors import AutokdError
-from autokd.measure import compact_state_dict, dense_state_dict
+from autokd.measure import compact_state_dict, dense_state_dict, measure_model
+from autokd.models import build_model
+from autokd.train import train_model
 
 if TYPE_CHECKING:
-    from autokd.trial import TrialContext
+    from autokd.context import TrialContext
 
 FORMAT = "autokd-compressed/1"
 QUANT_MODES = ("static", "dynamic", "qat")
@@ -80,8 +83,6 @@ def quant_engine() -> str | None:
 
 def check_spec(spec: CompressSpec, where: str = "compress") -> None:
     """Raise AutokdError for a setting that cannot compress; called before any training."""
-    from autokd.config import COMPRESSION_METHODS
-
     if spec.method not in COMPRESSION_METHODS:
         raise AutokdError(f"{where}: unknown compression method '{spec.method}'",
                           f"use {', '.join(COMPRESSION_METHODS)}")
@@ -132,8 +133,6 @@ def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext
         >>> model, metrics = compress_model(student, config, context)  # config.compress.method='int8'
         >>> metrics["uncompressed_size_bytes"] > metrics.get("size_bytes", 0)  # size measured later
     """
-    from autokd.trial import measure_model
-
     spec = config.compress
     check_spec(spec)
     before = measure_model(model, context)
@@ -161,8 +160,6 @@ def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "Tria
     """KD fine-tuning from the teacher (labels only without one); returns seconds spent."""
     if epochs <= 0:
         return 0.0
-    from autokd.train import train_model
-
     if context.teacher is not None:
         # Plain KD whatever the trial's loss: hint adapters do not survive a change of channels.
         distill = DistillSpec(loss="kd", alpha=config.distill.alpha, temperature=config.distill.temperature)
@@ -474,9 +471,6 @@ def load_compressed(payload: dict[str, Any]) -> nn.Module:
     The registry builds the uncompressed network, the recipe re-applies the structural change
     (channel counts, factorized layers, quantization graph) and the stored weights are loaded.
     """
-    from autokd.checkpoint import deployable
-    from autokd.models import build_model
-
     entry = payload["compressed_module"]
     if not isinstance(entry, dict) or entry.get("format") != FORMAT:
         raise AutokdError("checkpoint holds a compressed model in an unknown format",

@@ -8,32 +8,53 @@ only as TorchScript.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint
+from autokd.compress import load_compressed
 from autokd.errors import AutokdError
+from autokd.pairs import load_pair
 from autokd.train import predict
 
 FORMATS = ("onnx", "torchscript")
 
 
+def _load_single(payload: dict, source: str) -> nn.Module:
+    net = network_from_checkpoint(payload, source=source)
+    return deployable(net, tuple(payload["mean"]), tuple(payload["std"])).eval()
+
+
+#: Checkpoint kind -> loader of its deployable model (takes [0, 1] floats). Every trial checkpoint
+#: declares its kind (``autokd.trial.run_trial``, ``autokd.pairs.run_pair_trial``).
+LOADERS: dict[str, Callable[[dict, str], nn.Module]] = {
+    "single": _load_single,
+    "compressed": lambda payload, source: load_compressed(payload),
+    "pair": lambda payload, source: load_pair(payload),
+}
+
+
+def checkpoint_kind(payload: dict) -> str:
+    """The declared kind; checkpoints written before kinds were declared are recognised by their keys."""
+    if payload.get("kind"):
+        return payload["kind"]
+    return "pair" if payload.get("pair") is not None else \
+        "compressed" if payload.get("compressed_module") is not None else "single"
+
+
 def load_trial_model(weights_path: Path) -> tuple[nn.Module, dict]:
     """The deployable model of a trial (takes [0, 1] floats) and its checkpoint payload."""
     payload = load_checkpoint(weights_path)
-    if payload.get("pair") is not None:  # a routed pair: two students + selector, one state dict
-        from autokd.pairs import load_pair
-
-        return load_pair(payload), payload
-    if payload.get("compressed_module") is not None:
-        from autokd.compress import load_compressed
-
-        return load_compressed(payload), payload
-    net = network_from_checkpoint(payload, source=f"student {weights_path}")
-    return deployable(net, tuple(payload["mean"]), tuple(payload["std"])).eval(), payload
+    kind = checkpoint_kind(payload)
+    if kind not in LOADERS:
+        raise AutokdError(f"checkpoint {weights_path} is of unknown kind '{kind}'",
+                          f"re-export it with this autokd version (kinds: {', '.join(LOADERS)})")
+    return LOADERS[kind](payload, f"student {weights_path}"), payload
 
 
 def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) -> Path:
@@ -43,16 +64,31 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) 
     if fmt == "onnx" and _dynamic_int8(model):
         raise AutokdError("a dynamic-int8 model has no ONNX form (no opset holds quantized::linear_dynamic)",
                           "export it with --format torchscript")
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False)
-        traced.save(str(path))
-    else:
-        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-                          opset_version=17)
+    # Written beside the target, then renamed over it: a failure (a full disk) leaves the old file, or none.
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example, check_trace=False)
+            traced.save(str(tmp))
+        else:
+            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+                              opset_version=17)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise AutokdError(f"cannot write {path}: {err.strerror or err}",
+                          "free space or choose a writable file with --out") from None
+    except RuntimeError as err:  # torch wraps the writer's failure (e.g. "No space left on device")
+        if "space" in str(err).lower() or "write" in str(err).lower():
+            raise AutokdError(f"cannot write {path}: {str(err).strip().splitlines()[0][:200]}",
+                              "free space or choose a writable file with --out") from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

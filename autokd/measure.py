@@ -8,6 +8,7 @@ and versions recorded next to every number (:func:`environment`).
 
 from __future__ import annotations
 
+import copy
 import io
 import platform
 import statistics
@@ -15,12 +16,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from autokd.config import LatencySettings
 from autokd.hostlock import timed_alone
+from autokd.train import predict
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -162,22 +166,6 @@ class LatencyStats:
         return self.p90_ms - self.p10_ms
 
 
-@dataclass(frozen=True)
-class LatencySettings:
-    """How a latency is timed: at least ``runs`` timed runs and at least ``min_seconds`` of them.
-
-    A CPU's speed drifts over a second or two even on an idle host (seen here: medians of
-    0.25 s windows of one idle process ranged 0.40 to 0.67 ms for one cnn5), so a median over a
-    window of about a second is far steadier than one over 30 runs (a few ms); ``min_seconds``
-    sets that window. ``threads`` fixes the CPU thread count while timing.
-    """
-
-    runs: int = 30
-    threads: int = 1
-    min_seconds: float = 0.0
-    warmup: int = 10
-
-
 @torch.inference_mode()
 def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings()
                   ) -> LatencyStats:
@@ -241,3 +229,56 @@ def environment(device: torch.device | None = None) -> dict[str, str]:
     if device is not None and device.type == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(device)
     return env
+
+
+# --------------------------------------------------------------------------- a model, as deployed
+
+
+def split_accuracies(logits_of: Callable[[torch.Tensor], torch.Tensor], context: Any) -> dict[str, Any]:
+    """Accuracy and per-class accuracy on validation and test; ``accuracy`` (the objective) is validation's.
+
+    ``logits_of(images)`` gives a model's logits for uint8 images on the context's device.
+    """
+    figures: dict[str, Any] = {}
+    for split, images, labels in (("validation", context.val_images, context.val_labels),
+                                  ("test", context.test_images, context.test_labels)):
+        logits = logits_of(images)
+        figures[f"{split}_accuracy"] = accuracy(logits, labels)
+        figures[f"per_class_{split}_accuracy"] = per_class_accuracy(logits, labels, context.data.num_classes)
+    return {"accuracy": figures["validation_accuracy"], **figures}
+
+
+def measure_model(model: nn.Module, context: Any) -> dict[str, Any]:
+    """Every objective, measured on the model as deployed (CPU copy for size, MACs, latency).
+
+    ``context`` is the study's :class:`autokd.context.TrialContext` (splits on its device, the
+    latency settings).
+
+    ``accuracy`` is validation accuracy (what the search optimises); ``test_accuracy`` is for
+    the report only.
+    """
+    metrics = split_accuracies(lambda images: predict(model, images), context)
+    example = context.data.test_images[:1].float() / 255.0
+    if context.device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
+        gpu = latency_stats(model, example.to(context.device), context.latency)
+        metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
+    cpu_model = _cpu_copy(model)
+    # latency_ms: median of the timed runs; latency_spread_ms: their p90 - p10 (LatencyStats)
+    latency = latency_stats(cpu_model, example, context.latency)
+    metrics.update(
+        params=count_params(cpu_model),
+        size_bytes=serialized_size_bytes(cpu_model),
+        macs=count_macs(cpu_model, example),
+        latency_ms=latency.median_ms,
+        latency_spread_ms=latency.spread_ms,
+        latency_wait_s=latency.waited_s,
+        latency_alone=latency.alone,
+        latency_threads=context.latency.threads,
+        latency_runs=latency.runs,
+    )
+    return metrics
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).cpu().eval() if next(model.parameters(), torch.empty(0)).device.type != "cpu" \
+        else model.eval()

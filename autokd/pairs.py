@@ -3,7 +3,7 @@
 A pair trial (``TrialConfig.kind == "pair"``) runs these stages:
 
 1. **Students.** Two students are distilled from the study's teacher exactly as single students
-   are (:func:`autokd.trial.distill_student`), or, for a *reuse* pair, loaded from two finished
+   are (:func:`autokd.context.distill_student`), or, for a *reuse* pair, loaded from two finished
    single trials of the same study (their ``weights_path``), so the pair costs one selector.
 2. **Routing targets** (:func:`routing_targets`). On every training image, as the epoch's
    augmentation schedule views it, each student is right or wrong and has a confidence (its
@@ -53,8 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autokd.checkpoint import deployable, network_from_checkpoint, save_checkpoint
-from autokd.config import StudentSpec, TrialConfig
+from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, save_checkpoint
+from autokd.config import TrialConfig
+from autokd.context import build_student, distill_student
 from autokd.errors import AutokdError
 from autokd.measure import accuracy, count_macs, count_params, environment, latency_stats, per_class_accuracy, \
     serialized_size_bytes
@@ -370,8 +371,6 @@ def run_pair_trial(config: TrialConfig, context: Any, *, work_dir: Path,
     ``on_epoch`` sees the first student's epochs as 0..E-1 and the second's as E..2E-1. A pair
     has no epoch checkpoints: an interrupted pair trial starts over.
     """
-    from autokd.trial import build_student, distill_student
-
     if config.second is None:
         raise ValueError("a pair trial needs a second student (TrialConfig.second)")
     started = time.perf_counter()
@@ -399,7 +398,7 @@ def run_pair_trial(config: TrialConfig, context: Any, *, work_dir: Path,
     routed = RoutedPair(students[0], students[1], selector).eval()
     metrics.update(measure_pair(routed, context))
     metrics["students"] = [_describe(s) for s in routed.students]
-    weights = save_checkpoint(work_dir / "student.pt", routed, family="pair", knobs={},
+    weights = save_checkpoint(work_dir / "student.pt", routed, family="pair", knobs={}, kind="pair",
                               num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size,
                               mean=data.mean, std=data.std, pair=pair_payload(routed), config=config.to_json(),
                               accuracy=metrics["test_accuracy"], validation_accuracy=metrics["accuracy"])
@@ -409,8 +408,6 @@ def run_pair_trial(config: TrialConfig, context: Any, *, work_dir: Path,
 
 
 def _load_student(path: Path, context: Any) -> nn.Module:
-    from autokd.checkpoint import load_checkpoint
-
     payload = load_checkpoint(path)
     if payload.get("compressed_module") is not None or payload.get("pair") is not None:
         raise AutokdError(f"student {path} is compressed or a pair; a reuse pair takes plain students",
@@ -423,45 +420,3 @@ def _describe(model: nn.Module) -> str:
     net = model[-1] if isinstance(model, nn.Sequential) else model
     knobs = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in net.knobs.items())
     return f"{net.family}({knobs})"
-
-
-# --------------------------------------------------------------------------- reuse (search side)
-
-
-def finished_students(study: Any, limit: int) -> list[Any]:
-    """Up to ``limit`` finished single, uncompressed trials whose weights exist; Pareto ones first.
-
-    Order: non-dominated trials (among these singles, by the study's directions) by accuracy,
-    then the rest by accuracy; ties by trial number. Deterministic for a given study state.
-    """
-    from optuna.trial import TrialState
-
-    singles = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        cfg = t.user_attrs.get("config") or {}
-        path = t.user_attrs.get("weights_path")
-        if cfg.get("kind", "single") != "single" or cfg.get("compress.method", "none") != "none":
-            continue
-        if not path or not Path(path).exists() or t.values is None:
-            continue
-        singles.append(t)
-    signs = [1.0 if d.name.lower() == "maximize" else -1.0 for d in study.directions]
-    scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in singles]
-
-    def dominated(a: list[float]) -> bool:
-        return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
-
-    key = lambda t: (-float(t.user_attrs.get("accuracy", 0.0)), t.number)  # noqa: E731
-    front = sorted((t for t, v in scored if not dominated(v)), key=key)
-    rest = sorted((t for t, v in scored if dominated(v)), key=key)
-    return (front + rest)[:limit]
-
-
-def reuse_config(first: Any, second: Any, selector: dict[str, Any]) -> TrialConfig:
-    """The pair config that reuses two finished trials' students (FrozenTrials)."""
-    a = TrialConfig.from_params(first.user_attrs["config"])
-    b = TrialConfig.from_params(second.user_attrs["config"])
-    record = {"from_trial1": first.number, "from_trial2": second.number,
-              "from_weights1": first.user_attrs["weights_path"], "from_weights2": second.user_attrs["weights_path"]}
-    return dataclasses.replace(a, kind="pair", second=StudentSpec(b.student.family, b.student.knobs),
-                               selector=tuple(sorted({**selector, **record}.items())))

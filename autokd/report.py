@@ -26,9 +26,20 @@ def human(n: float | None, unit: str = "") -> str:
     return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
 
 
+#: User attribute holding every figure of a trial beyond the few scalars stored on their own.
+METRICS_ATTR = "metrics"
+
+
+def trial_figures(trial: FrozenTrial) -> dict[str, Any]:
+    """Every figure of a trial: its user attributes with the ``metrics`` JSON attribute unpacked."""
+    figures = dict(trial.user_attrs)
+    figures.update(figures.pop(METRICS_ATTR, None) or {})
+    return figures
+
+
 def trial_line(trial: FrozenTrial) -> str:
     """One line per finished trial, as a search prints it (both executors)."""
-    a = trial.user_attrs
+    a = trial_figures(trial)
     if trial.state != TrialState.COMPLETE:
         why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
         log = f" (log: {a['log_path']})" if a.get("log_path") else ""
@@ -109,7 +120,7 @@ def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> 
                       human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
                       f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
     for t in trials:
-        a = t.user_attrs
+        a = trial_figures(t)
         table.add_row(str(t.number), a.get("architecture", "?"), *split_accuracy_cells(a), human(a.get("params")),
                       human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
                       _kd(a), str(a.get("config", {}).get("epochs", "-")), _compression(a))
@@ -126,12 +137,13 @@ def per_class_table(study: optuna.Study, classes: list[str] | None, teacher: dic
         table.add_column("teacher", justify="right")
     for t in trials:
         table.add_column(f"#{t.number}", justify="right")
-    n = len(trials[0].user_attrs.get(key, [])) if trials else 0
+    per_class = [trial_figures(t).get(key, []) for t in trials]
+    n = len(per_class[0]) if trials else 0
     for i in range(n):
         row = [classes[i] if classes and i < len(classes) else str(i)]
         if teacher and teacher.get(key):
             row.append(f"{100 * teacher[key][i]:.1f}")
-        row += [f"{100 * t.user_attrs[key][i]:.1f}" for t in trials]
+        row += [f"{100 * values[i]:.1f}" for values in per_class]
         table.add_row(*row)
     return table
 
@@ -202,7 +214,7 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
     for col, justify in (("trial", "right"), ("model", "left"), ("val acc", "right"), ("test acc", "right"),
                          ("routed to", "right")):
         table.add_column(col, justify=justify)
-    n = len(trials[0].user_attrs.get("test_per_class_accuracy", [])) if trials else 0
+    n = len(trial_figures(trials[0]).get("test_per_class_accuracy", [])) if trials else 0
     n = n if n <= max_classes else 0  # too many classes for columns: overall figures only
     classes = study.user_attrs.get("classes") or [str(i) for i in range(n)]
     for i in range(n):
@@ -216,7 +228,7 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
         table.add_row("", "teacher", *split_accuracy_cells(teacher), "", *cells(teacher.get("per_class_test_accuracy")),
                       style="dim")
     for t in trials:
-        a = t.user_attrs
+        a = trial_figures(t)
         mark = f"{t.number}{'*' if t.number in front else ''}"
         sel = a.get("test_selector_accuracy")
         sel_text = f", selector {100 * sel:.1f}% on disagreements" if sel is not None else ""
@@ -257,7 +269,7 @@ def compression_table(study: optuna.Study) -> Table | None:
     for label, _, _ in _BEFORE_AFTER:
         table.add_column(label, justify="right")
     for t in trials:
-        a = t.user_attrs
+        a = trial_figures(t)
         if a.get("compression_skipped"):
             table.add_row(str(t.number), a.get("architecture", "?"), f"skipped: {a['compression_skipped']}",
                           *["-"] * len(_BEFORE_AFTER))

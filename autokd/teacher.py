@@ -19,7 +19,7 @@ from autokd.data import ImageData
 from autokd.distill import Teacher, TeacherMember, fit_ensemble_weights, fit_joint_head
 from autokd.errors import AutokdError
 from autokd.measure import accuracy
-from autokd.models import build_model
+from autokd.models import build_model, family_knobs, family_rules
 from autokd.train import AugmentPolicy, predict, train_model
 
 
@@ -49,8 +49,6 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr:
 
 def validate_teacher(study: StudyConfig) -> None:
     """Fail before any study is touched when the teacher names an unknown family, knob or file."""
-    from autokd.models import family_knobs, family_rules
-
     cfg = study.teacher
     for member in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in cfg.ensemble or []]:
         load_checkpoint(study.resolve(member))

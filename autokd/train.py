@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -216,19 +216,27 @@ class TrainResult:
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+class Checkpointer(Protocol):
+    """Keeps the last finished epoch (``autokd.checkpoint.EpochCheckpointer``)."""
+
+    def save(self, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> Any: ...
+
+
 @host_busy()
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
                 distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
                 logit_cache: TeacherLogitCache | None = None,
                 evaluate: Callable[[nn.Module], float] | None = None,
-                on_epoch: EpochCallback | None = None, start_epoch: int = 0,
-                optimizer_state: dict | None = None, compile_model: bool = False) -> TrainResult:
+                on_epoch: EpochCallback | None = None, checkpointer: Checkpointer | None = None,
+                resume: dict | None = None, compile_model: bool = False) -> TrainResult:
     """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
 
     With ``distill.loss`` in kd/fm/hint a ``teacher`` is required. Teacher outputs come from
     ``logit_cache`` when given and the loss needs logits only (kd, fm), else the teacher runs live.
     ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
-    it may raise to stop the trial (pruning, Ctrl-C). Training holds the host busy
+    it may raise to stop the trial (pruning, Ctrl-C). ``checkpointer.save`` runs after each epoch,
+    before ``on_epoch``; ``resume`` (what it saved) continues a run at its next epoch with the
+    same optimizer, schedule and visiting order. Training holds the host busy
     (:func:`autokd.hostlock.host_busy`) and gives way to a measurement at every step. On CUDA the
     model runs channels_last with bf16 autocast and a fused optimizer; ``compile_model`` wraps it in
     ``torch.compile`` and reports the first (compiling) step separately as ``compile_seconds``.
@@ -250,9 +258,10 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     steps_per_epoch = max(1, len(images) // train.batch_size)
     optimizer = _optimizer(params, train)
     scheduler = _scheduler(optimizer, train, steps_per_epoch)
-    if optimizer_state:
-        optimizer.load_state_dict(optimizer_state["optimizer"])
-        scheduler.load_state_dict(optimizer_state["scheduler"])
+    start_epoch = int(resume["epoch"]) if resume else 0
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
     order_gen = torch.Generator().manual_seed(train.seed)
     for _ in range(start_epoch):  # keep the visiting order identical on resume
         torch.randperm(len(images), generator=order_gen)
@@ -295,12 +304,12 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         if evaluate is not None:
             metrics["accuracy"] = evaluate(model)
         result.history.append(metrics)
+        if checkpointer is not None:
+            checkpointer.save(epoch, model, optimizer, scheduler)
         if on_epoch is not None:
-            # ``_state`` is lazy: only an executor that checkpoints epochs pays for it. Reporting
-            # may wait on the driver: not computing, so a measurement elsewhere need not wait.
+            # Reporting may wait on the driver: not computing, so a measurement elsewhere need not wait.
             with host_idle():
-                on_epoch(epoch, metrics | {"_state": lambda: {"optimizer": optimizer.state_dict(),
-                                                              "scheduler": scheduler.state_dict()}})
+                on_epoch(epoch, metrics)
     result.seconds = time.perf_counter() - started
     if adapter is not None:
         for h in hooks:

@@ -34,7 +34,9 @@ from autokd import compress
 from autokd.compress import quant_engine
 from autokd.config import CompressSpec, DistillSpec, StudentSpec, StudyConfig, TrainSpec, TrialConfig
 from autokd.measure import latency_ms
-from autokd.trial import build_context, build_student, compress_stage, distill_student, measure_model
+from autokd.context import build_context, build_student, distill_student
+from autokd.measure import measure_model
+from autokd.trial import compress_stage
 from bench.common import cifar10_folder, write_result
 
 STUDENTS = {"vgg7": StudentSpec.of("vgg", variant=7, width=0.5), "vgg7_w1": StudentSpec.of("vgg", variant=7, width=1.0),

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from autokd.config import DistillSpec, StudentSpec, StudyConfig, TeacherConfig, TrainSpec, TrialConfig
-from autokd.trial import build_context, measure_model, run_trial
+from autokd.context import build_context
+from autokd.measure import measure_model
+from autokd.trial import run_trial
 from bench.common import cifar10_folder, write_result
 
 STUDENTS = {"cnn5": StudentSpec.of("cnn5", width=0.5, hidden=128),

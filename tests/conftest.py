@@ -86,7 +86,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     from autokd.checkpoint import save_checkpoint
     from autokd.config import StudyConfig
     from autokd.teacher import train_teacher
-    from autokd.trial import augment_policy, load_study_data
+    from autokd.context import augment_policy, load_study_data
 
     cfg = StudyConfig(dataset="digits")
     data = load_study_data(cfg, show_progress=False)

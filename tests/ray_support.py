@@ -18,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from autokd.config import load_study_config
+from autokd.report import trial_figures
 from autokd.search.study import open_study
 
 TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
@@ -26,8 +27,10 @@ TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
 def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, epochs: int = 2, batch_size: int = 128,
                 storage: str | None = None, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
                 objectives: list[str] | None = None, max_failures: int = 2, teacher: Path | None = None,
-                asha: bool = False) -> Path:
+                asha: bool = False, executor: str = "ray") -> Path:
     """A digits study with a tiny teacher and a cnn5-only search space, written into ``tmp_path``.
+
+    ``executor``: ``ray`` (default) or ``local``; the executor settings are ignored by ``local``.
 
     ``teacher``: a checkpoint to distil from (the session's ``tiny_teacher``); without it the
     driver trains a 2-epoch cnn5 teacher itself.
@@ -42,7 +45,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
         "name": name, "dataset": "digits", "teacher": {"checkpoint": str(teacher)} if teacher else TINY_TEACHER, "search_space": "space.yaml",
         "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5, "latency_min_seconds": 0,
         "output": "out", "constraints": {"max_params": 100000},
-        "executor": {"kind": "ray", "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
+        "executor": {"kind": executor, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
                      "max_failures": max_failures, "asha": asha},
     }
     if storage:
@@ -143,7 +146,7 @@ def assert_study_exact(study: optuna.Study, n_trials: int, *, pruned: bool = Fal
         assert 0.0 <= t.user_attrs["accuracy"] <= 1.0 and t.user_attrs["epoch"] >= 1
     objectives = study.user_attrs["objectives"]
     for t in complete:
-        a = t.user_attrs
+        a = trial_figures(t)
         for key in ("accuracy", "params", "latency_ms", "config", "architecture", "weights_path", "history"):
             assert key in a, (t.number, key)
         assert t.values == [float(a[o]) for o in objectives]

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autokd.cli import app
+from autokd.report import trial_figures
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()
@@ -48,7 +49,7 @@ def test_search_stores_every_figure_and_resume_counts_study_total(searched):
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 5  # 3 from the first call, 2 more: the budget is the study's total
     for trial in complete:
-        attrs = trial.user_attrs
+        attrs = trial_figures(trial)
         for key in ("accuracy", "validation_accuracy", "test_accuracy", "per_class_validation_accuracy",
                     "per_class_test_accuracy", "params", "size_bytes", "macs", "latency_ms", "config",
                     "architecture", "cpu_model", "torch_version", "weights_path", "weights_artifact"):

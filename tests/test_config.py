@@ -7,8 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from autokd.cli import app
-from autokd.config import (REPO_ROOT, CompressSpec, DistillSpec, Rule, SearchSpace, StudentSpec, StudyConfig,
-                           TrainSpec, TrialConfig, VALUE_RULES, load_study_config)
+from autokd.config import (REPO_ROOT, CompressSpec, DistillSpec, StudentSpec, StudyConfig, TrainSpec, TrialConfig,
+                           load_study_config)
+from autokd.rules import Rule
+from autokd.space import VALUE_RULES, SearchSpace
 from autokd.errors import AutokdError
 from autokd.search.local import replay
 from tests.tiny import TINY_SPACE, write_tiny_study
@@ -122,7 +124,7 @@ def test_cli_flags_override_yaml_and_defaults(tmp_path):
     ("pairs", "reuse", "yes", "pairs.reuse = 'yes' is not true or false: must be one of false, true"),
     ("pairs", "pool", 1, "pairs.pool = 1 is out of range: must be an integer >= 2"),
     ("students", "resnet.depth", {"choices": [8, 9]}, "students.resnet.depth = 9 (one of choices [8, 9]) is not a "
-     "valid depth: must be one of 8, 14, 20, 26, 32, 38, 44, 50, 56 (6n+2)"),
+     "valid depth: must be one of 8, 14, 20, 26, 32, 38, 44, 50, 56, 110 (6n+2)"),
     ("students", "vgg.variant", 12, "students.vgg.variant = 12 is not a valid variant: must be one of 7, 11, 13, 16"),
     ("students", "cnn5.width", 0, "students.cnn5.width = 0 is out of range: must be a number in (0, 8]"),
     ("students", "resnet.width", {"int": [0, 8]},

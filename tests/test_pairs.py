@@ -11,7 +11,9 @@ from optuna.trial import TrialState
 from rich.console import Console
 from torch import nn
 
-from autokd.config import SearchSpace, StudentSpec, TrialConfig, load_study_config
+from autokd.config import StudentSpec, TrialConfig, load_study_config
+from autokd.space import SearchSpace
+from autokd.report import trial_figures
 from autokd.data import load_dataset
 from autokd.export import agreement, export_model, load_trial_model
 from autokd.pairs import (RoutedPair, SelectorSpec, build_selector, reuse_sources, routing_targets, selector_loss,
@@ -129,7 +131,8 @@ def pair_study(tmp_path_factory):
     """A tiny digits study: one single, one new pair, then a reuse pair, one more of each kind."""
     from autokd.search.local import run_local
     from autokd.search.study import open_study
-    from autokd.trial import build_context, measure_model
+    from autokd.context import build_context
+    from autokd.measure import measure_model
 
     folder = tmp_path_factory.mktemp("pairs")
     path = write_tiny_study(folder, name="pairs", space=PAIR_SPACE, n_trials=5,
@@ -156,7 +159,7 @@ def test_pair_trials_complete_through_local_executor(pair_study):
     pairs = [t for t in complete if t.user_attrs["config"]["kind"] == "pair"]
     assert len(pairs) == 3
     for t in pairs:
-        a = t.user_attrs
+        a = trial_figures(t)
         for key in ("oracle_accuracy", "student_accuracy", "selector_accuracy", "routing_share",
                     "per_class_accuracy", "student_per_class_accuracy", "macs", "latency_ms", "size_bytes"):
             assert key in a, key
@@ -164,13 +167,13 @@ def test_pair_trials_complete_through_local_executor(pair_study):
         assert a["params"] == a["selector_params"] + sum(a["student_params"])
         assert sum(a["routing_share"]) == pytest.approx(1.0)
         assert t.values == [a["accuracy"], a["params"], a["latency_ms"]]
-    reused = [t for t in pairs if t.user_attrs.get("reused_from")]
-    assert len(reused) == 2 and all(t.user_attrs["train_seconds"] == 0.0 for t in reused)
+    reused = [t for t in pairs if trial_figures(t).get("reused_from")]
+    assert len(reused) == 2 and all(trial_figures(t)["train_seconds"] == 0.0 for t in reused)
     singles = {t.number for t in complete if t.user_attrs["config"]["kind"] == "single"}
-    assert all(set(t.user_attrs["reused_from"]) <= singles for t in reused)
+    assert all(set(trial_figures(t)["reused_from"]) <= singles for t in reused)
     rebuilt = TrialConfig.from_params(reused[0].user_attrs["config"])  # the stored config alone rebuilds it
     assert rebuilt.kind == "pair" and reuse_sources(rebuilt) == [
-        study.trials[n].user_attrs["weights_path"] for n in reused[0].user_attrs["reused_from"]]
+        study.trials[n].user_attrs["weights_path"] for n in trial_figures(reused[0])["reused_from"]]
     # One Pareto front holds both kinds of trial (or at least draws from the mixed pool).
     assert {t.user_attrs["config"]["kind"] for t in study.best_trials} <= {"single", "pair"}
 
@@ -211,8 +214,8 @@ def test_pair_trials_through_ray_executor(pair_study):
     run_ray(study, ray_cfg, space, console=Console(quiet=True))
     new = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 5]
     assert len(new) == 2 and all(t.user_attrs["config"]["kind"] == "pair" for t in new)
-    assert all(0.0 < t.user_attrs["accuracy"] <= t.user_attrs["oracle_accuracy"] + 1e-6 for t in new)
-    assert any(t.user_attrs.get("reused_from") for t in new)
+    assert all(0.0 < t.user_attrs["accuracy"] <= trial_figures(t)["oracle_accuracy"] + 1e-6 for t in new)
+    assert any(trial_figures(t).get("reused_from") for t in new)
 
 
 # --------------------------------------------------------------------------- ensemble teachers

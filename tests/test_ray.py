@@ -22,6 +22,7 @@ from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, lo
                          wait_for, write_study)
 
 from autokd.config import load_study_config
+from autokd.report import trial_figures
 from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials, single_sqlite_driver
 
 # Tests that ask() outside Study.optimize on a heartbeat storage, as the Ray driver does.
@@ -104,7 +105,7 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_
         if t.params:
             assert len(retries) == 1 and retries[0].params == t.params
     resumed = [c for c in complete if c.user_attrs.get("resume_from")]
-    assert all(c.user_attrs["resumed_from_epoch"] >= 1 for c in resumed)
+    assert all(trial_figures(c)["resumed_from_epoch"] >= 1 for c in resumed)
 
 
 @pytest.mark.slow
@@ -146,7 +147,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, 
     assert proc.returncode == 0, study.with_suffix(".log").read_text()[-3000:]
     [trial] = assert_study_exact(load(study), 1)
     assert trial.number == 0  # the same Optuna trial, retried by Tune, not a new one
-    assert trial.user_attrs["resumed_from_epoch"] >= 1
+    assert trial_figures(trial)["resumed_from_epoch"] >= 1
 
 
 def test_direction_mismatch_on_resume_is_refused(tmp_path):
@@ -238,7 +239,7 @@ def test_dashboard_serves_the_study_over_http(tmp_path):
 
 def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     """StudySearch's completion hook, driven directly (real OptunaSearch and storage, no Ray cluster)."""
-    from autokd.config import SearchSpace
+    from autokd.space import SearchSpace
     from autokd.search.ray_executor import META, Budget, _make_study_search_class
 
     study_path = write_study(tmp_path, n_trials=4)

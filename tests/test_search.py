@@ -16,7 +16,9 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from autokd.cli import app
-from autokd.config import SearchSpace, StudyConfig, load_study_config
+from autokd.config import StudyConfig, load_study_config
+from autokd.report import trial_figures
+from autokd.space import SearchSpace
 from autokd.search.study import SpaceExhausted, open_study, propose
 from tests.tiny import TINY_SPACE, write_tiny_study
 
@@ -186,5 +188,5 @@ def test_an_image_folder_val_split_is_the_validation_split(tmp_path, cifar_subse
     assert "180 train / 20 validation / 100 test" in " ".join(result.output.split())
     cfg = load_study_config(study)
     trial = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).trials[0]
-    per_class = trial.user_attrs["per_class_validation_accuracy"]
+    per_class = trial_figures(trial)["per_class_validation_accuracy"]
     assert len(per_class) == 10 and all(round(v * 2) == v * 2 for v in per_class)  # 2 images per class

@@ -7,7 +7,8 @@ import torch
 
 from autokd.checkpoint import load_checkpoint
 from autokd.config import DistillSpec, StudentSpec, TrainSpec, TrialConfig, load_study_config
-from autokd.trial import build_context, run_trial
+from autokd.context import build_context
+from autokd.trial import run_trial
 from tests.tiny import write_tiny_study
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from autokd.config import Rule
+from autokd.rules import Rule
 from autokd.models.cnn import build_cnn5
 from autokd.models.densenet import build_densenet, build_densenet121
 from autokd.models.googlenet import build_googlenet

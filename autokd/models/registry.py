@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from autokd.config import Rule
+from autokd.rules import Rule
 from autokd.errors import AutokdError
 
 

@@ -20,7 +20,8 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from autokd.config import SearchSpace, StudyConfig
+from autokd.config import StudyConfig
+from autokd.space import SearchSpace
 from autokd.report import trial_line
 from autokd.search.study import finished_count, reclaim_stale_trials, single_sqlite_driver
 

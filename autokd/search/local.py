@@ -16,8 +16,9 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 from rich.console import Console
 
-from autokd.config import SearchSpace, StudyConfig, TrialConfig
-from autokd.checkpoint import save_state
+from autokd.config import StudyConfig, TrialConfig
+from autokd.space import SearchSpace
+from autokd.checkpoint import EpochCheckpointer
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
 from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count, propose,
                                  record_metrics, requeue, trial_dir)
@@ -46,8 +47,6 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
     resume_from = trial.user_attrs.get("resume_from")
 
     def epoch_hook(epoch: int, metrics: dict[str, Any]) -> None:
-        if "_state" in metrics:  # the last finished epoch, for a re-enqueued trial to resume from
-            save_state(epoch_checkpoint(study_cfg, trial.number), metrics["_state"]())
         if len(study_cfg.objectives) == 1 and "accuracy" in metrics:  # Optuna keeps curves of 1-objective studies only
             trial.report(metrics["accuracy"], epoch)
         if on_epoch is not None:
@@ -55,6 +54,7 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
 
     try:
         metrics = run_trial(config, context, work_dir=work_dir, on_epoch=epoch_hook,
+                            checkpointer=EpochCheckpointer(epoch_checkpoint(study_cfg, trial.number)),
                             resume_from=Path(resume_from) if resume_from else None)
     except TRIAL_FAILURES as err:
         reason, log = record_failure(work_dir, err)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -39,9 +38,11 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from autokd.config import SearchSpace, StudyConfig, TrialConfig
-from autokd.errors import AutokdError
+from autokd.config import StudyConfig, TrialConfig
+from autokd.space import SearchSpace
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
+from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
+from autokd.search.storage import strip_password
 from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, propose,
                                  record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_LOG
@@ -62,8 +63,9 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
     """
     from ray import tune
 
-    from autokd.checkpoint import save_state
-    from autokd.trial import TRIAL_FAILURES, cached_context, record_failure, run_trial
+    from autokd.checkpoint import EpochCheckpointer
+    from autokd.context import cached_context
+    from autokd.trial import TRIAL_FAILURES, record_failure, run_trial
 
     if Path(cwd).is_dir():  # Tune starts trainables in a scratch folder; relative paths mean the driver's
         os.chdir(cwd)
@@ -83,15 +85,19 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
             resume_from = restored
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        target = save_state(epoch_dir / EPOCH_FILE, metrics["_state"]())  # never torn, even if the worker dies here
+        target = epoch_dir / EPOCH_FILE  # written (atomically) by the checkpointer just before this call
         report = {"epoch": epoch + 1, "epochs": trial_cfg.train.epochs, "accuracy": metrics.get("accuracy"),
                   "loss": metrics.get("loss"), "final": False}
+        if not target.is_file():  # a pair trial keeps no epoch checkpoints
+            tune.report(report)
+            return
         with tempfile.TemporaryDirectory(dir=epoch_dir) as folder:  # Tune copies it to storage_path
             os.link(target, Path(folder) / EPOCH_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch, resume_from=resume_from)
+        metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch,
+                            checkpointer=EpochCheckpointer(epoch_dir / EPOCH_FILE), resume_from=resume_from)
     except TRIAL_FAILURES as err:
         reason, _ = record_failure(work_dir, err)  # the traceback goes to the trial's log, not the console
         tune.report({"final": True, "failed": reason})
@@ -129,7 +135,10 @@ def _make_study_search_class() -> type:
         # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
         # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
         def __getstate__(self) -> dict:
-            return {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode", "study_cfg")}
+            state = {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode")}
+            # tuner.pkl sits in the output folder: the storage URL goes in without its password.
+            state["study_cfg"] = self.study_cfg.model_copy(update={"storage": strip_password(self.study_cfg.storage)})
+            return state
 
         def __setstate__(self, state: dict) -> None:
             self.__dict__.update(state)
@@ -251,39 +260,6 @@ def _make_scheduler(pruned: set[str]) -> Any:
                          grace_period=1, reduction_factor=2)
 
 
-# --------------------------------------------------------------------------- guards and Ray
-
-
-def init_ray(study_cfg: StudyConfig) -> bool:
-    """Join the cluster at ``executor.address`` or start a private local Ray; True if we started it."""
-    import ray
-
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Epoch reports carry accuracy only; the other objectives arrive with the final report.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    # One small checkpoint per epoch is the design, not a bottleneck worth a warning per trial.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # metrics live in the study, not in result.json
-    if ray.is_initialized():
-        return False
-    address = study_cfg.executor.address
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address:
-        try:
-            ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise AutokdError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0][:200]}",
-                              "start it with 'ray start --head' (or check the address), "
-                              "or leave out --address to use this machine") from None
-        return True
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # "local" starts a private instance even when someone else's Ray runs on this machine.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
-    return True
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -311,9 +287,7 @@ class RayExecutor:
             return _fit(study, study_cfg, space, progress, self.trainable)
         finally:
             if started_ray:
-                import ray
-
-                ray.shutdown()
+                shutdown_ray()
 
 
 def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,
@@ -357,7 +331,8 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         run_config=tune.RunConfig(
             name=f"{study_cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(results),
             failure_config=tune.FailureConfig(max_failures=ex.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0, stop=ctrl_c))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0, stop=ctrl_c,
+            callbacks=[trial_error_lines(study_cfg, progress.note, META)]))  # a worker death: one line
 
     with Heartbeat(optuna_study, study_cfg, searcher.live_trial_ids), ctrl_c.installed():
         try:

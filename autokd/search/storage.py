@@ -44,7 +44,7 @@ def redact_url(url: str) -> str:
         return "<unparseable storage URL>"
     if "password" in parsed.query:
         parsed = parsed.update_query_dict({"password": "***"})
-    return parsed.render_as_string(hide_password=True)
+    return parsed.render_as_string(hide_password=True).replace("password=%2A%2A%2A", "password=***")
 
 
 def strip_password(url: str | None) -> str | None:
@@ -65,7 +65,13 @@ def strip_password(url: str | None) -> str | None:
         return "<unparseable storage URL>"
     if "password" in parsed.query:
         parsed = parsed.difference_update_query(["password"])
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    return _without_password(parsed).render_as_string(hide_password=False)
+
+
+def _without_password(url: URL) -> URL:
+    # URL.set(password=None) means "leave it as is"; only a new URL drops it.
+    return URL.create(url.drivername, username=url.username, password=None, host=url.host, port=url.port,
+                      database=url.database, query=url.query)
 
 
 def env_storage() -> str | None:

@@ -17,8 +17,10 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from autokd.config import CONSTRAINTS, SearchSpace, StudyConfig, TrialConfig
+from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
+from autokd.space import SearchSpace
 from autokd.errors import AutokdError
+from autokd.report import METRICS_ATTR
 from autokd.search.storage import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -32,8 +34,6 @@ _SAMPLER_ATTEMPTS = 3
 #: Seconds a "wait for other drivers' trials" answer is reused before the database is asked again.
 _WAIT_RECHECK_SECONDS = 1.0
 
-#: Metrics too large or too nested for a user attribute stay in the trial's artifacts.
-_SKIP_ATTRS = {"_state"}
 
 
 def trial_dir(study_cfg: StudyConfig, number: int) -> Path:
@@ -86,6 +86,35 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
+def finished_students(study: Any, limit: int) -> list[Any]:
+    """Up to ``limit`` finished single, uncompressed trials whose weights exist; Pareto ones first.
+
+    Order: non-dominated trials (among these singles, by the study's directions) by accuracy,
+    then the rest by accuracy; ties by trial number. Deterministic for a given study state.
+    """
+    from optuna.trial import TrialState
+
+    singles = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        cfg = t.user_attrs.get("config") or {}
+        path = t.user_attrs.get("weights_path")
+        if cfg.get("kind", "single") != "single" or cfg.get("compress.method", "none") != "none":
+            continue
+        if not path or not Path(path).exists() or t.values is None:
+            continue
+        singles.append(t)
+    signs = [1.0 if d.name.lower() == "maximize" else -1.0 for d in study.directions]
+    scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in singles]
+
+    def dominated(a: list[float]) -> bool:
+        return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
+
+    key = lambda t: (-float(t.user_attrs.get("accuracy", 0.0)), t.number)  # noqa: E731
+    front = sorted((t for t, v in scored if not dominated(v)), key=key)
+    rest = sorted((t for t, v in scored if dominated(v)), key=key)
+    return (front + rest)[:limit]
+
+
 def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> tuple[optuna.Trial, TrialConfig]:
     """Ask the study for its next trial, never one that repeats a finished or running configuration.
 
@@ -100,7 +129,7 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> 
         stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
         study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
         trial = study.ask()
-        config = space.suggest(trial)
+        config = space.suggest(trial, finished_students(study, space.reuse_pool) if space.reuse_pool else ())
         if "retry_of" in trial.user_attrs:
             return trial, config
         twin = duplicate_of(study, trial)
@@ -212,22 +241,27 @@ def constraint_values(metrics: dict[str, Any], study: StudyConfig) -> dict[str, 
     return values
 
 
-def user_attrs(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe metrics for ``trial.set_user_attr``: scalars, strings, lists of numbers."""
-    attrs = {}
-    for key, value in metrics.items():
-        if key in _SKIP_ATTRS:
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        attrs[key] = value
-    return attrs
+#: Figures stored as user attributes of their own: what optuna-dashboard lists and reports filter on.
+#: Every other figure goes into one JSON attribute (``METRICS_ATTR``; read with ``trial_figures``).
+SCALAR_ATTRS = ("accuracy", "validation_accuracy", "test_accuracy", "params", "size_bytes", "macs", "latency_ms",
+                "kind", "compression", "weights_path", "trial_seconds")
+
+
+def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics fit for a user attribute: a non-finite float becomes None."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], study: StudyConfig) -> list[float]:
-    """Store every figure on the trial (user attrs + constraints) and return the objective values."""
-    for key, value in user_attrs(metrics).items():
-        trial.set_user_attr(key, value)
+    """Store a trial's figures (a few scalar attributes, one JSON attribute, its constraints); returns its objectives.
+
+    About a dozen database writes per trial instead of one per figure.
+    """
+    safe = json_safe(metrics)
+    for key in SCALAR_ATTRS:
+        if key in safe:
+            trial.set_user_attr(key, safe[key])
+    trial.set_user_attr(METRICS_ATTR, {k: v for k, v in safe.items() if k not in SCALAR_ATTRS})
     for key, value in constraint_values(metrics, study).items():
         trial.set_constraint(key, value)
     return objective_values(metrics, study)
@@ -344,6 +378,9 @@ def reclaim_stale_trials(study: optuna.Study, study_cfg: StudyConfig) -> list[in
     return sorted(reclaimed)
 
 
+_HELD_BY_THIS_PROCESS: set[str] = set()
+
+
 @contextlib.contextmanager
 def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
     """Refuse a second driver on one SQLite file, whichever executor (PostgreSQL takes several).
@@ -361,6 +398,9 @@ def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
     import fcntl
 
     lock_path = Path(url.database).with_name(Path(url.database).name + ".driver.lock")
+    if str(lock_path) in _HELD_BY_THIS_PROCESS:  # re-entrant: the CLI holds it around the executor's own
+        yield
+        return
     with open(lock_path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -376,7 +416,9 @@ def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
+        _HELD_BY_THIS_PROCESS.add(str(lock_path))
         try:
             yield
         finally:
+            _HELD_BY_THIS_PROCESS.discard(str(lock_path))
             fcntl.flock(handle, fcntl.LOCK_UN)
