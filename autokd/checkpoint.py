@@ -7,6 +7,7 @@ without executing any code from the file.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,27 @@ class EpochCheckpointer:
 
 def _atomic_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: readers see the old file or the
-    whole new one, and a failed write (a full disk) leaves no temporary file behind."""
+    whole new one, and a failed write (a full disk) leaves no temporary file behind.
+
+    The bytes are serialised in memory first: torch's own file writer reports a full disk as
+    ``RuntimeError: unexpected pos``; Python's write raises ``OSError(ENOSPC)`` naming the file.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getbuffer())
+    return path
+
+
+def write_atomically(path: Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename; on failure nothing is left behind."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

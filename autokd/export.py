@@ -8,7 +8,7 @@ only as TorchScript.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint
+from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, write_atomically
 from autokd.compress import load_compressed
 from autokd.errors import AutokdError
 from autokd.pairs import load_pair
@@ -67,28 +67,22 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    # Written beside the target, then renamed over it: a failure (a full disk) leaves the old file, or none.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Serialised in memory, then written beside the target and renamed over it: a failure (a full
+    # disk) leaves the old file, or none. torch's own writer aborts the process on a full disk.
+    buffer = io.BytesIO()
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, buffer)
+    else:
+        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+                          opset_version=17)
     try:
-        if fmt == "torchscript":
-            with torch.no_grad():
-                traced = torch.jit.trace(model, example, check_trace=False)
-            traced.save(str(tmp))
-        else:
-            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-                              opset_version=17)
-        os.replace(tmp, path)
+        write_atomically(path, buffer.getbuffer())
     except OSError as err:
         raise AutokdError(f"cannot write {path}: {err.strerror or err}",
-                          "free space or choose a writable file with --out") from None
-    except RuntimeError as err:  # torch wraps the writer's failure (e.g. "No space left on device")
-        if "space" in str(err).lower() or "write" in str(err).lower():
-            raise AutokdError(f"cannot write {path}: {str(err).strip().splitlines()[0][:200]}",
-                              "free space or choose a writable file with --out") from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+                          "free space or choose another file with --out") from None
     return path
 
 

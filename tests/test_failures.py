@@ -44,32 +44,28 @@ def tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB tmpfs (a full disk after a few writes); skips where mounting is not allowed."""
-    mount = tmp_path / "small"
+def _tmpfs(mount: Path, options: str):
+    """Mount a tiny tmpfs at ``mount`` for one test; skips where mounting is not allowed."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()[:120]}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB disk: full after a few writes."""
+    yield from _tmpfs(tmp_path / "small", "size=64k")
 
 
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A read-only mount: not writable even by root, for whom permission bits mean nothing."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()[:120]}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+    yield from _tmpfs(tmp_path / "ro", "ro,size=64k")
 
 
 # --------------------------------------------------------------------------- output and export paths
@@ -256,8 +252,10 @@ def test_a_worker_death_is_one_line_and_a_sigkilled_driver_leaves_no_ray_process
         for pid in _alive(session):  # clean up even when the assertion failed
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
-    died = [line for line in text.splitlines() if "worker died" in line]
-    assert len(died) == 1 and "trial   0" in died[0] and "trial.log" in died[0], text[-3000:]
+    assert text.count("worker died") == 1, text[-3000:]  # rich wraps the line at the console's width
+    died = " ".join(text.split("trial   0 its worker died", 1)[1].split())
+    assert died.startswith("; retried from its last epoch checkpoint (1 of 2 retries) (log: "), text[-3000:]
+    assert "trials/00000/trial.log" in died.replace(" ", ""), text[-3000:]
     for noise in ("Traceback", "ActorDiedError", "(raylet)", "A worker died or was killed"):
         assert noise not in text, text[-3000:]
     trial_log = (tmp_path / "out" / "trials" / "00000" / "trial.log").read_text()

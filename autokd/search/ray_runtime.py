@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +43,7 @@ class _Session:
     joined: bool = False  # ray.init was called by this module (preflight or init_ray)
     reaper: subprocess.Popen | None = None
     handler: logging.Handler | None = None
+    errors: dict = field(default_factory=dict)  # Tune trial name -> its latest exception (from Tune's log)
 
 
 _SESSION = _Session()
@@ -235,9 +236,11 @@ def _start_reaper(roots: set[int]) -> None:
 def _route_logs(path: Path) -> None:
     """Tune's log records (a trial's traceback is ~40 lines) to ``path``, none to the console."""
     _unroute_logs()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():  # a bench or script without an output folder: Ray logs as it would
+        return
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_remember_trial_errors)
     for name in _FILE_LOGGERS:
         logger = logging.getLogger(name)
         logger.addHandler(handler)
@@ -245,6 +248,17 @@ def _route_logs(path: Path) -> None:
         logger.propagate = False
     _SESSION.handler = handler
     _route_raylet_errors()
+
+
+def _remember_trial_errors(record: logging.LogRecord) -> bool:
+    """Keep the exception of Tune's "Trial task failed for trial NAME" record for :func:`trial_error_lines`.
+
+    Tune hands its callbacks the trial, not the exception; its log record has both.
+    """
+    prefix = "Trial task failed for trial "
+    if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith(prefix):
+        _SESSION.errors[str(record.msg)[len(prefix):].strip()] = record.exc_info[1]
+    return True
 
 
 def _unroute_logs() -> None:
@@ -340,26 +354,26 @@ def _callback_class() -> type:
             if retried and self.note is not None:
                 allowed = self.study_cfg.executor.max_failures
                 self.note(f"trial {number:>3} {reason}; retried from its last epoch checkpoint "
-                          f"(failure {trial.num_failures} of {allowed} allowed) (log: {log})")
+                          f"({trial.num_failures} of {allowed} retries) (log: {log})")
 
     return TrialErrorLines
 
 
 def _trial_error(trial: Any) -> tuple[str, str, str]:
-    """(exception name, one-line reason, full text) of the trial's latest error, as Tune stored it."""
-    error: Any = None
-    try:
-        error = trial.get_pickled_error()
-    except Exception:  # an error that does not unpickle here: the text file still tells it
-        error = None
-    try:
-        text = trial.get_error() or ""
-    except Exception:
-        text = ""
-    latest = text.rsplit("Failure # ", 1)[-1] if text else ""
-    name = type(error).__name__ if error is not None else "error"
-    died = "ActorDied" in name or "actor died" in latest.lower() or "worker died" in latest.lower()
-    first = next((line.strip() for line in str(error or latest).splitlines()
-                  if line.strip() and not line.startswith("Failure")), "")
-    reason = "its worker died" if died else f"its worker failed ({name}: {first[:120]})"
-    return name, reason, (latest or str(error or "")).strip()
+    """(exception name, one-line reason, full text with traceback) of the trial's latest error."""
+    import traceback
+
+    error = _SESSION.errors.pop(str(trial), None)
+    if error is None:
+        try:
+            error = trial.get_pickled_error()
+        except Exception:  # an error that does not unpickle here
+            error = None
+    name = type(error).__name__ if error is not None else "unknown error"
+    details = "".join(traceback.format_exception(error)) if error is not None else "(Tune kept no error)"
+    first = next((line.strip() for line in str(error or "").splitlines() if line.strip()), "")
+    if "ActorDied" in name or "WorkerCrashed" in name or "NodeDied" in name:
+        reason = "its worker died"
+    else:
+        reason = f"its worker failed ({name}: {first[:120]})"
+    return name, reason, details.strip()
