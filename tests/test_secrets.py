@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ray_support import cmdline, descendants, wait_for, write_study
 
 from autokd.cli import _ARGV_PASSWORD, write_snapshot
 from autokd.config import StudyConfig, load_study_config
+from autokd.search import ray_reaper
 from autokd.search.storage import open_storage, redact_url, stored_study_names, strip_password, with_env_password
 from tests.tiny import write_tiny_study
 
@@ -109,6 +111,10 @@ def test_a_snapshot_url_finds_its_password_in_autokd_storage(postgres_url, monke
 # --------------------------------------------------------------------------- real searches
 
 
+def _alive(processes: dict[int, str | None]) -> list[int]:
+    return [pid for pid, ticks in processes.items() if ticks is not None and ray_reaper.start_ticks(pid) == ticks]
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_local_search_from_autokd_storage_writes_no_password_and_reruns_from_its_snapshot(
@@ -142,10 +148,13 @@ def test_a_ray_search_with_a_password_in_storage_writes_it_nowhere_and_hides_it_
                                  with_password(postgres_url)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
                                 env={**env, "COLUMNS": "200"})
     seen: dict[int, str] = {}
+    ray_processes: dict[int, str | None] = {}
     try:
         def a_trial_is_running() -> bool:
-            for pid in [proc.pid, *descendants(proc.pid)]:
+            for pid in descendants(proc.pid):
                 seen[pid] = cmdline(pid)
+                ray_processes[pid] = ray_reaper.start_ticks(pid)
+            seen[proc.pid] = cmdline(proc.pid)
             return any("ImplicitFunc" in line for line in seen.values())
 
         wait_for(a_trial_is_running, 240, "a Ray worker training the trial", proc)
@@ -153,6 +162,10 @@ def test_a_ray_search_with_a_password_in_storage_writes_it_nowhere_and_hides_it_
     finally:
         if proc.poll() is None:
             proc.kill()
+    deadline = time.monotonic() + 10  # a driver's normal end takes its private Ray along
+    while _alive(ray_processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(ray_processes), [cmdline(p) for p in _alive(ray_processes)]
     assert "--storage postgresql+psycopg://postgres:***@" in seen[proc.pid]  # what ps showed of the driver
     assert not [line for line in seen.values() if SECRET in line]  # nor of any Ray process
     text = log.read_text()
