@@ -148,37 +148,6 @@ def per_class_table(study: optuna.Study, classes: list[str] | None, teacher: dic
     return table
 
 
-def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None) -> Path:
-    """Accuracy against params and against CPU latency; Pareto trials highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    front = {t.number for t in pareto_trials(study)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "latency_ms", "CPU latency, batch 1 (ms)")):
-        for trials, style in (([t for t in complete if t.number not in front], dict(c="0.6", s=18, label="trial")),
-                              ([t for t in complete if t.number in front], dict(c="tab:red", s=36, label="Pareto"))):
-            xs = [t.user_attrs.get(key, 0) for t in trials]
-            ys = [100 * t.user_attrs.get("accuracy", 0) for t in trials]
-            ax.scatter(xs, ys, **style)
-        if teacher and teacher.get(key):
-            ax.scatter([teacher[key]], [100 * teacher["accuracy"]], marker="*", s=160, c="k", label="teacher")
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.suptitle(f"autokd study '{study.study_name}'")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def teacher_table(teacher: dict[str, Any]) -> Table:
     """The teacher's members, their weights and accuracies, next to the ensemble's accuracy."""
     table = Table(title=f"Teacher ({teacher.get('kind', 'single')})")
@@ -291,6 +260,313 @@ def _before_after(before: float | None, after: float | None, unit: str) -> str:
     return f"{human(before, unit)} -> {human(after, unit)}{ratio}"
 
 
+# --------------------------------------------------------------------------- figures and plots
+
+#: How each objective reads in tables, progress lines and on plot axes: (axis label, log axis).
+OBJECTIVE_AXES: dict[str, tuple[str, bool]] = {
+    "accuracy": ("validation accuracy (%)", False),
+    "params": ("parameters", True),
+    "size_bytes": ("size on disk (bytes)", True),
+    "macs": ("MACs per image", True),
+    "latency_ms": ("CPU latency, batch 1 (ms)", False),
+}
+
+
+def format_objective(name: str, value: float | None) -> str:
+    """One objective's value as a person reads it: ``97.22%``, ``12.3k``, ``48.1kB``, ``0.412 ms``."""
+    if value is None:
+        return "-"
+    if name == "accuracy":
+        return percent(value)
+    if name == "latency_ms":
+        return f"{value:.3f} ms"
+    return human(value, "B" if name == "size_bytes" else "")
+
+
+def best_so_far(trials: list[FrozenTrial], objectives: list[str],
+                directions: list[optuna.study.StudyDirection]) -> str:
+    """The best value on each objective over ``trials`` (COMPLETE ones with values), e.g. for a progress bar.
+
+    Each objective's best is taken on its own (it may come from different trials).
+    """
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if not done:
+        return ""
+    cells = []
+    for i, (name, direction) in enumerate(zip(objectives, directions)):
+        values = [t.values[i] for t in done if i < len(t.values)]
+        if values:
+            best = max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+            cells.append(f"{name} {format_objective(name, best)}")
+    return "best: " + ", ".join(cells)
+
+
+def cost_objectives(study: optuna.Study) -> list[str]:
+    """The study's objectives other than accuracy, in its order; ``params`` when accuracy is the only one."""
+    costs = [o for o in (study.user_attrs.get("objectives") or ["accuracy", "params", "latency_ms"]) if o != "accuracy"]
+    return costs or ["params"]
+
+
+def student_kind(figures: dict[str, Any]) -> str:
+    """``pair``, ``compressed`` or ``single``: how a trial's point is drawn."""
+    cfg = figures.get("config", {})
+    if cfg.get("kind") == "pair":
+        return "pair"
+    return "compressed" if cfg.get("compress.method", "none") != "none" else "single"
+
+
+_KIND_MARKERS = {"single": ("o", "single student"), "pair": ("s", "pair (routed)"),
+                 "compressed": ("D", "compressed student")}
+
+
+def robust_limits(values: list[float], log: bool, pad: float = 0.06) -> tuple[float, float]:
+    """Axis limits that one outlier cannot squash: Tukey's fences (1.5 IQR) around the quartiles,
+    never wider than the data, padded; computed on log10 for a log axis."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None and (x > 0 or not log)], dtype=float)
+    if v.size == 0:
+        return (1.0, 10.0) if log else (0.0, 1.0)
+    v = np.log10(v) if log else v
+    q1, q3 = np.percentile(v, [25, 75])
+    fence = 1.5 * (q3 - q1)
+    lo, hi = max(v.min(), q1 - fence), min(v.max(), q3 + fence)
+    span = hi - lo
+    if span <= 0:
+        span = 0.5 if log else (abs(hi) * 0.1 or 1.0)
+    lo, hi = lo - pad * span, hi + pad * span
+    return (10 ** lo, 10 ** hi) if log else (lo, hi)
+
+
+def _step_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The 2-D front of (cost, accuracy) points: lower cost, higher accuracy; ascending cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _style_axis(axis: Any, log: bool, name: str) -> None:
+    """Few, readable ticks: human numbers on log axes (1, 2, 5 per decade at most), no minor labels."""
+    from matplotlib import ticker
+
+    if log:
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=7))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _tick(v, "B" if name == "size_bytes" else "")))
+        axis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        axis.set_major_locator(ticker.MaxNLocator(nbins=6))
+
+
+def _tick(value: float, unit: str) -> str:
+    """A short tick label: ``5k``, ``200k``, ``1.5M``."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def _labels(ax: Any, points: list[tuple[str, float, float]], near: tuple[float, float] = (0.07, 0.035)
+            ) -> list[tuple[str, float, float]]:
+    """Join the labels of points that sit close together (``near``: fraction of the axes' width, height): ``3,10,15``."""
+    groups: list[list[Any]] = []
+    to_axes = ax.transAxes.inverted()
+    for text, x, y in points:
+        fx, fy = to_axes.transform(ax.transData.transform((x, y)))
+        for g in groups:
+            if abs(g[1] - fx) < near[0] and abs(g[2] - fy) < near[1]:
+                g[0].append(text)
+                break
+        else:
+            groups.append([[text], fx, fy, x, y])
+    return [(",".join(g[0]), g[3], g[4]) for g in groups]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None) -> Path:
+    """Validation accuracy against each cost objective of the study, one panel each.
+
+    The study's Pareto trials are red, the others grey; the panel's own front is a step line;
+    markers tell single, pair and compressed students apart; every point carries its trial
+    number. Axis ranges follow the bulk of the trials: a point beyond them is drawn hollow on the
+    edge, its label pointing the way it lies.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    front = {t.number for t in pareto_trials(study)}
+    figures = {t.number: trial_figures(t) for t in complete}
+    costs = cost_objectives(study)
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.6 * len(costs), 4.8), squeeze=False)
+    for ax, key in zip(axes[0], costs):
+        label, log = OBJECTIVE_AXES.get(key, (key, False))
+        pts = [(t.number, figures[t.number].get(key), 100 * figures[t.number].get("accuracy", 0.0)) for t in complete]
+        pts = [(n, x, y) for n, x, y in pts if x is not None and (x > 0 or not log)]
+        xlim = robust_limits([x for _, x, _ in pts], log)
+        ylim = robust_limits([y for _, _, y in pts], False)
+        ylim = (ylim[0], min(ylim[1], 100.5))
+
+        def clip(x: float, y: float) -> tuple[float, float, str]:
+            arrow = ("←" if x < xlim[0] else "→" if x > xlim[1] else "") + ("↓" if y < ylim[0] else "↑" if y > ylim[1] else "")
+            return min(max(x, xlim[0]), xlim[1]), min(max(y, ylim[0]), ylim[1]), arrow
+
+        labels: list[tuple[str, float, float]] = []
+        step = _step_front([(x, y) for _, x, y in pts])
+        if step:
+            xs = [clip(x, y)[0] for x, y in step] + [xlim[1]]
+            ys = [clip(x, y)[1] for x, y in step] + [clip(*step[-1])[1]]
+            ax.step(xs, ys, where="post", color="tab:red", alpha=0.45, lw=1.3, zorder=1)
+        for n, x, y in pts:
+            cx, cy, arrow = clip(x, y)
+            marker = _KIND_MARKERS[student_kind(figures[n])][0]
+            color = "tab:red" if n in front else "0.55"
+            ax.scatter([cx], [cy], marker=marker, s=42 if n in front else 26, zorder=3, clip_on=False,
+                       facecolors="none" if arrow else color, edgecolors=color, linewidths=1.2)
+            labels.append((f"{n}{arrow}", cx, cy))
+        if teacher and teacher.get(key) and teacher.get("accuracy") is not None:
+            cx, cy, arrow = clip(teacher[key], 100 * teacher["accuracy"])
+            ax.scatter([cx], [cy], marker="*", s=170, zorder=3, edgecolors="k", clip_on=False,
+                       facecolors="none" if arrow else "k")
+            ax.annotate(f"teacher{arrow}", (cx, cy), xytext=(-6, 6), textcoords="offset points", fontsize=7,
+                        ha="right")
+        ax.set_xscale("log" if log else "linear")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        _style_axis(ax.xaxis, log, key)
+        _style_axis(ax.yaxis, False, "accuracy")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3, which="major")
+        for text, x, y in _labels(ax, labels):
+            ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.2", zorder=4)
+    kinds = {student_kind(f) for f in figures.values()}
+    handles = [Line2D([], [], ls="", marker=_KIND_MARKERS[k][0], color="0.4", label=_KIND_MARKERS[k][1])
+               for k in ("single", "pair", "compressed") if k in kinds]
+    handles += [Line2D([], [], ls="", marker="o", color="tab:red", label="Pareto (all objectives)"),
+                Line2D([], [], ls="", marker="o", color="0.55", label="other trial"),
+                Line2D([], [], color="tab:red", alpha=0.45, label="front of this panel"),
+                Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", label="beyond the axis (on the edge)")]
+    if teacher:
+        handles.append(Line2D([], [], ls="", marker="*", color="k", markersize=10, label="teacher"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.suptitle(f"autokd study '{study.study_name}': {len(front)} Pareto of {len(complete)} complete trials "
+                 "(labels: trial numbers)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if len(handles) > 5 else 0.06, 1, 1))
+    return _save(fig, path)
+
+
+def per_class_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None,
+                   top: int = 12) -> Path | None:
+    """Per-class test accuracy of the Pareto trials (most accurate on validation first) as a heatmap.
+
+    None when no Pareto trial holds per-class figures.
+    """
+    key = "per_class_test_accuracy"
+    rows = [(f"trial {t.number}", trial_figures(t).get(key)) for t in pareto_trials(study)[:top]]
+    rows = [(name, values) for name, values in rows if values]
+    if not rows:
+        return None
+    if teacher and teacher.get(key):
+        rows.insert(0, ("teacher", teacher[key]))
+    n = max(len(v) for _, v in rows)
+    classes = [str(c) for c in (study.user_attrs.get("classes") or [])][:n]
+    classes += [str(i) for i in range(len(classes), n)]
+    import numpy as np
+
+    grid = np.full((len(rows), n), np.nan)
+    for i, (_, values) in enumerate(rows):
+        grid[i, :len(values)] = 100 * np.asarray(values, dtype=float)
+    plt = _pyplot()
+    longest = max(len(c) for c in classes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.62 * n), 1.6 + 0.36 * len(rows) + 0.06 * min(longest, 30)))
+    low = float(np.nanpercentile(grid, 2))
+    image = ax.imshow(grid, cmap="viridis", vmin=min(low, 99.0), vmax=100.0, aspect="auto")
+    ax.set_xticks(range(n), classes, rotation=40 if longest > 3 else 0, ha="right" if longest > 3 else "center",
+                  fontsize=8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    if n <= 30:
+        threshold = (min(low, 99.0) + 100.0) / 2
+        for i in range(len(rows)):
+            for j in range(n):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="k" if grid[i, j] > threshold else "w")
+    fig.colorbar(image, ax=ax, label="test accuracy (%)", fraction=0.04, pad=0.02)
+    ax.set_title(f"Per-class test accuracy of the Pareto front of '{study.study_name}' "
+                 "(most accurate on validation first)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def history_plot(study: optuna.Study, path: Path) -> Path | None:
+    """Each objective against trial number, with the best so far as a step line. None before any trial completes."""
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    if not complete:
+        return None
+    objectives = list(study.user_attrs.get("objectives") or ["accuracy", "params", "latency_ms"])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(objectives), figsize=(4.6 * len(objectives), 3.8), squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes[0], objectives)):
+        label, log = OBJECTIVE_AXES.get(name, (name, False))
+        scale = 100.0 if name == "accuracy" else 1.0
+        maximize = study.directions[i] == optuna.study.StudyDirection.MAXIMIZE
+        xs = [t.number for t in complete if i < len(t.values)]
+        ys = [scale * t.values[i] for t in complete if i < len(t.values)]
+        best, running = [], None
+        for y in ys:
+            running = y if running is None else (max(running, y) if maximize else min(running, y))
+            best.append(running)
+        lo, hi = robust_limits(ys, log)
+        inside = [lo <= y <= hi for y in ys]
+        ax.scatter([x for x, ok in zip(xs, inside) if ok], [y for y, ok in zip(ys, inside) if ok],
+                   s=18, c="0.45", label="trial", zorder=3)
+        if not all(inside):
+            ax.scatter([x for x, ok in zip(xs, inside) if not ok], [min(max(y, lo), hi) for y, ok in zip(ys, inside)
+                                                                    if not ok],
+                       s=18, facecolors="none", edgecolors="0.3", label="beyond the axis", zorder=3, clip_on=False)
+        ax.step(xs, [min(max(b, lo), hi) for b in best], where="post", color="tab:blue", lw=1.5,
+                label="best so far", zorder=2)
+        ax.set_yscale("log" if log else "linear")
+        ax.set_ylim(lo, hi)
+        _style_axis(ax.yaxis, log, name)
+        ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(
+            nbins=8, integer=True))
+        ax.set_xlabel("trial number")
+        ax.set_ylabel(label.replace("validation accuracy", "val. accuracy"))
+        ax.set_title(f"{name} ({'higher' if maximize else 'lower'} is better)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Optimisation history of '{study.study_name}' ({len(complete)} complete trials; "
+                 "points beyond the axis drawn hollow on its edge)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_plots(study: optuna.Study, folder: Path, teacher: dict[str, Any] | None = None) -> list[Path]:
+    """``pareto.png``, ``per_class.png`` and ``history.png`` in ``folder`` (the study's output folder)."""
+    written = [pareto_plot(study, folder / "pareto.png", teacher),
+               per_class_plot(study, folder / "per_class.png", teacher),
+               history_plot(study, folder / "history.png")]
+    return [p for p in written if p is not None]
+
+
 def teacher_info(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get("teacher")
 
@@ -308,6 +584,6 @@ def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) 
         console.print(pair_table(study, teacher))
     counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
     console.print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
-    plot = pareto_plot(study, study_cfg.output_dir / "pareto.png", teacher)
-    console.print(f"Pareto plot written to {plot}")
-    return plot
+    plots = write_plots(study, study_cfg.output_dir, teacher)
+    console.print(f"plots written: {', '.join(str(p) for p in plots)}")
+    return plots[0]

@@ -18,11 +18,12 @@ from typing import Any, Callable, Protocol
 
 import optuna
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from autokd.config import StudyConfig
 from autokd.space import SearchSpace
-from autokd.report import trial_line
+from autokd.report import best_so_far, trial_line
 from autokd.search.study import finished_count, reclaim_stale_trials, single_sqlite_driver
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and sweeps for dead drivers).
@@ -30,15 +31,28 @@ HEARTBEAT_SECONDS = 10
 
 
 class SearchProgress:
-    """The study's progress bar (finished trials of the budget) plus, optionally, the running trial's epochs."""
+    """The study's progress bar: finished trials of the budget, elapsed time, ETA and the best so far on
+    each objective; while a trial trains, a second bar shows its epochs. Each told trial also prints one line.
+    """
 
     def __init__(self, study: optuna.Study, study_cfg: StudyConfig, console: Console, label: str):
         self.study, self.console = study, console
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[info]}"), console=console)
-        self.trials = self.bar.add_task(label, total=study_cfg.n_trials, completed=finished_count(study), info="")
+                            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                            console=console)
+        self.objectives = list(study.user_attrs.get("objectives") or study_cfg.objectives)
+        self.trials = self.bar.add_task(label, total=study_cfg.n_trials, completed=finished_count(study),
+                                        info=self._best())
         self.epochs: Any = None
         self.told: list[optuna.trial.FrozenTrial] = []
+
+    def _best(self) -> str:
+        """``best: accuracy 97.2% · params 12.3k ...`` over the COMPLETE trials of the study."""
+        try:
+            complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        except Exception:  # a database hiccup must not stop the search for the sake of a progress bar
+            complete = self.told
+        return best_so_far(complete, self.objectives, self.study.directions)
 
     def __enter__(self) -> "SearchProgress":
         self.bar.__enter__()
@@ -55,11 +69,11 @@ class SearchProgress:
 
     def told_trial(self, trial: optuna.trial.FrozenTrial) -> None:
         self.told.append(trial)
-        self.bar.update(self.trials, completed=finished_count(self.study))
+        self.bar.update(self.trials, completed=finished_count(self.study), info=self._best())
         self.note(trial_line(trial))
 
     def note(self, line: str) -> None:
-        self.bar.console.print(line, markup=False, highlight=False)
+        self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class Executor(Protocol):
