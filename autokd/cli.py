@@ -34,8 +34,45 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 _state = {"debug": False}
 
 
+def _flags_without_type() -> None:
+    """Show boolean flags the way typer's docs do (``--debug``), not as ``--debug <bool>``.
+
+    This typer release labels every option with its type, flags included; a flag takes no value.
+    """
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_autokd", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._autokd = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        import optuna
+        import torch
+
+        from autokd import __version__
+
+        console.print(f"autokd {__version__} (torch {torch.__version__}, optuna {optuna.__version__}, "
+                      f"python {platform.python_version()})", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Show autokd's version and exit.")) -> None:
     import logging
 
     import optuna

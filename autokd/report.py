@@ -44,7 +44,7 @@ def trial_line(trial: FrozenTrial) -> str:
         why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
         log = f" (log: {a['log_path']})" if a.get("log_path") else ""
         return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
-    return (f"trial {trial.number:>3} {a.get('architecture', '')[:48]:<48} val {percent(a.get('validation_accuracy'))} "
+    return (f"trial {trial.number:>3} {architecture(a)[:48]:<48} val {percent(a.get('validation_accuracy'))} "
             f"test {percent(a.get('test_accuracy'))}  params {a['params']:>9,}  {a['latency_ms']:.3f} ms  "
             f"({a['trial_seconds']:.1f} s)")
 
@@ -75,6 +75,17 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(best, key=lambda t: -float(t.user_attrs.get("accuracy", 0.0)))
 
 
+def architecture(attrs: dict[str, Any]) -> str:
+    """A trial's architecture with its knobs in name order, e.g. ``cnn5(hidden=59,width=0.154)``."""
+    import re
+
+    text = str(attrs.get("architecture", "?"))
+    match = re.fullmatch(r"([\w.-]+)\(([^()]*)\)", text)
+    if not match or not match.group(2):
+        return text
+    return f"{match.group(1)}({','.join(sorted(match.group(2).split(',')))})"
+
+
 def _kd(attrs: dict[str, Any]) -> str:
     cfg = attrs.get("config", {})
     loss = cfg.get("loss", "?")
@@ -92,7 +103,7 @@ def _compression(attrs: dict[str, Any]) -> str:
     method = cfg.get("compress.method", "none")
     if method == "none":
         return "-"
-    setting = cfg.get("compress.quant_mode", "") if method == "int8" else f"{cfg.get('compress.ratio', 0):g}"
+    setting = cfg.get("compress.quant_mode", "") if method == "int8" else f"{cfg.get('compress.ratio', 0):.2f}"
     return f"{method} {setting}" + (" (skipped)" if attrs.get("compression_skipped") else "")
 
 
@@ -121,7 +132,7 @@ def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> 
                       f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
     for t in trials:
         a = trial_figures(t)
-        table.add_row(str(t.number), a.get("architecture", "?"), *split_accuracy_cells(a), human(a.get("params")),
+        table.add_row(str(t.number), architecture(a), *split_accuracy_cells(a), human(a.get("params")),
                       human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
                       _kd(a), str(a.get("config", {}).get("epochs", "-")), _compression(a))
     return table
@@ -187,7 +198,7 @@ def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3
     n = n if n <= max_classes else 0  # too many classes for columns: overall figures only
     classes = study.user_attrs.get("classes") or [str(i) for i in range(n)]
     for i in range(n):
-        table.add_column(str(classes[i])[:6], justify="right")
+        table.add_column(str(classes[i]), justify="right", overflow="fold")
 
     def cells(per_class: list[float] | None) -> list[str]:
         shown = [f"{100 * v:.0f}" for v in (per_class or [])[:n]]
@@ -240,12 +251,12 @@ def compression_table(study: optuna.Study) -> Table | None:
     for t in trials:
         a = trial_figures(t)
         if a.get("compression_skipped"):
-            table.add_row(str(t.number), a.get("architecture", "?"), f"skipped: {a['compression_skipped']}",
+            table.add_row(str(t.number), architecture(a), f"skipped: {a['compression_skipped']}",
                           *["-"] * len(_BEFORE_AFTER))
             continue
         cells = [_before_after(a.get(f"uncompressed_{metric}"), a.get(metric), unit) for _, metric, unit in _BEFORE_AFTER]
         detail = a.get("compression_detail", "")
-        table.add_row(str(t.number), a.get("architecture", "?"), f"{_compression(a)}: {detail}", *cells)
+        table.add_row(str(t.number), architecture(a), f"{_compression(a)}: {detail}", *cells)
     return table
 
 

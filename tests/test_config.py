@@ -240,3 +240,19 @@ def test_search_with_an_out_of_range_value_exits_2_and_writes_nothing(tmp_path, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.output
     assert _tree(tmp_path) == before  # no output folder, no study database, no runs/
     assert not (tmp_path / "tiny").exists() and not list(tmp_path.rglob("*.db"))
+
+
+def test_docs_list_every_study_key():
+    """docs/study-file.md names every key of StudyConfig and of its parts (base_dir is set by the loader)."""
+    from pydantic import BaseModel
+
+    from autokd.config import StudyConfig
+
+    text = (REPO_ROOT / "docs" / "study-file.md").read_text()
+    for name, field in StudyConfig.model_fields.items():
+        if name == "base_dir":
+            continue
+        part = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        keys = [f"{name}.{sub}" for sub in part.model_fields] if part is not None else [name]
+        for key in keys:
+            assert f"| `{key}` |" in text, key

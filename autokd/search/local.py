@@ -24,6 +24,9 @@ from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_chec
                                  record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
 
+#: A torch checkpoint has no registered MIME type; guessing from ``.pt`` gives ``application/vnd.snesdev-page-table``.
+WEIGHTS_MIMETYPE = "application/octet-stream"
+
 
 def artifact_store(study_cfg: StudyConfig) -> FileSystemArtifactStore:
     path = study_cfg.output_dir / "artifacts"
@@ -67,7 +70,7 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
         raise
     values = record_metrics(trial, metrics, study_cfg)
     artifact_id = upload_artifact(artifact_store=artifact_store(study_cfg), file_path=metrics["weights_path"],
-                                  study_or_trial=trial)
+                                  study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)
     trial.set_user_attr("weights_artifact", artifact_id)
     return study.tell(trial, values)
 

@@ -199,11 +199,11 @@ def _make_study_search_class() -> type:
             """Like the local executor: the weights as an artifact, when the driver can read them."""
             from optuna.artifacts import upload_artifact
 
-            from autokd.search.local import artifact_store
+            from autokd.search.local import WEIGHTS_MIMETYPE, artifact_store
 
             if weights_path and Path(weights_path).is_file():
                 artifact_id = upload_artifact(artifact_store=artifact_store(self.study_cfg), file_path=weights_path,
-                                              study_or_trial=ot_trial)
+                                              study_or_trial=ot_trial, mimetype=WEIGHTS_MIMETYPE)
                 ot_trial.set_user_attr("weights_artifact", artifact_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
