@@ -320,12 +320,22 @@ def _open_existing(study: Optional[str], storage: Optional[str]) -> tuple[StudyC
 @app.command()
 @guarded
 def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
-           storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
-    """Print the Pareto front and per-class accuracy; write pareto.png beside the study."""
-    from autokd.report import print_report
+           storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study."),
+           html: bool = typer.Option(False, "--html", help="Also write one self-contained HTML report "
+                                                          "(default OUTPUT/report.html)."),
+           out: Optional[Path] = typer.Option(None, help="The HTML report's file (implies --html).")) -> None:
+    """Print the Pareto front and per-class accuracy; write pareto.png, per_class.png, history.png beside the study."""
+    from autokd.report import html_report, print_report
 
+    if out is not None:
+        check_output_file(out, "--out")
     cfg, optuna_study = _open_existing(study, storage)
     print_report(optuna_study, cfg, console)
+    if html or out is not None:
+        target = out or cfg.output_dir / "report.html"
+        check_output_file(target, "--out")
+        written = html_report(optuna_study, cfg, target)
+        console.print(f"HTML report written to {written} ({written.stat().st_size:,} bytes; opens offline)")
 
 
 @app.command()

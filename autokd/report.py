@@ -593,8 +593,111 @@ def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) 
         console.print(teacher_table(teacher))
     if pair_trials(study):
         console.print(pair_table(study, teacher))
-    counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
-    console.print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v))
+    console.print(trial_counts(study))
     plots = write_plots(study, study_cfg.output_dir, teacher)
     console.print(f"plots written: {', '.join(str(p) for p in plots)}")
     return plots[0]
+
+
+# --------------------------------------------------------------------------- HTML report
+
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1280px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
+caption { text-align: left; font-weight: 600; padding: 0.3em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; display: block; margin: 0.8em 0; border: 1px solid #eee; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def table_html(table: Table) -> str:
+    """A rich table as an HTML ``<table>``: title as caption, right-justified columns as numbers."""
+    from html import escape
+
+    NUM = ' class="num"'
+    columns = table.columns
+    head = "".join(f"<th>{escape(str(c.header))}</th>" for c in columns)
+    rows = []
+    for i in range(table.row_count):
+        cells = "".join(f"<td{NUM if c.justify == 'right' else ''}>{escape(str(c._cells[i]))}</td>" for c in columns)
+        rows.append(f"<tr>{cells}</tr>")
+    caption = f"<caption>{escape(str(table.title))}</caption>" if table.title else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _environment() -> list[tuple[str, str]]:
+    """Versions and hardware of the machine writing the report."""
+    import platform
+
+    import torch
+
+    from autokd import __version__
+    from autokd.measure import cpu_model
+
+    rows = [("autokd", __version__), ("torch", torch.__version__), ("optuna", optuna.__version__),
+            ("python", platform.python_version()), ("CPU", cpu_model())]
+    if torch.cuda.is_available():
+        rows.append(("GPU", torch.cuda.get_device_name(0)))
+    return rows
+
+
+def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path:
+    """One self-contained HTML file: plots embedded as base64 PNG, every report table, the study's
+    settings (its ``study.yaml``, written without a password), versions and hardware. Opens offline.
+    """
+    import base64
+    from datetime import datetime, timezone
+    from html import escape
+
+    teacher = teacher_info(study)
+    plots = write_plots(study, study_cfg.output_dir, teacher)
+    titles = {"pareto": "Validation accuracy against each cost objective", "per_class": "Per-class test accuracy",
+              "history": "Optimisation history"}
+    parts = [f"<h1>autokd study '{escape(study.study_name)}'</h1>",
+             f"<p>{escape(trial_counts(study))}; written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             "The front is chosen on validation accuracy; test accuracy is reported only.</p>"]
+    for plot in plots:
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        parts.append(f"<h2>{escape(titles.get(plot.stem, plot.stem))}</h2>"
+                     f'<img alt="{escape(plot.stem)}" src="data:image/png;base64,{data}">')
+    parts.append("<h2>Pareto front</h2>" + table_html(pareto_table(study, teacher)))
+    parts.append("<h2>Per-class accuracy</h2>"
+                 + table_html(per_class_table(study, study.user_attrs.get("classes"), teacher,
+                                              top=len(pareto_trials(study)))))
+    compressed = compression_table(study)
+    if compressed is not None:
+        parts.append("<h2>Compression</h2>" + table_html(compressed))
+    if teacher and len(teacher.get("members") or []) > 1:
+        parts.append("<h2>Teacher ensemble</h2>" + table_html(teacher_table(teacher)))
+    if pair_trials(study):
+        parts.append("<h2>Pairs (committees)</h2>" + table_html(pair_table(study, teacher, max_classes=1000)))
+    parts.append("<h2>Study settings</h2><pre>" + escape(_settings_yaml(study_cfg)) + "</pre>")
+    parts.append("<h2>Versions and hardware</h2><table><tbody>"
+                 + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _environment())
+                 + "</tbody></table>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>autokd report: {escape(study.study_name)}</title><style>{_HTML_STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _settings_yaml(study_cfg: StudyConfig) -> str:
+    """The study's ``study.yaml`` as written beside it (password-free); rebuilt the same way if missing."""
+    snapshot = study_cfg.output_dir / "study.yaml"
+    if snapshot.is_file():
+        return snapshot.read_text()
+    from autokd.search.storage import strip_password
+
+    return study_cfg.model_copy(update={"storage": strip_password(study_cfg.storage)}).to_yaml()
+
+
+def trial_counts(study: optuna.Study) -> str:
+    """``trials: complete 16, fail 1``."""
+    counts = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    return "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v)

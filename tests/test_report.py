@@ -1,0 +1,77 @@
+"""Reports: plots that follow the study, the self-contained HTML report, and the CLI's face."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from autokd.cli import app
+from autokd.measure import cpu_model
+from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, student_kind
+from tests.tiny import write_tiny_study
+
+runner = CliRunner()
+
+
+def test_robust_limits_ignore_one_outlier():
+    values = [4e3, 5e3, 6e3, 9e3, 1e4, 1.2e4, 4e4, 5e8]
+    lo, hi = robust_limits(values, log=True)
+    assert lo < 4e3 and 4e4 < hi < 5e8  # the 5e8 outlier is clipped to the edge, not given the axis
+    lo, hi = robust_limits([97.0, 98.0, 98.5, 99.0, 10.0], log=False)
+    assert 10.0 < lo < 97.0 and hi > 99.0
+
+
+def test_objective_figures_read_as_people_read_them():
+    assert format_objective("accuracy", 0.97222) == "97.22%"
+    assert format_objective("size_bytes", 48_100) == "48.10kB" and format_objective("latency_ms", 0.41234) == "0.412 ms"
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "params"])
+    for acc, params in ((0.9, 5000), (0.95, 9000), (0.8, 3000)):
+        trial = study.ask()
+        study.tell(trial, [acc, params])
+    assert best_so_far(study.trials, ["accuracy", "params"], study.directions) == "best: accuracy 95.00%, params 3.00k"
+    assert cost_objectives(study) == ["params"]
+    study.set_user_attr("objectives", ["accuracy"])
+    assert cost_objectives(study) == ["params"]  # accuracy alone: plotted against params
+
+
+def test_student_kinds():
+    assert student_kind({"config": {"kind": "pair"}}) == "pair"
+    assert student_kind({"config": {"kind": "single", "compress.method": "structured"}}) == "compressed"
+    assert student_kind({"config": {"kind": "single", "compress.method": "none"}}) == "single"
+
+
+def test_version_and_flags_shown_the_typer_way():
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and re.match(r"autokd \d+\.\d+", version.output)
+    for command in ([], ["search"], ["report"], ["export"], ["dashboard"], ["teacher", "train"]):
+        shown = runner.invoke(app, [*command, "--help"], terminal_width=160)
+        assert shown.exit_code == 0 and "<bool>" not in shown.output, command
+    assert "--html" in runner.invoke(app, ["report", "--help"]).output
+
+
+@pytest.mark.slow
+def test_html_report_is_self_contained(tmp_path):
+    study_path = write_tiny_study(tmp_path, objectives=["accuracy", "params", "latency_ms"])
+    searched = runner.invoke(app, ["search", str(study_path)], catch_exceptions=False)
+    assert searched.exit_code == 0, searched.output
+    out = tmp_path / "tiny"
+    result = runner.invoke(app, ["report", str(study_path), "--html"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for plot in ("pareto.png", "per_class.png", "history.png"):
+        assert (out / plot).stat().st_size > 10_000, plot
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count('src="data:image/png;base64,') == 3
+    assert not re.search(r"(?:src|href)=\"(?!data:)", page) and "http://" not in page and "https://" not in page
+    assert "<table>" in page and "Pareto front of &#x27;tiny&#x27;" in page and "Per-class test accuracy" in page
+    assert "<th>val acc</th>" in page and "<th>test acc</th>" in page
+    assert "name: tiny" in page and "objectives:" in page  # the study's settings (study.yaml)
+    for name in ("autokd", "torch", "optuna", "python"):
+        assert f"<th>{name}</th>" in page
+    assert cpu_model() in page
+    elsewhere = tmp_path / "elsewhere" / "r.html"
+    named = runner.invoke(app, ["report", str(study_path), "--out", str(elsewhere)], catch_exceptions=False)
+    assert named.exit_code == 0 and elsewhere.read_text().count("data:image/png;base64,") == 3
