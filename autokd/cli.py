@@ -346,36 +346,108 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
            out: Optional[Path] = typer.Option(None, help="Output file (default: beside the study)."),
            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
     """Write a trial's student as a deployable ONNX or TorchScript file, checked against PyTorch."""
-    from optuna.trial import TrialState
-
-    from autokd.export import FORMATS, agreement, export_model, load_trial_model
+    from autokd.export import FORMATS, agreement, export_metadata, export_model, load_trial_model, sidecar_path
     from autokd.context import load_study_data
+    from autokd.report import trial_figures
 
     if format not in FORMATS:
         raise AutokdError(f"unknown export format '{format}'", f"use one of {', '.join(FORMATS)}")
     if out is not None:
         check_output_file(out, "--out")
     cfg, optuna_study = _open_existing(study, storage)
-    trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    if trial not in trials:
-        raise AutokdError(f"study '{cfg.name}' has no COMPLETE trial {trial}",
-                          f"pick one of {', '.join(map(str, sorted(trials))) or '(none)'}")
-    weights = Path(trials[trial].user_attrs["weights_path"])
-    if not weights.exists():
-        weights = _download_weights(cfg, trials[trial])
+    frozen, weights = _trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
     data = load_study_data(cfg, show_progress=False)
     suffix = {"onnx": ".onnx", "torchscript": ".ts"}[format]
     out = out or cfg.output_dir / "exports" / f"trial{trial:05d}{suffix}"
     check_output_file(out, "--out")
     example = data.test_images[:1].float() / 255.0
-    export_model(model, format, out, example)
+    metadata = export_metadata(payload, classes=optuna_study.user_attrs.get("classes") or list(data.classes),
+                               study=cfg.name, trial=trial,
+                               figures={"dataset": data.name, **trial_figures(frozen)})
+    export_model(model, format, out, example, metadata=metadata)
     agree = agreement(model, out, format, data.test_images)
     console.print(f"wrote {out} ({out.stat().st_size:,} bytes); predictions agree with PyTorch on "
                   f"{100 * agree:.2f}% of {len(data.test_labels)} test images")
+    where = "in its metadata_props" if format == "onnx" else f"in {sidecar_path(out)}"
+    console.print(f"metadata {where}: {len(metadata['classes'])} classes, input {metadata['input_shape']} "
+                  f"{metadata['layout']} {metadata['color_mode']} in [0, 1], normalised inside the model")
     if agree < 0.99:
         raise AutokdError(f"exported {format} agrees with PyTorch on only {100 * agree:.2f}% of the test split",
                           "report this trial; try the other format")
+
+
+@app.command()
+@guarded
+def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES...",
+                                              help="An export (.onnx, or TorchScript .ts) then image files or folders; "
+                                                   "with --study/--trial, only images."),
+            study: Optional[str] = typer.Option(None, "--study", help="Run this study's trial (with --trial) instead."),
+            trial: Optional[int] = typer.Option(None, "--trial", help="Trial number of --study."),
+            format: str = typer.Option("table", "--format", help="table, csv or json."),
+            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of --study.")) -> None:
+    """Classify image files with an export; a class/image folder also reports accuracy per class."""
+    from autokd.predict import OUTPUT_FORMATS, collect_samples, load_images, open_model, score
+
+    if format not in OUTPUT_FORMATS:
+        raise AutokdError(f"unknown output format '{format}'", f"use one of {', '.join(OUTPUT_FORMATS)}")
+    if (study is None) != (trial is None):
+        raise AutokdError("--study and --trial go together", "pass both, or an exported MODEL file instead")
+    if study is None:
+        if len(paths) < 2:
+            raise AutokdError("no images given", "run 'autokd predict MODEL IMAGE_OR_FOLDER...'")
+        runner, images = open_model(Path(paths[0])), paths[1:]
+    else:
+        runner, images = _trial_runner(study, trial, storage), paths
+    classes = runner.metadata["classes"]
+    samples = collect_samples([Path(p) for p in images], classes)
+    result = score(runner.logits(load_images(samples, runner.metadata)), samples, classes)
+    _print_predictions(result, runner, format)
+
+
+def _trial_weights(cfg: StudyConfig, optuna_study: Any, trial: int) -> tuple[Any, Path]:
+    """A COMPLETE trial and its weights file (downloaded from the artifact store when not on this disk)."""
+    from optuna.trial import TrialState
+
+    trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    if trial not in trials:
+        raise AutokdError(f"study '{cfg.name}' has no COMPLETE trial {trial}",
+                          f"pick one of {', '.join(map(str, sorted(trials))) or '(none)'}")
+    weights = Path(trials[trial].user_attrs["weights_path"])
+    return trials[trial], weights if weights.exists() else _download_weights(cfg, trials[trial])
+
+
+def _trial_runner(study: str, trial: int, storage: Optional[str]) -> Any:
+    """A COMPLETE trial's deployable model, described like its export would be."""
+    from autokd.export import export_metadata, load_trial_model
+    from autokd.predict import module_runner
+    from autokd.report import trial_figures
+
+    cfg, optuna_study = _open_existing(study, storage)
+    frozen, weights = _trial_weights(cfg, optuna_study, trial)
+    model, payload = load_trial_model(weights)
+    metadata = export_metadata(payload, classes=optuna_study.user_attrs.get("classes"), study=cfg.name, trial=trial,
+                               figures=trial_figures(frozen))
+    return module_runner(model.eval(), metadata, f"study {cfg.name} trial {trial} (PyTorch)")
+
+
+def _print_predictions(result: Any, runner: Any, format: str) -> None:
+    from autokd.predict import per_class_table, predictions_table, to_csv, to_json
+
+    if format == "csv":
+        sys.stdout.write(to_csv(result))
+        return
+    if format == "json":
+        sys.stdout.write(to_json(result, runner.metadata))
+        return
+    meta = runner.metadata
+    origin = f"study {meta['study']} trial {meta['trial']}, " if "study" in meta and "trial" in meta else ""
+    recorded = f", recorded test accuracy {100 * meta['test_accuracy']:.2f}%" if "test_accuracy" in meta else ""
+    console.print(f"model {runner.source}: {origin}{len(meta['classes'])} classes, input {meta['input_shape']} "
+                  f"{meta['color_mode']}{recorded}")
+    console.print(predictions_table(result))
+    if result.accuracy is not None:
+        console.print(per_class_table(result))
 
 
 def _download_weights(cfg: StudyConfig, trial: Any) -> Path:

@@ -4,13 +4,20 @@ Compressed students export as they run: pruned and factorized networks as ordina
 int8 (torch.ao FX) as QDQ ONNX (int8 weights, QuantizeLinear/DequantizeLinear around Conv and Gemm,
 which onnxruntime fuses into integer kernels) or TorchScript with the quantized kernels; dynamic int8
 only as TorchScript.
+
+Every export describes itself (:func:`export_metadata`): class names in order, input shape, layout,
+colour mode and value range, the normalisation the model applies inside, study, trial, accuracies
+and autokd version. ONNX keeps it in ``metadata_props`` (strings; lists and numbers as JSON), a
+TorchScript file in a JSON file beside it (``model.ts`` -> ``model.ts.json``) and inside the archive
+(``extra/autokd.json``). :func:`read_metadata` reads either back; ``autokd predict`` uses it.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,6 +30,10 @@ from autokd.pairs import load_pair
 from autokd.train import predict
 
 FORMATS = ("onnx", "torchscript")
+METADATA_FORMAT = "autokd-export/1"
+#: Metadata values stored as plain text in ONNX ``metadata_props``; every other value is JSON.
+TEXT_KEYS = ("format", "layout", "color_mode", "resize", "normalization", "study", "architecture", "compression",
+             "dataset", "autokd_version", "input_name", "output_name")
 
 
 def _load_single(payload: dict, source: str) -> nn.Module:
@@ -57,8 +68,13 @@ def load_trial_model(weights_path: Path) -> tuple[nn.Module, dict]:
     return LOADERS[kind](payload, f"student {weights_path}"), payload
 
 
-def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) -> Path:
-    """Write ``model`` as ``fmt``; the batch dimension stays dynamic."""
+def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor,
+                 metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as ``fmt``; the batch dimension stays dynamic.
+
+    ``metadata`` (see :func:`export_metadata`) goes into the ONNX file's ``metadata_props``, or
+    beside a TorchScript file as ``PATH.json`` and inside it as ``extra/autokd.json``.
+    """
     if fmt not in FORMATS:
         raise AutokdError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
     if fmt == "onnx" and _dynamic_int8(model):
@@ -70,20 +86,141 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) 
     # Serialised in memory, then written beside the target and renamed over it: a failure (a full
     # disk) leaves the old file, or none. torch's own writer aborts the process on a full disk.
     buffer = io.BytesIO()
+    text = json.dumps(metadata, indent=2) + "\n" if metadata is not None else None
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer, _extra_files={"autokd.json": text} if text else None)
     else:
         torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
                           opset_version=17)
+        if metadata is not None:
+            buffer = io.BytesIO(_with_onnx_metadata(buffer.getvalue(), metadata))
     try:
         write_atomically(path, buffer.getbuffer())
+        if fmt == "torchscript" and text:
+            write_atomically(sidecar_path(path), text.encode())
     except OSError as err:
         raise AutokdError(f"cannot write {path}: {err.strerror or err}",
                           "free space or choose another file with --out") from None
     return path
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON file beside a TorchScript export: ``model.ts`` -> ``model.ts.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def export_metadata(payload: dict, *, classes: list[str] | None, study: str | None, trial: int | None,
+                    figures: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an export says about itself: everything needed to feed it and read its output.
+
+    Args:
+        payload: the trial's checkpoint payload (``in_channels``, ``image_size``, ``mean``, ``std``,
+            ``num_classes``).
+        classes: class names in output order (the study's ``classes`` attribute); None: indices.
+        study, trial: where the model came from.
+        figures: the trial's figures (``autokd.report.trial_figures``).
+
+    Example:
+        >>> meta = export_metadata(payload, classes=["cat", "dog"], study="pets", trial=3, figures=figures)
+        >>> meta["input_shape"], meta["color_mode"], meta["value_range"]
+        (['batch', 3, 32, 32], 'RGB', [0.0, 1.0])
+    """
+    import autokd
+
+    figures = figures or {}
+    channels, size, num_classes = int(payload["in_channels"]), int(payload["image_size"]), int(payload["num_classes"])
+    names = [str(c) for c in classes] if classes else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise AutokdError(f"the study names {len(names)} classes but the model has {num_classes} outputs",
+                          "export from the study that trained this trial")
+    meta: dict[str, Any] = {
+        "format": METADATA_FORMAT,
+        "classes": names,
+        "input_name": "image",
+        "input_shape": ["batch", channels, size, size],
+        "layout": "NCHW",
+        "color_mode": "L" if channels == 1 else "RGB",
+        "value_range": [0.0, 1.0],
+        "resize": f"bilinear to {size}x{size} (PIL), no crop",
+        "normalization": "applied inside the model: (x - mean) / std per channel",
+        "mean": [float(m) for m in payload["mean"]],
+        "std": [float(s) for s in payload["std"]],
+        "output_name": "logits",
+        "output_shape": ["batch", num_classes],
+        "study": study,
+        "trial": trial,
+        "validation_accuracy": figures.get("validation_accuracy"),
+        "test_accuracy": figures.get("test_accuracy"),
+        "architecture": figures.get("architecture"),
+        "compression": figures.get("compression") or "none",
+        "params": figures.get("params"),
+        "dataset": figures.get("dataset") or payload.get("dataset"),
+        "autokd_version": autokd.__version__,
+    }
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _with_onnx_metadata(model_bytes: bytes, metadata: dict[str, Any]) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    return proto.SerializeToString()
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of an export written by :func:`export_model` (ONNX or TorchScript)."""
+    path = Path(path)
+    fix = f"re-export it with 'autokd export STUDY --trial N --out {path}'"
+    if not path.is_file():
+        raise AutokdError(f"model file {path} does not exist", "pass an .onnx or .ts file written by 'autokd export'")
+    if is_onnx(path):
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as err:
+            raise AutokdError(f"cannot read ONNX model {path} ({type(err).__name__})", fix) from None
+        props = {p.key: p.value for p in proto.metadata_props}
+        if props.get("format") != METADATA_FORMAT:
+            raise AutokdError(f"ONNX model {path} carries no autokd metadata (classes, input size)", fix)
+        try:
+            return {k: v if k in TEXT_KEYS else json.loads(v) for k, v in props.items()}
+        except ValueError:
+            raise AutokdError(f"ONNX model {path} has unreadable autokd metadata", fix) from None
+    text = None
+    side = sidecar_path(path)
+    if side.is_file():
+        text = side.read_text()
+    else:
+        extra = {"autokd.json": ""}
+        try:
+            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as err:
+            raise AutokdError(f"cannot read {path} as ONNX or TorchScript ({type(err).__name__})",
+                              "pass an .onnx or .ts file written by 'autokd export'") from None
+        text = extra["autokd.json"] or None
+    if not text:
+        raise AutokdError(f"TorchScript model {path} has no metadata ({side.name} is missing)", fix)
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise AutokdError(f"metadata of {path} is not valid JSON", fix) from None
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        raise AutokdError(f"metadata of {path} is not autokd export metadata", fix)
+    return meta
+
+
+def is_onnx(path: Path) -> bool:
+    """ONNX by suffix; anything else is taken for TorchScript (a zip archive)."""
+    return Path(path).suffix.lower() == ".onnx"
 
 
 def _dynamic_int8(model: nn.Module) -> bool:
