@@ -125,9 +125,9 @@ def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> 
     for col, justify in (("trial", "right"), ("architecture", "left"), ("val acc", "right"), ("test acc", "right"),
                          ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
                          ("KD", "left"), ("epochs", "right"), ("compression", "left")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")
     if teacher:
-        table.add_row("teacher", teacher.get("architecture", "-"), *split_accuracy_cells(teacher),
+        table.add_row("teacher", architecture(teacher), *split_accuracy_cells(teacher),
                       human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
                       f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
     for t in trials:
@@ -143,7 +143,7 @@ def per_class_table(study: optuna.Study, classes: list[str] | None, teacher: dic
     trials = pareto_trials(study)[:top]
     key = "per_class_test_accuracy"
     table = Table(title=f"Per-class test accuracy of the {len(trials)} most accurate (on validation) Pareto trials")
-    table.add_column("class")
+    table.add_column("class", overflow="fold")
     if teacher and teacher.get(key):
         table.add_column("teacher", justify="right")
     for t in trials:
@@ -244,7 +244,7 @@ def compression_table(study: optuna.Study) -> Table | None:
         return None
     table = Table(title="What compression bought (Pareto trials; before -> after, both measured)")
     table.add_column("trial", justify="right")
-    table.add_column("architecture")
+    table.add_column("architecture", overflow="fold")
     table.add_column("compression")
     for label, _, _ in _BEFORE_AFTER:
         table.add_column(label, justify="right")
