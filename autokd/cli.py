@@ -234,8 +234,8 @@ def search(
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     driver = contextlib.ExitStack()
     try:
+        optuna_study = open_study(cfg)  # a changed objective is refused before the lock file is touched
         driver.enter_context(single_sqlite_driver(cfg))  # a second driver on one SQLite file stops here
-        optuna_study = open_study(cfg)
     except AutokdError:
         driver.close()
         if created_output and not any(p for p in cfg.output_dir.iterdir() if not p.name.endswith(".driver.lock")):

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -152,31 +147,3 @@ def test_teacher_train_writes_a_loadable_checkpoint(tmp_path):
     assert bad.exit_code == 2 and "unknown model family" in bad.output
 
 
-def test_ctrl_c_marks_running_trial_failed_and_keeps_completed(tmp_path):
-    space = {"students": {"cnn5": {"width": 0.25}}, "distill": {"loss": "none"},
-             "train": {"epochs": {"choices": [2, 400]}}}
-    study = write_tiny_study(tmp_path, space=space, n_trials=4, sampler="random", seed=1)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "cli.py", "search", str(study)], cwd=Path(__file__).parents[1],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    storage = f"sqlite:///{tmp_path / 'tiny' / 'study.db'}"
-    deadline = time.time() + 120
-    running = None
-    while time.time() < deadline and running is None:
-        time.sleep(0.5)
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
-        except Exception:
-            continue
-        running = next((t for t in trials if t.state.name == "RUNNING" and t.params.get("epochs") == 400), None)
-    assert running is not None, "no long trial started"
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, output
-    assert "interrupted" in output
-    trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
-    assert trials[running.number].state.name == "FAIL"
-    # nothing stays RUNNING; the interrupted trial's parameters wait to be resumed by the next run
-    [queued] = [t for t in trials if t.state.name == "WAITING"]
-    assert queued.user_attrs["retry_of"] == running.number
-    assert all(t.state.name in ("COMPLETE", "FAIL", "WAITING") for t in trials)

@@ -60,8 +60,8 @@ def _assert_exact(study: Path, n_trials: int) -> list:
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, executor):
-    study = write_study(tmp_path, n_trials=3, epochs=6, batch_size=32, storage=backend, teacher=tiny_teacher,
-                        executor=executor)
+    study = write_study(tmp_path, n_trials=2, epochs=4, batch_size=32, storage=backend, teacher=tiny_teacher,
+                        executor=executor, max_concurrent=1)
     proc = start_search(study)
     try:
         wait_for(lambda: _running_with_checkpoint(study), 180, "a running trial's first epoch checkpoint", proc)
@@ -73,7 +73,7 @@ def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, ex
     done = run_search(study, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "re-enqueued" in done.stdout
-    complete = _assert_exact(study, 3)
+    complete = _assert_exact(study, 2)
     after = load(study).trials
     for number in killed:
         assert after[number].state == TrialState.FAIL
@@ -86,7 +86,7 @@ def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, ex
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_teacher, backend, executor):
-    study = write_study(tmp_path, n_trials=4, epochs=2, storage=backend, teacher=tiny_teacher, executor=executor,
+    study = write_study(tmp_path, n_trials=3, epochs=2, storage=backend, teacher=tiny_teacher, executor=executor,
                         max_concurrent=1)
     logs = [tmp_path / "driver-a.log", tmp_path / "driver-b.log"]
     drivers = [start_search(study, log=log) for log in logs]  # nothing created beforehand: a fresh database
@@ -98,7 +98,7 @@ def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_t
         assert len(refused) == 1 and "SQLite takes one driver" in refused[0], refused
     else:
         assert codes == [0, 0], [t[-3000:] for t in texts]
-    _assert_exact(study, 4)
+    _assert_exact(study, 3)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

@@ -77,57 +77,6 @@ def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials
 
 
 @pytest.mark.slow
-def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_teacher):
-    study = write_study(tmp_path, n_trials=3, epochs=6, batch_size=32, teacher=tiny_teacher)
-    proc = start_search(study)
-    try:
-        # Killing right after a trial completes could catch the moment no other trial runs yet.
-        wait_for(lambda: _complete_and_running(study), 150, "a complete trial beside a running one", proc)
-    finally:
-        kill_tree(proc)
-    before = load(study)
-    completed_before = {t.number: t.params for t in before.get_trials(states=(TrialState.COMPLETE,))}
-    running = [t for t in before.trials if t.state == TrialState.RUNNING]
-    assert completed_before and len(completed_before) < 3
-    assert running, "the killed driver should have left a trial RUNNING"
-
-    done = run_search(study)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "re-enqueued" in done.stdout
-    after = load(study)
-    complete = assert_study_exact(after, 3)
-    by_number = {t.number: t for t in after.trials}
-    for number, params in completed_before.items():  # nothing completed was lost or re-run
-        assert by_number[number].state == TrialState.COMPLETE and by_number[number].params == params
-    for t in running:  # every interrupted trial was failed and re-run with its parameters
-        assert by_number[t.number].state == TrialState.FAIL
-        retries = [c for c in complete if c.user_attrs.get("retry_of") == t.number]
-        if t.params:
-            assert len(retries) == 1 and retries[0].params == t.params
-    resumed = [c for c in complete if c.user_attrs.get("resume_from")]
-    assert all(trial_figures(c)["resumed_from_epoch"] >= 1 for c in resumed)
-
-
-@pytest.mark.slow
-def test_ctrl_c_fails_running_trials_and_requeues_them(tmp_path, tiny_teacher):
-    study = write_study(tmp_path, n_trials=2, epochs=30, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
-    proc = start_search(study)
-    checkpoint = tmp_path / "out" / "trials" / "00000" / "epoch" / "epoch.pt"
-    try:
-        wait_for(checkpoint.is_file, 150, "the first epoch checkpoint", proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 130, study.with_suffix(".log").read_text()[-2000:]
-    finally:
-        kill_tree(proc)
-    assert "interrupted" in study.with_suffix(".log").read_text()
-    after = load(study)
-    interrupted = after.trials[0]
-    assert interrupted.state == TrialState.FAIL and not after.get_trials(states=(TrialState.RUNNING,))
-    [queued] = after.get_trials(states=(TrialState.WAITING,))  # its parameters wait for the next run
-    assert queued.system_attrs["fixed_params"] == interrupted.params
-
-
-@pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, tiny_teacher):
     study = write_study(tmp_path, n_trials=1, epochs=15, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
     proc = start_search(study)

@@ -20,8 +20,8 @@ from autokd.config import StudyConfig, TrialConfig
 from autokd.space import SearchSpace
 from autokd.checkpoint import EpochCheckpointer
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
-from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count, propose,
-                                 record_metrics, requeue, trial_dir)
+from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count, give_back,
+                                 propose, record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
 
 #: A torch checkpoint has no registered MIME type; guessing from ``.pt`` gives ``application/vnd.snesdev-page-table``.
@@ -100,6 +100,9 @@ class LocalExecutor:
                     progress.note(f"stopped early: {err.problem}")
                     break
                 claim_trial(study, trial._trial_id)
+                if budget.surplus(trial.number):  # another driver took the last slot meanwhile
+                    give_back(study, trial)
+                    continue
                 running[:] = [trial._trial_id]
                 frozen = run_one(study, trial, config, study_cfg, context,
                                  lambda n, e, m: progress.epoch(n, e, m["epochs"], m.get("accuracy")))

@@ -43,8 +43,8 @@ from autokd.space import SearchSpace
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
 from autokd.search.storage import strip_password
-from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, propose,
-                                 record_metrics, requeue, trial_dir)
+from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, give_back,
+                                 propose, record_metrics, requeue, trial_dir)
 from autokd.trial import TRIAL_LOG
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
@@ -186,14 +186,9 @@ def _make_study_search_class() -> type:
 
         def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
             """Another driver took the last slot between our check and our ask: undo this trial."""
-            ot_trial.set_user_attr("failed_because", "surplus: the study's budget was already full")
-            fixed = ot_trial.storage.get_trial_system_attrs(ot_trial._trial_id).get("fixed_params")
             with self.lock:
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                give_back(self._ot_study, ot_trial)
                 del self._ot_trials[trial_id]
-            if fixed:  # it was a re-enqueued trial: keep it queued for whoever has room
-                self._ot_study.enqueue_trial(fixed, user_attrs={k: v for k, v in ot_trial.user_attrs.items()
-                                                                 if k in ("retry_of", "resume_from")})
 
         def _upload_weights(self, ot_trial: optuna.Trial, weights_path: str | None) -> None:
             """Like the local executor: the weights as an artifact, when the driver can read them."""

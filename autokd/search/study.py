@@ -335,6 +335,20 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_cfg: Stu
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
+def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Undo a trial asked for while another driver took the study's last slot (:meth:`Budget.surplus`).
+
+    It is told FAIL (``surplus``, never trained); a queued trial's fixed parameters go back in
+    the queue for whichever driver has room.
+    """
+    trial.set_user_attr("failed_because", "surplus: the study's budget was already full")
+    fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    if fixed:
+        study.enqueue_trial(fixed, user_attrs={k: v for k, v in frozen.user_attrs.items()
+                                               if k in ("retry_of", "resume_from")})
+
+
 class RequeueStale:
     """The storage's heartbeat-stale callback: a trial whose driver stopped beating is re-enqueued.
 
