@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any, Callable, Protocol
 
 import optuna
@@ -92,6 +93,8 @@ def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, 
     ``prepare()`` (the CLI's data and teacher, trained once) runs only when there is work to do;
     its result is handed to the executor as the trials' shared context.
     """
+    # Both executors ask and tell outside Study.optimize; the heartbeat is this layer's job (Heartbeat).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     with single_sqlite_driver(study_cfg):
         reclaimed = reclaim_stale_trials(study, study_cfg)
         if reclaimed:

@@ -30,7 +30,6 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -275,8 +274,6 @@ class RayExecutor:
 
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
-        # The searcher asks and tells outside Study.optimize; the heartbeat is this module's job.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         started_ray = init_ray(study_cfg)
         try:
             return _fit(study, study_cfg, space, progress, self.trainable)
