@@ -563,10 +563,16 @@ def history_plot(study: optuna.Study, path: Path) -> Path | None:
         ax.set_ylabel(label.replace("validation accuracy", "val. accuracy"))
         ax.set_title(f"{name} ({'higher' if maximize else 'lower'} is better)", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # one legend for all panels, below them: none covers a point
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     fig.suptitle(f"Optimisation history of '{study.study_name}' ({len(complete)} complete trials; "
                  "points beyond the axis drawn hollow on its edge)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path)
 
 
