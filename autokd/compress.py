@@ -20,8 +20,14 @@ Methods (``CompressSpec.method``; ``ratio`` means something per method):
   MACs, else it stays dense (an extra layer and activation for a small saving). Then KD fine-tuning.
 * ``int8``: torch.ao FX graph-mode quantization on the CPU engine (x86/fbgemm, else qnnpack):
   ``quant_mode`` ``static`` (post-training, calibrated on training images), ``dynamic`` (Linear
-  layers only: for Linear-heavy models) or ``qat`` (quantization-aware KD fine-tuning for
-  ``finetune_epochs``, then convert).
+  layers only) or ``qat`` (quantization-aware KD fine-tuning for ``finetune_epochs``, then
+  convert). Only int8 that shrinks the model is kept: ``dynamic`` is skipped unless Linear layers
+  hold more than ``DYNAMIC_MIN_LINEAR_SHARE`` of the parameters (on a convolutional student it
+  stores about 4 bytes per parameter, and has no ONNX form), and any int8 model storing more than
+  ``INT8_MAX_SIZE_SHARE`` of the float model's bytes is skipped with the figures as the reason.
+
+Every compressed model reports ``bytes_per_param`` (stored bytes / parameters; 4 for fp32 weights,
+about 1 for int8) beside ``uncompressed_bytes_per_param``.
 
 Checkpoints stay ``weights_only``: :func:`checkpoint_entry` stores the recipe (method, settings,
 channel counts or factorized layers) and the compressed state dict; :func:`load_compressed` rebuilds
@@ -43,7 +49,7 @@ from torch import nn
 from autokd.checkpoint import deployable
 from autokd.config import COMPRESSION_METHODS, CompressSpec, DistillSpec, TrialConfig
 from autokd.errors import AutokdError
-from autokd.measure import compact_state_dict, dense_state_dict, measure_model
+from autokd.measure import compact_state_dict, count_params, dense_state_dict, measure_model, serialized_size_bytes
 from autokd.models import build_model
 from autokd.train import train_model
 
@@ -60,6 +66,11 @@ RATIO_BOUNDS: dict[str, tuple[float, float]] = {
     "lowrank": (0.05, 0.95),
 }
 CALIBRATION_IMAGES = 1024
+#: dynamic int8 quantizes only Linear layers: offered where they hold more than this share of params.
+DYNAMIC_MIN_LINEAR_SHARE = 0.5
+#: an int8 model storing more than this share of the float model's bytes saves nothing worth a
+#: quantized model's accuracy risk: the trial keeps its float student and says why.
+INT8_MAX_SIZE_SHARE = 0.9
 #: structured: prune in this many steps (torch-pruning ``iterative_steps``) with the fine-tuning
 #: epochs split between them; 1 = one-shot, then fine-tune. Capped at ``finetune_epochs``. Not a
 #: search knob yet (``CompressSpec`` has no field for it); the bench compares both.
@@ -148,8 +159,15 @@ def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext
         return original, metrics
     metrics.update(extra)
     metrics.update(compression=spec.method, compression_detail=detail,
-                   compression_seconds=time.perf_counter() - started)
+                   compression_seconds=time.perf_counter() - started,
+                   bytes_per_param=bytes_per_param(compressed),
+                   uncompressed_bytes_per_param=before["size_bytes"] / max(before["params"], 1))
     return compressed, metrics
+
+
+def bytes_per_param(model: nn.Module) -> float:
+    """Stored bytes per shipped parameter: about 4 for fp32 weights, about 1 for int8, less for CSR."""
+    return serialized_size_bytes(model) / max(count_params(model), 1)
 
 
 class _Skip(Exception):
@@ -419,6 +437,11 @@ def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context
     example = _example(context)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     total = sum(p.numel() for p in model.parameters())
+    if spec.quant_mode == "dynamic" and linear <= DYNAMIC_MIN_LINEAR_SHARE * total:
+        raise _Skip(f"dynamic int8 quantizes only Linear layers, {100 * linear / max(total, 1):.0f}% of "
+                    f"{config.student.family}'s parameters: it would not shrink it "
+                    f"(use quant_mode static or qat for convolutional students)")
+    float_bytes = serialized_size_bytes(model)
     try:
         prepared = _quantized_copy(model, spec.quant_mode, engine, example)
     except Exception as err:  # FX cannot trace this network
@@ -438,8 +461,13 @@ def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context
         quantized = _convert(prepared)
         detail = (f"{spec.quant_mode}, calibrated on {len(images)} train images, {engine}"
                   + (f", QAT {spec.finetune_epochs} ep" if spec.quant_mode == "qat" else ""))
+    int8_bytes = serialized_size_bytes(quantized)
+    per_param = int8_bytes / max(count_params(quantized), 1)
+    if int8_bytes > INT8_MAX_SIZE_SHARE * float_bytes:
+        raise _Skip(f"{spec.quant_mode} int8 of {config.student.family} stores {int8_bytes:,} of its "
+                    f"{float_bytes:,} float bytes ({per_param:.2f} bytes per parameter): no saving")
     quantized._autokd_quant = {"mode": spec.quant_mode, "engine": engine}
-    return quantized.eval(), detail, extra
+    return quantized.eval(), f"{detail}, {per_param:.2f} B/param", extra
 
 
 _METHODS = {"structured": _structured, "unstructured": _unstructured, "lowrank": _lowrank, "int8": _int8}

@@ -1,7 +1,8 @@
 """Compression stage: every method on a digits-trained student, checkpoints, export, bad input, a search.
 
-One small teacher and two students (a VGG-style and a CNN) are trained once per module; each
-method then compresses a copy. Size, params, MACs and accuracy are asserted; latency never is.
+One small teacher and three students (a VGG-style and a CNN, both mostly convolution, and a CNN
+whose Linear head holds most parameters) are trained once per module; each method then compresses
+a copy. Size, params, MACs and accuracy are asserted; latency never is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -29,7 +31,8 @@ from autokd.report import trial_figures
 from autokd.trial import compress_stage, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
-STUDENTS = {"vgg": StudentSpec.of("vgg", variant=7, width=0.5), "cnn5": StudentSpec.of("cnn5", width=1.0, hidden=128)}
+STUDENTS = {"vgg": StudentSpec.of("vgg", variant=7, width=0.5), "cnn5": StudentSpec.of("cnn5", width=1.0, hidden=128),
+            "cnn5-head": StudentSpec.of("cnn5", width=0.25, hidden=512)}  # 16% and 74% of params in Linear
 TRAIN = TrainSpec(epochs=8, batch_size=64, lr=0.05)
 
 
@@ -59,11 +62,11 @@ def compress(students, context, family: str, spec: CompressSpec):
     return model, metrics, measure_model(model, context)
 
 
-def roundtrip(model, spec: CompressSpec, family: str, context, tmp_path: Path):
+def roundtrip(model, spec: CompressSpec, name: str, context, tmp_path: Path):
     """Save as run_trial does, load back through the weights_only checkpoint."""
     data = context.data
-    path = save_checkpoint(tmp_path / "student.pt", torch.nn.Module(), family=family,
-                           knobs=STUDENTS[family].knob_dict, num_classes=data.num_classes, in_channels=data.channels,
+    path = save_checkpoint(tmp_path / "student.pt", torch.nn.Module(), family=STUDENTS[name].family,
+                           knobs=STUDENTS[name].knob_dict, num_classes=data.num_classes, in_channels=data.channels,
                            image_size=data.image_size, mean=data.mean, std=data.std,
                            compressed_module=checkpoint_entry(model, spec))
     return load_compressed(load_checkpoint(path))
@@ -78,13 +81,61 @@ def test_int8_is_under_a_third_of_fp32_and_keeps_accuracy(students, context, mod
     assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
     assert after["macs"] == metrics["uncompressed_macs"]  # int8 kernels counted, not vanished
     assert after["params"] == pytest.approx(metrics["uncompressed_params"], rel=0.01)
+    assert metrics["uncompressed_bytes_per_param"] > 3.5 and metrics["bytes_per_param"] < 1.3
+    assert metrics["bytes_per_param"] == pytest.approx(after["size_bytes"] / after["params"])
+    assert "B/param" in metrics["compression_detail"]
 
 
 def test_int8_dynamic_quantizes_linear_layers_only(students, context):
-    model, metrics, after = compress(students, context, "cnn5", CompressSpec("int8", quant_mode="dynamic"))
+    model, metrics, after = compress(students, context, "cnn5-head", CompressSpec("int8", quant_mode="dynamic"))
     assert "Linear only" in metrics["compression_detail"]
-    assert after["size_bytes"] < metrics["uncompressed_size_bytes"]
+    assert after["size_bytes"] < 0.6 * metrics["uncompressed_size_bytes"]  # 74% of the weights 4x smaller
+    assert metrics["bytes_per_param"] < 0.6 * metrics["uncompressed_bytes_per_param"]
     assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
+
+
+@pytest.mark.parametrize("family", ["cnn5", "vgg"])
+def test_int8_dynamic_on_a_convolutional_student_is_skipped_with_the_reason(students, context, family):
+    model, metrics, after = compress(students, context, family, CompressSpec("int8", quant_mode="dynamic"))
+    assert metrics["compression"] == "none" and "bytes_per_param" not in metrics
+    assert "quantizes only Linear layers" in metrics["compression_skipped"]
+    assert "static or qat" in metrics["compression_skipped"]
+    assert after["size_bytes"] == metrics["uncompressed_size_bytes"]  # the float student, unchanged
+
+
+def test_int8_that_would_not_shrink_is_skipped(students, context, monkeypatch):
+    import autokd.compress
+
+    monkeypatch.setattr(autokd.compress, "INT8_MAX_SIZE_SHARE", 0.01)  # demand a 100x saving: none is
+    model, metrics, after = compress(students, context, "vgg", CompressSpec("int8", quant_mode="static"))
+    assert metrics["compression"] == "none"
+    assert "no saving" in metrics["compression_skipped"] and "bytes per parameter" in metrics["compression_skipped"]
+    assert after["size_bytes"] == metrics["uncompressed_size_bytes"]
+
+
+@pytest.mark.parametrize("mode", ["static", "qat"])
+def test_static_int8_onnx_is_qdq_and_keeps_accuracy_in_onnxruntime(students, context, tmp_path, mode):
+    import onnx
+
+    from autokd.export import exported_predictions
+
+    spec = CompressSpec("int8", quant_mode=mode, finetune_epochs=1 if mode == "qat" else 0)
+    model, _, after = compress(students, context, "vgg", spec)
+    images, labels = context.data.test_images, context.data.test_labels
+    example = images[:1].float() / 255.0
+    path = export_model(model, "onnx", tmp_path / "int8.onnx", example)
+    float_path = export_model(students["vgg"], "onnx", tmp_path / "fp32.onnx", example)
+    graph = onnx.load(str(path)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                                         if a.type == onnx.AttributeProto.TENSOR]  # torch writes weights as Constants
+    int8_values = sum(int(np.prod(t.dims)) for t in tensors if t.data_type == onnx.TensorProto.INT8)
+    assert int8_values >= 0.9 * after["params"]  # the weights themselves are int8, not fake-quantized floats
+    assert path.stat().st_size < 0.35 * float_path.stat().st_size
+    onnx_correct = int((exported_predictions(path, "onnx", images) == labels).sum())
+    torch_correct = int((predict(model, images).argmax(1) == labels).sum())
+    assert abs(onnx_correct - torch_correct) <= 1  # onnxruntime's integer kernels round like torch's, within an image
 
 
 @pytest.mark.parametrize("importance", ["l1", "group_norm"])
@@ -145,13 +196,14 @@ def test_unstructured_reports_sparsity_and_dense_compute(students, context):
 
 @pytest.mark.parametrize("family,spec,formats", [
     ("vgg", CompressSpec("int8", quant_mode="static"), ("onnx", "torchscript")),
-    ("cnn5", CompressSpec("int8", quant_mode="dynamic"), ("torchscript",)),
+    ("cnn5-head", CompressSpec("int8", quant_mode="dynamic"), ("torchscript",)),
     ("vgg", CompressSpec("structured", 0.5, 1), ("onnx", "torchscript")),
     ("cnn5", CompressSpec("unstructured", 0.8, 1), ("onnx", "torchscript")),
     ("vgg", CompressSpec("lowrank", 0.5, 1), ("onnx", "torchscript")),
 ], ids=["int8-static", "int8-dynamic", "structured", "unstructured", "lowrank"])
 def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, family, spec, formats):
     model, metrics, _ = compress(students, context, family, spec)
+    assert metrics["compression"] == spec.method, metrics.get("compression_skipped")
     loaded = roundtrip(model, spec, family, context, tmp_path)
     images = context.data.test_images
     assert torch.equal(predict(loaded, images).argmax(1), predict(model, images).argmax(1))
@@ -162,7 +214,7 @@ def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, fami
 
 
 def test_dynamic_int8_onnx_says_use_torchscript(students, context, tmp_path):
-    model, _, _ = compress(students, context, "cnn5", CompressSpec("int8", quant_mode="dynamic"))
+    model, _, _ = compress(students, context, "cnn5-head", CompressSpec("int8", quant_mode="dynamic"))
     with pytest.raises(AutokdError, match="torchscript"):
         export_model(model, "onnx", tmp_path / "m.onnx", context.data.test_images[:1].float() / 255.0)
 
