@@ -59,6 +59,12 @@ def test_html_report_is_self_contained(tmp_path):
     searched = runner.invoke(app, ["search", str(study_path)], catch_exceptions=False)
     assert searched.exit_code == 0, searched.output
     out = tmp_path / "tiny"
+    from optuna.artifacts import get_all_artifact_meta
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        (meta,) = get_all_artifact_meta(trial, storage=study._storage)
+        assert meta.mimetype == "application/octet-stream"  # not the guess from .pt (a SNES page table)
     result = runner.invoke(app, ["report", str(study_path), "--html"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for plot in ("pareto.png", "per_class.png", "history.png"):
