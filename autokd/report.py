@@ -44,7 +44,7 @@ def trial_line(trial: FrozenTrial) -> str:
         why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
         log = f" (log: {a['log_path']})" if a.get("log_path") else ""
         return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
-    return (f"trial {trial.number:>3} {architecture(a)[:48]:<48} val {percent(a.get('validation_accuracy'))} "
+    return (f"trial {trial.number:>3} {architecture(a):<48} val {percent(a.get('validation_accuracy'))} "
             f"test {percent(a.get('test_accuracy'))}  params {a['params']:>9,}  {a['latency_ms']:.3f} ms  "
             f"({a['trial_seconds']:.1f} s)")
 
