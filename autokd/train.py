@@ -357,6 +357,8 @@ def _optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Opti
 
 def _scheduler(optimizer: torch.optim.Optimizer, train: TrainSpec, steps_per_epoch: int):
     total = max(1, train.epochs * steps_per_epoch)
+    if train.schedule == "onecycle" and total < 5:  # OneCycleLR divides by zero when its warm-up is < 2 steps
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if train.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=0.25)
     if train.schedule == "cosine":

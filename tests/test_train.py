@@ -68,3 +68,16 @@ def test_kd_training_learns_digits_from_cached_teacher_logits(tmp_path):
                          on_epoch=lambda e, m: seen.append(m["accuracy"]))
     assert result.teacher_path == "cache" and cache.misses == 3
     assert len(seen) == 3 and seen[-1] > 0.8
+
+
+def test_a_run_of_very_few_steps_trains_under_every_schedule():
+    """OneCycleLR cannot schedule fewer than 5 steps (its warm-up would divide by zero)."""
+    data = load_dataset("digits").subset(256, 32, seed=0)
+    images, labels = data.train_images, data.train_labels
+    for steps, schedule in ((1, "onecycle"), (4, "onecycle"), (5, "onecycle"), (4, "cosine")):
+        model = deployable(build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.125, hidden=16),
+                           data.mean, data.std)
+        spec = TrainSpec(epochs=steps, batch_size=256, lr=0.05, schedule=schedule)  # one step per epoch
+        result = train_model(model, images, labels, train=spec, distill=DistillSpec(loss="none"),
+                             policy=AugmentPolicy())
+        assert len(result.history) == steps and all(h["loss"] > 0 for h in result.history)
