@@ -86,7 +86,7 @@ def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, ex
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_teacher, backend, executor):
-    study = write_study(tmp_path, n_trials=3, epochs=2, storage=backend, teacher=tiny_teacher, executor=executor,
+    study = write_study(tmp_path, n_trials=2, epochs=2, storage=backend, teacher=tiny_teacher, executor=executor,
                         max_concurrent=1)
     logs = [tmp_path / "driver-a.log", tmp_path / "driver-b.log"]
     drivers = [start_search(study, log=log) for log in logs]  # nothing created beforehand: a fresh database
@@ -98,12 +98,12 @@ def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_t
         assert len(refused) == 1 and "SQLite takes one driver" in refused[0], refused
     else:
         assert codes == [0, 0], [t[-3000:] for t in texts]
-    _assert_exact(study, 3)
+    _assert_exact(study, 2)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, tiny_teacher, executor):
-    study = write_study(tmp_path, n_trials=2, epochs=8, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
+    study = write_study(tmp_path, n_trials=2, epochs=5, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
                         executor=executor)
     proc = start_search(study)
     try:
