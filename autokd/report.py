@@ -331,8 +331,8 @@ _KIND_MARKERS = {"single": ("o", "single student"), "pair": ("s", "pair (routed)
 
 
 def robust_limits(values: list[float], log: bool, pad: float = 0.06) -> tuple[float, float]:
-    """Axis limits that one outlier cannot squash: Tukey's fences (1.5 IQR) around the quartiles,
-    never wider than the data, padded; computed on log10 for a log axis."""
+    """Axis limits that one outlier cannot squash: the range of the values inside Tukey's fences
+    (1.5 IQR beyond the quartiles), padded; computed on log10 for a log axis."""
     import numpy as np
 
     v = np.asarray([x for x in values if x is not None and (x > 0 or not log)], dtype=float)
@@ -341,7 +341,10 @@ def robust_limits(values: list[float], log: bool, pad: float = 0.06) -> tuple[fl
     v = np.log10(v) if log else v
     q1, q3 = np.percentile(v, [25, 75])
     fence = 1.5 * (q3 - q1)
-    lo, hi = max(v.min(), q1 - fence), min(v.max(), q3 + fence)
+    inliers = v[(v >= q1 - fence) & (v <= q3 + fence)]  # the axis ends at the last inlier, not at the fence
+    if v.size < 8:  # too few points for quartiles to say what an outlier is
+        inliers = v
+    lo, hi = inliers.min(), inliers.max()
     span = hi - lo
     if span <= 0:
         span = 0.5 if log else (abs(hi) * 0.1 or 1.0)

@@ -20,8 +20,9 @@ def test_robust_limits_ignore_one_outlier():
     values = [4e3, 5e3, 6e3, 9e3, 1e4, 1.2e4, 4e4, 5e8]
     lo, hi = robust_limits(values, log=True)
     assert lo < 4e3 and 4e4 < hi < 5e8  # the 5e8 outlier is clipped to the edge, not given the axis
-    lo, hi = robust_limits([97.0, 98.0, 98.5, 99.0, 10.0], log=False)
+    lo, hi = robust_limits([97.0, 97.5, 98.0, 98.2, 98.5, 98.8, 99.0, 10.0], log=False)
     assert 10.0 < lo < 97.0 and hi > 99.0
+    assert robust_limits([1.0, 2.0, 3.0, 40.0], log=False)[1] > 40.0  # too few points to call one an outlier
 
 
 def test_objective_figures_read_as_people_read_them():
