@@ -60,7 +60,7 @@ def _assert_exact(study: Path, n_trials: int) -> list:
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, executor):
-    study = write_study(tmp_path, n_trials=2, epochs=4, batch_size=32, storage=backend, teacher=tiny_teacher,
+    study = write_study(tmp_path, n_trials=2, epochs=10, batch_size=32, storage=backend, teacher=tiny_teacher,
                         executor=executor, max_concurrent=1)
     proc = start_search(study)
     try:
@@ -103,7 +103,8 @@ def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_t
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, tiny_teacher, executor):
-    study = write_study(tmp_path, n_trials=2, epochs=5, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
+    # long enough that Ctrl-C lands mid-trial (a local 5-epoch trial takes about a second)
+    study = write_study(tmp_path, n_trials=2, epochs=30, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
                         executor=executor)
     proc = start_search(study)
     try:
