@@ -47,7 +47,7 @@ def empty_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
 
 def measure(storage: str, trials: int, concurrency: int, folder: Path) -> dict[str, float]:
     from autokd.config import StudyConfig
-from autokd.space import SearchSpace
+    from autokd.space import SearchSpace
     from autokd.search.ray_executor import run_ray
     from autokd.search.study import open_study
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from autokd.checkpoint import load_checkpoint
 from autokd.config import DistillSpec, StudentSpec, TrainSpec, TrialConfig, load_study_config
