@@ -209,6 +209,11 @@ def search(
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""
+    import signal
+
+    # SIGINT means Ctrl-C for both executors, even when a shell started us with it ignored (a
+    # background job): the running trials are told FAIL and re-enqueued, exit 130.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from autokd.space import SearchSpace
     from autokd.search.study import open_study, single_sqlite_driver
 
