@@ -11,6 +11,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import time
 import tarfile
 from pathlib import Path
 
@@ -56,3 +59,18 @@ def write_result(name: str, payload: dict, device: torch.device) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+def autokd_cli(repo: Path, cwd: Path, *args: str, timeout: float = 900) -> tuple[float, str]:
+    """Run ``autokd ARGS`` with ``repo``'s code first on the path (an older checkout for "before"
+    figures); returns (wall seconds, output). A private Ray, as on a user's first run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "COLUMNS": "200"}
+    env.pop("RAY_ADDRESS", None)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "autokd", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise SystemExit(f"autokd {' '.join(args)} exited {proc.returncode}:\n{log[-4000:]}")
+    return time.perf_counter() - started, log

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import RESULTS
+from bench.common import RESULTS, autokd_cli
 
 HERE = Path(__file__).resolve().parents[1]
 NAME = "latency_isolation"
@@ -64,23 +63,6 @@ def write_study(folder: Path, args: argparse.Namespace) -> Path:
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
-
-
-def run_search(study: Path, repo: Path, timeout: float) -> tuple[float, str]:
-    """``python -m autokd search STUDY`` with ``repo``'s code first on the path; wall seconds, log."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
-    env.pop("RAY_ADDRESS", None)  # a private Ray, as a user's first run
-    env["COLUMNS"] = "200"
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "autokd", "search", str(study)], cwd=study.parent, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - started
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        print(log[-4000:], file=sys.stderr)
-        raise SystemExit(f"autokd search exited {proc.returncode}")
-    return wall, log
 
 
 def read_trials(study: Path) -> list[dict[str, Any]]:
@@ -189,7 +171,7 @@ def main() -> None:
         study = write_study(folder, args)
         print(f"[{args.label}] {args.trials} trials of cnn5(width={args.width}, hidden={args.hidden}) at concurrency "
               f"{args.concurrency}, {args.epochs} epochs, code from {repo}", flush=True)
-        wall, _ = run_search(study, repo, args.timeout)
+        wall, _ = autokd_cli(repo, study.parent, "search", str(study), timeout=args.timeout)
         rows = read_trials(study)
     floor = host_floor(args, repeats=args.trials, pause_s=wall / max(1, args.trials))
     if len(rows) < 2:

@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
 import yaml
 
-from bench.common import RESULTS
+from bench.common import RESULTS, autokd_cli
 
 HERE = Path(__file__).resolve().parents[1]
 NAME = "resume_duplicates"
@@ -51,19 +49,11 @@ def write_study(folder: Path, executor: str, seed: int) -> Path:
     return path
 
 
-def cli(repo: Path, cwd: Path, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.run([sys.executable, "-c", "from autokd.cli import main; main()", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise SystemExit(f"autokd {' '.join(args)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
-
-
 def measure(repo: Path, executor: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="autokd-resume-") as tmp:
         study = write_study(Path(tmp), executor, seed)
-        cli(repo, Path(tmp), "search", str(study))
-        cli(repo, Path(tmp), "search", str(study), "--n-trials", "4")
+        autokd_cli(repo, Path(tmp), "search", str(study))
+        autokd_cli(repo, Path(tmp), "search", str(study), "--n-trials", "4")
         trials = optuna.load_study(study_name="resume", storage=f"sqlite:///{Path(tmp) / 'out' / 'study.db'}") \
             .get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     seen, repeats = [], []

@@ -124,12 +124,14 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> 
     trains) and replaced: by the study's sampler, then by random proposals; after
     ``MAX_PROPOSALS`` duplicates the space counts as exhausted (:class:`SpaceExhausted`).
     """
+    # Finished single students a reuse pair may draw from (replaced duplicates never change them).
+    students = finished_students(study, space.reuse_pool) if space.reuse_pool else ()
     for attempt in range(MAX_PROPOSALS):
         # Queued (WAITING) trials do not count: popping one does not add a trial to the history.
         stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
         study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
         trial = study.ask()
-        config = space.suggest(trial, finished_students(study, space.reuse_pool) if space.reuse_pool else ())
+        config = space.suggest(trial, students)
         if "retry_of" in trial.user_attrs:
             return trial, config
         twin = duplicate_of(study, trial)
