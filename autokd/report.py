@@ -318,15 +318,19 @@ def cost_objectives(study: optuna.Study) -> list[str]:
     return costs or ["params"]
 
 
+def trial_kind(figures: dict[str, Any]) -> str:
+    """The trial's ``kind`` user attribute (``single``, ``pair``, ``cascade``, ...); its config's for older trials."""
+    return str(figures.get("kind") or figures.get("config", {}).get("kind") or "single")
+
+
 def student_kind(figures: dict[str, Any]) -> str:
-    """``pair``, ``compressed`` or ``single``: how a trial's point is drawn."""
-    cfg = figures.get("config", {})
-    if cfg.get("kind") == "pair":
-        return "pair"
-    return "compressed" if cfg.get("compress.method", "none") != "none" else "single"
+    """``committee`` (any kind but ``single``: pair, cascade, ...), ``compressed`` or ``single``: how a point is drawn."""
+    if trial_kind(figures) != "single":
+        return "committee"
+    return "compressed" if figures.get("config", {}).get("compress.method", "none") != "none" else "single"
 
 
-_KIND_MARKERS = {"single": ("o", "single student"), "pair": ("s", "pair (routed)"),
+_KIND_MARKERS = {"single": ("o", "single student"), "committee": ("s", "committee"),
                  "compressed": ("D", "compressed student")}
 
 
@@ -417,7 +421,8 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
     """Validation accuracy against each cost objective of the study, one panel each.
 
     The study's Pareto trials are red, the others grey; the panel's own front is a step line;
-    markers tell single, pair and compressed students apart; every point carries its trial
+    markers tell single students, committees (pair, cascade: any
+    ``kind`` but ``single``) and compressed students apart; every point carries its trial
     number. Axis ranges follow the bulk of the trials: a point beyond them is drawn hollow on the
     edge, its label pointing the way it lies.
     """
@@ -471,8 +476,11 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
         for text, x, y in _labels(ax, labels):
             ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.2", zorder=4)
     kinds = {student_kind(f) for f in figures.values()}
-    handles = [Line2D([], [], ls="", marker=_KIND_MARKERS[k][0], color="0.4", label=_KIND_MARKERS[k][1])
-               for k in ("single", "pair", "compressed") if k in kinds]
+    committees = sorted({trial_kind(f) for f in figures.values()} - {"single"})
+    names = {**{k: label for k, (_, label) in _KIND_MARKERS.items()},
+             "committee": f"committee ({', '.join(committees)})"}
+    handles = [Line2D([], [], ls="", marker=_KIND_MARKERS[k][0], color="0.4", label=names[k])
+               for k in ("single", "committee", "compressed") if k in kinds]
     handles += [Line2D([], [], ls="", marker="o", color="tab:red", label="Pareto (all objectives)"),
                 Line2D([], [], ls="", marker="o", color="0.55", label="other trial"),
                 Line2D([], [], color="tab:red", alpha=0.45, label="front of this panel"),

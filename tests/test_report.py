@@ -40,7 +40,9 @@ def test_objective_figures_read_as_people_read_them():
 
 
 def test_student_kinds():
-    assert student_kind({"config": {"kind": "pair"}}) == "pair"
+    assert student_kind({"kind": "cascade", "config": {"kind": "cascade"}}) == "committee"  # any kind but single
+    assert student_kind({"kind": "pair", "config": {}}) == "committee"  # the trial's kind attribute decides
+    assert student_kind({"config": {"kind": "pair"}}) == "committee"  # trials stored before the attribute
     assert student_kind({"config": {"kind": "single", "compress.method": "structured"}}) == "compressed"
     assert student_kind({"config": {"kind": "single", "compress.method": "none"}}) == "single"
 
