@@ -285,7 +285,7 @@ def load_dataset(
         >>> data = load_dataset("cifar10", root="~/datasets", download=True)
     """
     if image_size is not None:
-        _check_image_size(image_size, "--image-size")
+        _check_image_size(image_size, "image_size")
     cache_dir = Path(cache_dir).expanduser()
     if spec.startswith("imagefolder:"):
         path = spec[len("imagefolder:"):]
@@ -308,7 +308,8 @@ def _check_image_size(size: int, source: str) -> None:
     if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         raise AutokdError(
             f"image size {size} px (from {source}) is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px",
-            f"pass --image-size N with {MIN_IMAGE_SIZE} <= N <= {MAX_IMAGE_SIZE}",
+            f"set image_size: N with {MIN_IMAGE_SIZE} <= N <= {MAX_IMAGE_SIZE} in the study file "
+            "(every image is resized to N x N; docs/study-file.md)",
         )
 
 

@@ -84,3 +84,17 @@ def test_html_report_is_self_contained(tmp_path):
     elsewhere = tmp_path / "elsewhere" / "r.html"
     named = runner.invoke(app, ["report", str(study_path), "--out", str(elsewhere)], catch_exceptions=False)
     assert named.exit_code == 0 and elsewhere.read_text().count("data:image/png;base64,") == 3
+
+
+def test_too_large_images_name_the_study_key_not_a_missing_flag(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "big" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (100, 100), (80 * i, 0, 0)).save(tmp_path / "big" / cls / f"{i}.png")
+    result = runner.invoke(app, ["search", "--dataset", f"imagefolder:{tmp_path / 'big'}",
+                                 "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "100 px" in result.output
+    assert "set image_size: N" in result.output and "--image-size" not in result.output  # no such flag
+    assert not (tmp_path / "out").exists()
