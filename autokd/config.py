@@ -41,7 +41,9 @@ CONSTRAINTS: dict[str, tuple[str, str]] = {
     f"{kind}_{metric}": (metric, kind) for metric in OBJECTIVE_DIRECTIONS for kind in ("max", "min")
 }
 
-LOSSES = ("kd", "fm", "hint", "none")
+LOSSES = ("kd", "fm", "hint", "fitnets", "none")
+#: How kd, hint and fitnets weight CE and KL: Hinton (alpha, T^2) or Distiller (student/distill weights).
+KD_WEIGHTINGS = ("hinton", "distiller")
 COMPRESSION_METHODS = ("none", "structured", "unstructured", "lowrank", "int8")
 #: Keys of a search space's ``pairs`` section (docs/pairs.md); the last four are selector knobs.
 SELECTOR_KEYS = ("layers", "width", "epochs", "lr")
@@ -95,6 +97,10 @@ class DistillSpec:
     alpha: float = 0.9
     temperature: float = 4.0
     hint_weight: float = 1.0
+    weighting: str = "hinton"  # hinton: alpha; distiller: student_weight and distill_weight
+    student_weight: float = 0.5
+    distill_weight: float = 0.5
+    hint_epochs: int = 5  # fitnets: stage-1 epochs of hint regression before train.epochs of KD
 
 
 @dataclass(frozen=True)

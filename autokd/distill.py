@@ -4,12 +4,19 @@ Losses (all return a scalar mean over the batch):
 
 - ``kd``: Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
   ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
-  The ``T^2`` keeps the soft-target gradients on the scale of the hard-label ones.
+  The ``T^2`` keeps the soft-target gradients on the scale of the hard-label ones. With
+  ``weighting='distiller'`` the same losses are weighted as Intel's Distiller does
+  (``KnowledgeDistillationPolicy``): ``student_weight * CE(s, y) + distill_weight * KL`` with no
+  ``T^2`` anywhere, so "alpha 0.5, T 1.5" from a Distiller paper means
+  ``student_weight = distill_weight = 0.5, temperature = 1.5`` (:func:`distiller_kd_loss`).
 - ``fm``: function matching, Beyer et al. 2022, "Knowledge distillation: A good teacher is
   patient and consistent". KL only, no labels; teacher and student see the same (mixed-up,
   augmented) batch.
 - ``hint``: FitNets, Romero et al. 2015. ``kd`` plus ``hint_weight * MSE(adapter(f_s), f_t)`` on one
   intermediate feature map, through a learned 1x1 adapter.
+- ``fitnets``: FitNets as published, in two stages: ``hint_epochs`` epochs of ``hint_loss`` alone,
+  training only the student's layers up to its hint layer and the adapter (the regressor), then
+  ``kd`` on the whole student (:func:`autokd.train.train_model`).
 - ``none``: cross-entropy on labels only: the baseline every study can compare against.
 """
 
@@ -23,12 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch."""
+def tempered_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over the batch."""
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)  # (B, K)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)  # (B, K)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch."""
+    return tempered_kl(student_logits, teacher_logits, temperature) * temperature**2
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
@@ -44,6 +55,29 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     if alpha == 0.0:
         return hard
     return alpha * soft_kl(student_logits, teacher_logits, temperature) + (1.0 - alpha) * hard
+
+
+def distiller_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+                      student_weight: float, distill_weight: float, temperature: float,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+    """KD weighted as Distiller's ``KnowledgeDistillationPolicy``: ``sw * CE + dw * KL`` (no ``T^2``).
+
+    Distiller (IntelLabs/distiller, ``distiller/knowledge_distillation.py``) adds
+    ``distill_weight * KL(softmax(t/T) || softmax(s/T))`` (batch mean) to ``student_weight`` times
+    the script's own cross-entropy at ``T = 1``; neither weight need sum to 1 with the other. One
+    difference is deliberate: Distiller computes the KL on a detached copy of the student's logits
+    (``out.new_tensor(out, requires_grad=True)``, its issue #234), so there no gradient reaches the
+    student from it; here it does, as in the papers that report Distiller's settings.
+
+    Example:
+        >>> s = torch.tensor([[1.0, 0.0]]); t = torch.tensor([[0.0, 1.0]]); y = torch.tensor([0])
+        >>> round(distiller_kd_loss(s, t, y, student_weight=1.0, distill_weight=0.0, temperature=2.0).item(), 4)
+        0.3133
+    """
+    hard = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
+    if distill_weight == 0.0:
+        return student_weight * hard
+    return student_weight * hard + distill_weight * tempered_kl(student_logits, teacher_logits, temperature)
 
 
 def fm_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:

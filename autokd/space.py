@@ -16,8 +16,8 @@ from typing import Annotated, Any, Sequence
 from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
 
 from autokd.compress import check_ratio, check_spec
-from autokd.config import (COMPRESSION_METHODS, LOSSES, PAIR_KEYS, SELECTOR_KEYS, CompressSpec, DistillSpec,
-                           StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
+from autokd.config import (COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, SELECTOR_KEYS, CompressSpec,
+                           DistillSpec, StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
 from autokd.errors import AutokdError
 from autokd.models import family_knobs, family_names, family_rules
 from autokd.rules import Rule
@@ -31,6 +31,10 @@ VALUE_RULES: dict[str, Rule] = {
     "distill.alpha": Rule.number(at_least=0, at_most=1),
     "distill.temperature": Rule.number(above=0),
     "distill.hint_weight": Rule.number(at_least=0),
+    "distill.weighting": Rule.one_of(*KD_WEIGHTINGS, noun="weighting"),
+    "distill.student_weight": Rule.number(at_least=0),
+    "distill.distill_weight": Rule.number(at_least=0),
+    "distill.hint_epochs": Rule.integer(at_least=0),
     "train.epochs": Rule.integer(at_least=1),
     "train.batch_size": Rule.integer(at_least=1),
     "train.lr": Rule.number(above=0),
@@ -225,16 +229,7 @@ class SearchSpace:
             if reused is not None:
                 return reused
         student = self.suggest_student(trial)
-        loss = self._value(trial, "loss", self.distill.get("loss", "kd"))
-        distill: dict[str, Any] = {"loss": loss}
-        if loss in ("kd", "hint"):
-            distill["alpha"] = self._value(trial, "alpha", self.distill.get("alpha", DistillSpec.alpha))
-        if loss in ("kd", "hint", "fm"):
-            distill["temperature"] = self._value(trial, "temperature",
-                                                 self.distill.get("temperature", DistillSpec.temperature))
-        if loss == "hint":
-            distill["hint_weight"] = self._value(trial, "hint_weight",
-                                                 self.distill.get("hint_weight", DistillSpec.hint_weight))
+        distill = self._suggest_distill(trial)
         train = {k: self._value(trial, k, spec) for k, spec in self.train.items()}
         if kind == "pair":
             second = self.suggest_student(trial, prefix="second.", family_param="family2")
@@ -243,6 +238,23 @@ class SearchSpace:
         compress = self._suggest_compress(trial)
         return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
                            compress=compress)
+
+    def _suggest_distill(self, trial: Any) -> dict[str, Any]:
+        """The loss and only the knobs it uses: weights for label-using losses, T for all but none."""
+        knob = lambda name: self._value(trial, name, self.distill.get(name, getattr(DistillSpec, name)))  # noqa: E731
+        loss = knob("loss")
+        distill: dict[str, Any] = {"loss": loss}
+        if loss in ("kd", "hint", "fitnets"):
+            distill["weighting"] = knob("weighting")
+            names = ("alpha",) if distill["weighting"] == "hinton" else ("student_weight", "distill_weight")
+            distill.update({name: knob(name) for name in names})
+        if loss != "none":
+            distill["temperature"] = knob("temperature")
+        if loss == "hint":
+            distill["hint_weight"] = knob("hint_weight")
+        if loss == "fitnets":
+            distill["hint_epochs"] = knob("hint_epochs")
+        return distill
 
     def _suggest_selector(self, trial: Any) -> tuple[tuple[str, Any], ...]:
         knobs = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in SELECTOR_KEYS if k in self.pairs}

@@ -10,6 +10,7 @@ or batch while another process times a model (:mod:`autokd.hostlock`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autokd.config import DistillSpec, TrainSpec
-from autokd.distill import Teacher, ce_loss, fm_loss, hint_loss, kd_loss, make_hint_adapter
+from autokd.distill import Teacher, ce_loss, distiller_kd_loss, fm_loss, hint_loss, kd_loss, make_hint_adapter
 from autokd.hostlock import host_busy, host_idle, safe_point
 
 
@@ -210,6 +211,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     teacher_path: str = "none"  # "cache" | "live" | "none": how teacher outputs were obtained
+    hint_history: list[float] = field(default_factory=list)  # fitnets stage 1: mean hint MSE per epoch
     compile_seconds: float = 0.0  # first compiled step, excluded from ``seconds``
 
 
@@ -231,8 +233,10 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                 resume: dict | None = None, compile_model: bool = False) -> TrainResult:
     """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
 
-    With ``distill.loss`` in kd/fm/hint a ``teacher`` is required. Teacher outputs come from
-    ``logit_cache`` when given and the loss needs logits only (kd, fm), else the teacher runs live.
+    With ``distill.loss`` in kd/fm/hint/fitnets a ``teacher`` is required. Teacher outputs come from
+    ``logit_cache`` when given and the loss needs logits only (kd, fm, fitnets' stage 2), else the
+    teacher runs live. ``fitnets`` first runs ``distill.hint_epochs`` epochs of hint regression
+    (:func:`fit_hint_stage`; not counted in ``train.epochs``, not reported to ``on_epoch``).
     ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
     it may raise to stop the trial (pruning, Ctrl-C). ``checkpointer.save`` runs after each epoch,
     before ``on_epoch``; ``resume`` (what it saved) continues a run at its next epoch with the
@@ -247,9 +251,12 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     needs_teacher = distill.loss != "none"
     if needs_teacher and teacher is None:
         raise ValueError(f"loss {distill.loss!r} needs a teacher")
-    use_cache = needs_teacher and logit_cache is not None and distill.loss in ("kd", "fm")
+    use_cache = needs_teacher and logit_cache is not None and distill.loss in ("kd", "fm", "fitnets")
     result = TrainResult(teacher_path="cache" if use_cache else ("live" if needs_teacher else "none"))
 
+    if distill.loss == "fitnets" and distill.hint_epochs > 0 and not resume:
+        result.hint_history = fit_hint_stage(model, images, teacher, train=train, policy=policy,
+                                             epochs=distill.hint_epochs)
     params = list(model.parameters())
     adapter, features = None, {}
     if distill.loss == "hint":
@@ -323,8 +330,13 @@ def _loss(distill: DistillSpec, train: TrainSpec, logits: torch.Tensor, t_logits
         return ce_loss(logits, labels, label_smoothing=train.label_smoothing)
     if distill.loss == "fm":
         return fm_loss(logits, t_logits, temperature=distill.temperature)
-    loss = kd_loss(logits, t_logits, labels, alpha=distill.alpha, temperature=distill.temperature,
-                   label_smoothing=train.label_smoothing)
+    if distill.weighting == "distiller":
+        loss = distiller_kd_loss(logits, t_logits, labels, student_weight=distill.student_weight,
+                                 distill_weight=distill.distill_weight, temperature=distill.temperature,
+                                 label_smoothing=train.label_smoothing)
+    else:
+        loss = kd_loss(logits, t_logits, labels, alpha=distill.alpha, temperature=distill.temperature,
+                       label_smoothing=train.label_smoothing)
     if distill.loss == "hint":
         loss = loss + distill.hint_weight * hint_loss(features["student"], features["teacher"], adapter)
     return loss
@@ -345,6 +357,83 @@ def _attach_hint(model: nn.Module, teacher: Teacher, probe: torch.Tensor, featur
     return adapter, hooks
 
 
+class _HintReached(Exception):
+    """Raised by a forward hook at the hint layer: stage 1 never runs the layers after it."""
+
+
+@host_busy()
+def fit_hint_stage(model: nn.Module, images: torch.Tensor, teacher: Teacher, *, train: TrainSpec,
+                   policy: AugmentPolicy, epochs: int) -> list[float]:
+    """FitNets stage 1 (Romero et al. 2015): regress the teacher's hint layer from the student's.
+
+    Trains the student's layers up to and including its ``hint_layer`` (the "guided" layers)
+    and a fresh 1x1 regressor on ``MSE(regressor(f_s), f_t)``; both forward passes stop at the
+    hint layer, so later layers, their weights and their batch-norm statistics are untouched.
+    Same optimizer, learning rate and visiting order rules as :func:`train_model`; the
+    augmentation schedule is the policy's for epochs ``0..epochs-1``. Returns the mean hint
+    MSE of each epoch.
+    """
+    device = images.device
+    features: dict[str, torch.Tensor] = {}
+
+    def stop(key: str):
+        def hook(module, inputs, output):
+            features[key] = output
+            raise _HintReached
+        return hook
+
+    def run_to_hint(net: nn.Module, x: torch.Tensor, key: str) -> torch.Tensor:
+        try:
+            net(x)
+        except _HintReached:
+            pass
+        return features.pop(key)
+
+    net = model[-1] if isinstance(model, nn.Sequential) else model
+    hooks = [net.hint_layer.register_forward_hook(stop("student")),
+             teacher.hint_layer.register_forward_hook(stop("teacher"))]
+    try:
+        probe = images[:2].float() / 255.0
+        model.eval()
+        with torch.no_grad():
+            s_channels = run_to_hint(model, probe, "student").shape[1]
+            t_channels = run_to_hint(teacher, probe, "teacher").shape[1]
+        regressor = make_hint_adapter(s_channels, t_channels).to(device)
+        # Parameters after the hint layer get no gradient, and SGD/AdamW leave grad-less ones alone.
+        params = list(model.parameters()) + list(regressor.parameters())
+        steps_per_epoch = max(1, len(images) // train.batch_size)
+        stage = dataclasses.replace(train, epochs=epochs)
+        optimizer = _optimizer(params, stage)
+        scheduler = _scheduler(optimizer, stage, steps_per_epoch)
+        order_gen = torch.Generator().manual_seed(train.seed + 1)  # not the stage-2 order
+        history = []
+        model.train()
+        for epoch in range(epochs):
+            views = epoch_views(policy, len(images), epoch).to(device)
+            order = torch.randperm(len(images), generator=order_gen).to(device)
+            total = torch.zeros((), device=device)
+            for step in range(steps_per_epoch):
+                safe_point()
+                index = order[step * train.batch_size:(step + 1) * train.batch_size]
+                x = augmented_batch(images, index, views, policy)
+                with _autocast(device):
+                    with torch.no_grad():
+                        t_features = run_to_hint(teacher, x, "teacher")
+                    loss = hint_loss(run_to_hint(model, x, "student"), t_features, regressor)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.detach()
+            history.append(float(total) / steps_per_epoch)
+            if not math.isfinite(history[-1]):
+                raise FloatingPointError(f"hint regression diverged at epoch {epoch + 1} (MSE {history[-1]})")
+    finally:
+        for h in hooks:
+            h.remove()
+    return history
+
+
 def _optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
     fused = {"fused": True} if params and params[0].is_cuda else {}
     if train.optimizer == "adamw":
@@ -363,7 +452,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, train: TrainSpec, steps_per_epo
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=0.25)
     if train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    raise ValueError(f"unknown schedule {train.schedule!r}; use onecycle or cosine")
+    if train.schedule == "step":  # the classic CIFAR schedule: lr / 10 at 50% and again at 75% of training
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[total // 2, 3 * total // 4], gamma=0.1)
+    raise ValueError(f"unknown schedule {train.schedule!r}; use onecycle, cosine or step")
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:

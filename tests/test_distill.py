@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from autokd.distill import fit_ensemble_weights, fm_loss, hint_loss, kd_loss, make_hint_adapter, soft_kl
+from autokd.distill import (distiller_kd_loss, fit_ensemble_weights, fm_loss, hint_loss, kd_loss, make_hint_adapter,
+                            soft_kl)
+from autokd.errors import AutokdError
 
 
 def _softmax(xs):
@@ -30,6 +32,32 @@ def test_kd_loss_is_weighted_sum_of_kl_and_ce():
     ce = -math.log(_softmax(s)[y])
     got = kd_loss(torch.tensor([s]), torch.tensor([t]), torch.tensor([y]), alpha=alpha, temperature=temp)
     assert got.item() == pytest.approx(alpha * kl + (1 - alpha) * ce, rel=1e-5)
+
+
+def test_distiller_weighting_is_sw_ce_plus_dw_kl_without_t_squared():
+    """Distiller's KnowledgeDistillationPolicy: student_wt * CE + distill_wt * KL(T), no T^2 factor."""
+    s, t, y, temp = [[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]], [[0.2, 3.0, -1.0], [1.0, 0.0, 1.5]], [2, 0], 1.5
+    def kl_row(si, ti):
+        p_t, p_s = _softmax([x / temp for x in ti]), _softmax([x / temp for x in si])
+        return sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
+
+    kl = (kl_row(s[0], t[0]) + kl_row(s[1], t[1])) / 2
+    ce = sum(-math.log(_softmax(si)[yi]) for si, yi in zip(s, y)) / 2
+    got = distiller_kd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), student_weight=0.3, distill_weight=0.7,
+                            temperature=temp)
+    assert got.item() == pytest.approx(0.3 * ce + 0.7 * kl, rel=1e-5)
+    # Hinton's form at the same alpha differs by exactly the T^2 on the KL term
+    hinton = kd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), alpha=0.7, temperature=temp)
+    assert hinton.item() == pytest.approx(0.3 * ce + 0.7 * temp**2 * kl, rel=1e-5)
+    assert hinton.item() != pytest.approx(got.item(), rel=1e-3)
+
+
+def test_distiller_kd_gradient_reaches_the_student():
+    """Unlike Distiller's detached logit copy (its issue #234), the KL term trains the student."""
+    s = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
+    distiller_kd_loss(s, torch.tensor([[0.2, 3.0, -1.0]]), torch.tensor([0]), student_weight=0.0, distill_weight=1.0,
+                      temperature=1.0).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
 
 
 def test_kd_loss_alpha_zero_is_cross_entropy_and_identical_logits_give_zero_kl():
@@ -64,3 +92,28 @@ def test_fitted_ensemble_weights_prefer_the_better_member_and_are_reproducible()
     w2 = fit_ensemble_weights([good, noisy], labels, seed=3)
     assert w1 == w2
     assert sum(w1) == pytest.approx(1.0) and w1[0] > 0.6
+
+
+def test_distiller_and_fitnets_knobs_are_searchable_and_round_trip_through_optuna_params():
+    import optuna
+
+    from autokd.config import TrialConfig
+    from autokd.space import SearchSpace
+
+    space = SearchSpace({"students": {"cnn5": {"width": 0.25}},
+                         "distill": {"loss": {"choices": ["kd", "fitnets"]},
+                                     "weighting": {"choices": ["hinton", "distiller"]},
+                                     "alpha": {"float": [0.4, 0.9]},
+                                     "student_weight": {"float": [0.4, 0.6]}, "distill_weight": {"float": [0.4, 0.6]},
+                                     "temperature": {"float": [1.0, 1.5]}, "hint_epochs": {"int": [1, 3]}}})
+    params = {"family": "cnn5", "loss": "fitnets", "weighting": "distiller", "student_weight": 0.5,
+              "distill_weight": 0.45, "temperature": 1.35, "hint_epochs": 2}
+    cfg = space.suggest(optuna.trial.FixedTrial(params))
+    d = cfg.distill
+    assert (d.loss, d.weighting, d.student_weight, d.distill_weight, d.temperature, d.hint_epochs) == (
+        "fitnets", "distiller", 0.5, 0.45, 1.35, 2)
+    assert TrialConfig.from_params(cfg.to_params()) == cfg
+    hinton = space.suggest(optuna.trial.FixedTrial({**params, "loss": "kd", "weighting": "hinton", "alpha": 0.4}))
+    assert (hinton.distill.weighting, hinton.distill.alpha) == ("hinton", 0.4)  # alpha only for hinton
+    with pytest.raises(AutokdError, match="distill.weighting"):
+        SearchSpace({"students": {"cnn5": {}}, "distill": {"weighting": "distilller"}})

@@ -7,8 +7,8 @@ from autokd.data import load_dataset
 from autokd.distill import Teacher, TeacherMember
 from autokd.measure import accuracy
 from autokd.models import build_model
-from autokd.train import (AugmentPolicy, TeacherLogitCache, _crop_flip, augmented_batch, epoch_views, predict,
-                          train_model)
+from autokd.train import (AugmentPolicy, TeacherLogitCache, _crop_flip, augmented_batch, epoch_views, fit_hint_stage,
+                          predict, train_model)
 from autokd.checkpoint import deployable
 
 
@@ -81,3 +81,62 @@ def test_a_run_of_very_few_steps_trains_under_every_schedule():
         result = train_model(model, images, labels, train=spec, distill=DistillSpec(loss="none"),
                              policy=AugmentPolicy())
         assert len(result.history) == steps and all(h["loss"] > 0 for h in result.history)
+
+
+def _digits_pair(n_train=512):
+    data = load_dataset("digits").subset(n_train, 64, seed=0)
+    torch.manual_seed(0)
+    teacher_net = build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.5)
+    teacher = Teacher([TeacherMember(teacher_net.eval(), data.mean, data.std)])
+    student = deployable(build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.25, hidden=32),
+                         data.mean, data.std)
+    return data, teacher, student
+
+
+def _hint_mse(student, teacher, images):
+    """Hint MSE of the student's hint layer against the teacher's, through a least-squares 1x1 regressor."""
+    feats = {}
+    hooks = [student[-1].hint_layer.register_forward_hook(lambda m, i, o: feats.__setitem__("s", o)),
+             teacher.hint_layer.register_forward_hook(lambda m, i, o: feats.__setitem__("t", o))]
+    student.eval()
+    with torch.no_grad():
+        x = images.float() / 255.0
+        student(x), teacher(x)
+    for h in hooks:
+        h.remove()
+    fs = feats["s"].permute(0, 2, 3, 1).reshape(-1, feats["s"].shape[1])
+    ft = torch.nn.functional.adaptive_avg_pool2d(feats["t"], feats["s"].shape[-2:]).permute(0, 2, 3, 1)
+    ft = ft.reshape(-1, feats["t"].shape[1])
+    w = torch.linalg.lstsq(fs, ft).solution
+    return float(((fs @ w - ft) ** 2).mean())
+
+
+def test_fitnets_stage_one_trains_only_the_guided_layers_and_fits_the_hint():
+    data, teacher, student = _digits_pair()
+    guided = {id(p) for p in student[-1].features[:2].parameters()}  # cnn5: hint_layer = features[1]
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    mse_before = _hint_mse(student, teacher, data.test_images)
+    history = fit_hint_stage(student, data.train_images, teacher, train=TrainSpec(batch_size=64, lr=0.05),
+                             policy=AugmentPolicy(crop_pad=1), epochs=3)
+    assert len(history) == 3 and history[-1] < history[0]
+    assert _hint_mse(student, teacher, data.test_images) < mse_before
+    names = {id(p): n for n, p in student.named_parameters()}
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(v, before[k])}
+    guided_names = {names[i] for i in guided}
+    assert guided_names and guided_names <= changed
+    after_hint = [k for k in before if k.startswith("1.features.") and int(k.split(".")[2]) >= 2]
+    untouched = [k for k in before if k.startswith("1.classifier.")] + after_hint
+    assert untouched and not (set(untouched) & changed)  # weights and BN statistics after the hint layer
+
+
+def test_fitnets_two_stage_run_learns_with_distiller_weighting(tmp_path):
+    data, teacher, student = _digits_pair()
+    cache = TeacherLogitCache(teacher, data.train_images, AugmentPolicy(crop_pad=1), "t", tmp_path)
+    spec = DistillSpec(loss="fitnets", hint_epochs=2, weighting="distiller", student_weight=0.5, distill_weight=0.5,
+                       temperature=1.5)
+    result = train_model(student, data.train_images, data.train_labels, train=TrainSpec(epochs=3, batch_size=64),
+                         distill=spec, policy=AugmentPolicy(crop_pad=1), teacher=teacher, logit_cache=cache,
+                         evaluate=lambda m: accuracy(predict(m, data.test_images), data.test_labels))
+    assert len(result.hint_history) == 2 and len(result.history) == 3
+    assert result.teacher_path == "cache" and cache.misses == 3  # stage 2 is KD on logits only
+    assert result.history[-1]["accuracy"] > 0.5
