@@ -255,9 +255,22 @@ def compression_table(study: optuna.Study) -> Table | None:
                           *["-"] * len(_BEFORE_AFTER))
             continue
         cells = [_before_after(a.get(f"uncompressed_{metric}"), a.get(metric), unit) for _, metric, unit in _BEFORE_AFTER]
-        detail = a.get("compression_detail", "")
+        detail = rounded(str(a.get("compression_detail", "")))
         table.add_row(str(t.number), architecture(a), f"{_compression(a)}: {detail}", *cells)
     return table
+
+
+def rounded(text: str) -> str:
+    """Long decimals in stored text to 3 significant digits: ``rank 0.313031`` -> ``rank 0.313``."""
+    import math
+    import re
+
+    def short(match: re.Match) -> str:
+        value = float(match.group())
+        digits = max(0, 2 - math.floor(math.log10(value))) if value else 0  # never scientific notation
+        return f"{value:.{digits}f}"
+
+    return re.sub(r"\d+\.\d{4,}", short, text)
 
 
 def _before_after(before: float | None, after: float | None, unit: str) -> str:
