@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.measure import cpu_model
-from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, student_kind
+from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()
@@ -37,6 +37,11 @@ def test_objective_figures_read_as_people_read_them():
     assert cost_objectives(study) == ["params"]
     study.set_user_attr("objectives", ["accuracy"])
     assert cost_objectives(study) == ["params"]  # accuracy alone: plotted against params
+
+
+def test_stored_text_is_rounded():
+    assert rounded("rank 0.313031: 3/5 layers factorized, ft 1 ep") == "rank 0.313: 3/5 layers factorized, ft 1 ep"
+    assert rounded("1234.56789 kept, 0.00012345 left, 1.25 B/param") == "1235 kept, 0.000123 left, 1.25 B/param"
 
 
 def test_student_kinds():
