@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from autokd.config import StudyConfig, load_study_config
+from autokd.config import StudyConfig, TeacherRecipe, load_study_config
 from autokd.errors import AutokdError, SearchFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
@@ -202,6 +202,7 @@ def search(
     dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
     download: Optional[bool] = typer.Option(None, "--download", help="Allow torchvision to download the dataset."),
+    image_size: Optional[int] = typer.Option(None, help="Resize every image to N x N px (8..224)."),
     executor: Optional[str] = typer.Option(None, help="local or ray."),
     max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (ray executor)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial (ray), e.g. 0.25."),
@@ -219,7 +220,7 @@ def search(
 
     cfg = resolve_study(study).with_overrides(
         n_trials=n_trials, timeout=timeout, storage=storage, output=output, dataset=dataset, data_root=data_root,
-        download=download,
+        download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, address=address)
     cfg = _storage_from_env(cfg)
@@ -302,6 +303,73 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
     return context
 
 
+# --------------------------------------------------------------------------- check
+
+
+@app.command()
+@guarded
+def check(
+    study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name (default: the built-in study)."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
+) -> None:
+    """Validate a study without running it: values, search space, data, teacher, constraints.
+
+    The checks ``autokd search`` makes before it starts, and no more work than they take: the
+    data's layout is listed (one image header read, nothing decoded), teacher checkpoints are
+    opened weights-only; nothing trains, no database is opened, no file is written. Exit 0 with a
+    summary, or 2 with one line naming the problem and its fix.
+    """
+    from autokd.context import study_data_source
+    from autokd.data import inspect_dataset
+    from autokd.space import SearchSpace
+    from autokd.teacher import validate_teacher
+
+    cfg = resolve_study(study).with_overrides(dataset=dataset, data_root=data_root)
+    space_path = cfg.resolve(cfg.search_space)
+    space = SearchSpace.load(space_path)
+    info = inspect_dataset(**study_data_source(cfg))
+    for split, wanted in (("train", cfg.subset_train), ("test", cfg.subset_test)):
+        have = info.split_sizes.get(split)
+        if wanted is not None and have is not None and wanted > have:
+            raise AutokdError(f"study: subset_{split} = {wanted} is more than the {have:,} {split} images of {info.name}",
+                              f"set subset_{split} to at most {have} in the study file, or remove it to use them all")
+    validate_teacher(cfg)
+    sizes = " / ".join(f"{n:,} {split}" for split, n in info.split_sizes.items()) or "sizes known once loaded"
+    subset = (f", subset {cfg.subset_train or 'all'} train / {cfg.subset_test or 'all'} test"
+              if cfg.subset_train or cfg.subset_test else "")
+    classes = f"{len(info.classes)} classes, " if info.classes else ""
+    pixels = f", {info.image_size} px" if info.image_size else ""
+    rows = [
+        ("dataset", f"{info.name}: {classes}{sizes}{subset}{pixels}; {cfg.validation_fraction:g} of train held out "
+                    "for validation"),
+        ("teacher", _describe_teacher(cfg)),
+        ("search space", f"{space_path.name}: {len(space.dimensions())} search dimensions, families "
+                         f"{', '.join(sorted(space.families))}"),
+        ("objectives", ", ".join(f"{o} ({d[:3]})" for o, d in zip(cfg.objectives, cfg.directions))),
+        ("constraints", ", ".join(f"{k} {v:g}" for k, v in cfg.constraints.items()) or "none"),
+        ("budget", f"{cfg.n_trials} trials" + (f", timeout {cfg.timeout:g} s" if cfg.timeout else "")
+                   + f", sampler {cfg.sampler}, executor {cfg.executor.kind}; output {cfg.output_dir}"),
+    ]
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    console.print(table)
+    console.print(f"study {cfg.name}: OK (nothing trained, no database opened)")
+
+
+def _describe_teacher(cfg: StudyConfig) -> str:
+    teacher = cfg.teacher
+    if teacher.family is not None:
+        knobs = ",".join(f"{k}={v}" for k, v in teacher.knobs.items())
+        return f"{teacher.family}{f'({knobs})' if knobs else ''} trained by the study, {teacher.epochs} epochs"
+    if teacher.checkpoint is not None:
+        return f"checkpoint {cfg.resolve(teacher.checkpoint)} (weights-only, readable)"
+    return f"ensemble of {len(teacher.ensemble)} ({teacher.combine})"
+
+
 # --------------------------------------------------------------------------- report, export, dashboard
 
 
@@ -351,7 +419,8 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
            out: Optional[Path] = typer.Option(None, help="Output file (default: beside the study)."),
            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
     """Write a trial's student as a deployable ONNX or TorchScript file, checked against PyTorch."""
-    from autokd.export import FORMATS, agreement, export_metadata, export_model, load_trial_model, sidecar_path
+    from autokd.export import (FORMATS, agreement, export_metadata, export_model, exported_outputs, load_trial_model,
+                               sidecar_path)
     from autokd.context import load_study_data
     from autokd.report import trial_figures
 
@@ -374,6 +443,15 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     agree = agreement(model, out, format, data.test_images)
     console.print(f"wrote {out} ({out.stat().st_size:,} bytes); predictions agree with PyTorch on "
                   f"{100 * agree:.2f}% of {len(data.test_labels)} test images")
+    predicted, deferred = exported_outputs(out, format, data.test_images)
+    figures = trial_figures(frozen)
+    line = (f"the export's test accuracy {100 * float((predicted == data.test_labels).float().mean()):.2f}% "
+            f"(recorded {100 * figures.get('test_accuracy', float('nan')):.2f}%)")
+    if deferred is not None:
+        recorded = (figures.get("test_routing_share") or [float("nan")] * 2)[1]
+        line += (f"; {100 * float(deferred.float().mean()):.1f}% of test inputs go to the large member "
+                 f"(recorded {100 * recorded:.1f}%)")
+    console.print(line)
     where = "in its metadata_props" if format == "onnx" else f"in {sidecar_path(out)}"
     console.print(f"metadata {where}: {len(metadata['classes'])} classes, input {metadata['input_shape']} "
                   f"{metadata['layout']} {metadata['color_mode']} in [0, 1], normalised inside the model")
@@ -493,6 +571,9 @@ def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, outp
 # --------------------------------------------------------------------------- teacher
 
 
+_RECIPE = TeacherRecipe()  # the teacher defaults, shown in the options' help
+
+
 @teacher_app.command("train")
 @guarded
 def teacher_train(
@@ -500,35 +581,50 @@ def teacher_train(
     dataset: str = typer.Option("digits", help="digits, cifar10, ..., or imagefolder:PATH."),
     family: str = typer.Option("resnet18", help="Model family from the registry."),
     knob: list[str] = typer.Option([], help="Family knob as NAME=VALUE (repeatable)."),
-    epochs: int = typer.Option(15, min=1),
-    lr: float = typer.Option(0.05, min=0.0),
-    batch_size: int = typer.Option(128, min=1),
+    epochs: Optional[int] = typer.Option(None, help=f"Default {_RECIPE.epochs}."),
+    lr: Optional[float] = typer.Option(None, help=f"Default {_RECIPE.lr}."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Default {_RECIPE.batch_size}."),
+    optimizer: Optional[str] = typer.Option(None, help=f"sgd or adamw (default {_RECIPE.optimizer})."),
+    schedule: Optional[str] = typer.Option(None, help=f"onecycle, cosine or step (default {_RECIPE.schedule})."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Default {_RECIPE.weight_decay}."),
+    label_smoothing: Optional[float] = typer.Option(None, help=f"Default {_RECIPE.label_smoothing} (off)."),
+    crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="Random crop (default: the dataset's)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random flip (default: the dataset's)."),
     seed: int = typer.Option(0),
     data_root: Optional[str] = typer.Option(None),
     download: bool = typer.Option(False, "--download"),
 ) -> None:
-    """Train a teacher on labels and save it as a weights-only checkpoint."""
+    """Train a teacher on labels and save it as a weights-only checkpoint (the study file's teacher recipe)."""
     from autokd.checkpoint import save_checkpoint
+    from pydantic import ValidationError
+
+    from autokd.config import _validation_error
     from autokd.models import build_model
     from autokd.teacher import train_teacher
     from autokd.context import augment_policy, load_study_data
     from autokd.train import pick_device
 
     knobs = dict(_parse_knob(k) for k in knob)
+    given = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
+                 weight_decay=weight_decay, label_smoothing=label_smoothing, crop=crop, flip=flip)
+    try:
+        recipe = TeacherRecipe(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        raise _validation_error("command line", "option", err, TeacherRecipe) from None
     cfg = StudyConfig(dataset=dataset, data_root=data_root, download=download, seed=seed)
     data = load_study_data(cfg)
     build_model(family, num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size,
                 **knobs)  # validate family and knobs before any training
     with Progress(TextColumn("teacher {task.fields[family]}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as progress:
-        task = progress.add_task("train", total=epochs, family=family, info="")
+        task = progress.add_task("train", total=recipe.epochs, family=family, info="")
         net, acc = train_teacher(
-            data, family=family, knobs=knobs, epochs=epochs, lr=lr, batch_size=batch_size,
+            data, family=family, knobs=knobs, recipe=recipe,
             policy=augment_policy(cfg, data), device=pick_device(), seed=seed,
             on_epoch=lambda e, m: progress.update(task, completed=e + 1, info=f"acc {100 * m['accuracy']:.1f}%"))
     save_checkpoint(out, net, family=family, knobs=net.knobs, num_classes=data.num_classes,
                     in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
-                    accuracy=acc, dataset=dataset)
+                    accuracy=acc, dataset=dataset, teacher_recipe=recipe.model_dump(mode="json"))
     console.print(f"teacher {family} test accuracy {100 * acc:.2f}% -> {out}")
 
 

@@ -44,10 +44,12 @@ CONSTRAINTS: dict[str, tuple[str, str]] = {
 LOSSES = ("kd", "fm", "hint", "fitnets", "none")
 #: How kd, hint and fitnets weight CE and KL: Hinton (alpha, T^2) or Distiller (student/distill weights).
 KD_WEIGHTINGS = ("hinton", "distiller")
-COMPRESSION_METHODS = ("none", "structured", "unstructured", "lowrank", "int8")
-#: Keys of a search space's ``pairs`` section (docs/pairs.md); the last four are selector knobs.
+COMPRESSION_METHODS = ("none", "structured", "fisher", "unstructured", "lowrank", "int8")
+#: Keys of a search space's ``pairs`` section (docs/pairs.md): the routed pair's selector knobs
+#: (Optuna params ``selector.*``) and the routing knobs of both committee kinds (``router.*``).
 SELECTOR_KEYS = ("layers", "width", "epochs", "lr")
-PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS
+ROUTER_KEYS = ("rule", "combine", "target", "tolerance", "budget")
+PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS + ROUTER_KEYS
 
 
 # --------------------------------------------------------------------------- value rules
@@ -152,7 +154,7 @@ class TrialConfig:
         if self.second is not None:
             params["family2"] = self.second.family
             params.update({f"second.{self.second.family}.{k}": v for k, v in self.second.knobs})
-        params.update({f"selector.{k}": v for k, v in self.selector})
+        params.update({f"{'router' if k in ROUTER_KEYS else 'selector'}.{k}": v for k, v in self.selector})
         for prefix, spec in (("", self.distill), ("", self.train), ("compress.", self.compress)):
             params.update({prefix + k: v for k, v in dataclasses.asdict(spec).items()})
         return params
@@ -166,7 +168,8 @@ class TrialConfig:
             f2 = params["family2"]
             prefix = f"second.{f2}."
             second = StudentSpec.of(f2, **{k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)})
-        selector = tuple(sorted((k.split(".", 1)[1], v) for k, v in params.items() if k.startswith("selector.")))
+        selector = tuple(sorted((k.split(".", 1)[1], v) for k, v in params.items()
+                                if k.startswith(("selector.", "router."))))
 
         def pick(cls: type, prefix: str = "") -> Any:
             names = {f.name for f in dataclasses.fields(cls)}
@@ -192,7 +195,8 @@ class TrialConfig:
     def describe(self) -> str:
         arch = _describe_student(self.student)
         if self.second is not None:
-            arch = f"{arch} | {_describe_student(self.second)} + selector"
+            how = "cascade" if self.kind == "cascade" else "selector"
+            arch = f"{arch} | {_describe_student(self.second)} + {how}"
         return arch
 
 
@@ -282,37 +286,102 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class TeacherRecipe(_Strict):
+    """How a teacher (or an ensemble member, or JointNet's joint stage) is trained: the one place
+    for teacher defaults. Label smoothing is off unless asked for, as in the published recipes;
+    ``crop``/``flip`` left unset follow the study's ``augment``."""
+
+    epochs: int = Field(12, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["onecycle", "cosine", "step"] = "onecycle"
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    crop: bool | None = None
+    flip: bool | None = None
+
+    def recipe(self) -> "TeacherRecipe":
+        """The recipe fields alone (a ``TeacherConfig`` is a recipe plus where its networks come from)."""
+        return TeacherRecipe(**{k: getattr(self, k) for k in TeacherRecipe.model_fields})
+
+    def train_spec(self, seed: int) -> TrainSpec:
+        return TrainSpec(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                         optimizer=self.optimizer, schedule=self.schedule, label_smoothing=self.label_smoothing,
+                         seed=seed)
+
+
+def _overridden(recipe: TeacherRecipe, overrides: dict[str, Any], key: str) -> TeacherRecipe:
+    """``recipe`` with ``overrides`` (a member's or the joint stage's ``recipe`` mapping) applied and checked."""
+    try:
+        return TeacherRecipe(**{**recipe.recipe().model_dump(), **overrides})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = _dotted(tuple(first["loc"]))
+        rule = _field_rule(TeacherRecipe, first["loc"])
+        problem = rule.problem(first.get("input")) if rule is not None else None
+        detail = f"{problem}: must be {rule}" if problem else first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{key}.{name} = {first.get('input')!r} {detail}") from None
+
+
 class TeacherMember(_Strict):
-    checkpoint: str
+    """One ensemble member: a checkpoint, or a family the study trains (the teacher's recipe, with
+    this member's ``recipe`` overrides)."""
+
+    checkpoint: str | None = None
+    family: str | None = None
+    knobs: dict[str, Any] = Field(default_factory=dict)
+    recipe: dict[str, Any] = Field(default_factory=dict)
     weight: float | None = Field(None, ge=0)
 
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherMember":
+        if (self.checkpoint is None) == (self.family is None):
+            raise ValueError("an ensemble member gives exactly one of checkpoint or family")
+        if self.checkpoint is not None and (self.knobs or self.recipe):
+            raise ValueError("knobs and recipe belong to a member the study trains (family), not to a checkpoint")
+        return self
 
-class TeacherConfig(_Strict):
-    """A teacher: an architecture the study trains once, a checkpoint, or a weighted ensemble."""
+
+class TeacherConfig(TeacherRecipe):
+    """A teacher: an architecture the study trains once, a checkpoint, or an ensemble (AvNet or
+    JointNet) of checkpoints and/or architectures the study trains; the recipe fields it inherits
+    train every network the study trains for it."""
 
     family: str | None = None
     knobs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
     ensemble: list[TeacherMember] | None = None
+    combine: Literal["average", "jointnet"] = "average"  # average: AvNet; jointnet: docs/teachers.md
     fit_weights: bool = False
-    joint_head: bool = False  # ensemble only: a linear head over the members' logits, fitted on validation
-    epochs: int = Field(15, ge=1)
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(128, ge=1)
+    joint_head: bool = False  # average only: a linear head over the members' logits, fitted on validation
+    joint_recipe: dict[str, Any] = Field(default_factory=dict)  # jointnet: overrides of the recipe for its stage
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherConfig":
         sources = [self.family is not None, self.checkpoint is not None, self.ensemble is not None]
         if sum(sources) != 1:
             raise ValueError("give exactly one of family (train it), checkpoint, or ensemble")
-        if self.joint_head and self.ensemble is None:
-            raise ValueError("joint_head needs an ensemble teacher")
+        if (self.joint_head or self.combine == "jointnet") and self.ensemble is None:
+            raise ValueError("joint_head and combine: jointnet need an ensemble teacher")
+        if self.combine == "jointnet" and (self.joint_head or self.fit_weights or len(self.ensemble) < 2):
+            raise ValueError("combine: jointnet needs 2 or more members and neither joint_head nor fit_weights")
+        for i, member in enumerate(self.ensemble or []):
+            _overridden(self, member.recipe, f"ensemble[{i}].recipe")
+        _overridden(self, self.joint_recipe, "joint_recipe")
         return self
+
+    def member_recipe(self, index: int) -> TeacherRecipe:
+        return _overridden(self, self.ensemble[index].recipe, f"ensemble[{index}].recipe")
+
+    def joint_stage_recipe(self) -> TeacherRecipe:
+        return _overridden(self, self.joint_recipe, "joint_recipe")
 
 
 class AugmentConfig(_Strict):
     crop_pad: int | None = Field(None, ge=0)
     flip: bool | None = None
+    inception_crop: bool = False  # Inception's random-resized crop instead of the padded crop (function matching)
 
 
 class ExecutorConfig(_Strict):
@@ -337,7 +406,7 @@ class StudyConfig(_Strict):
     dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
-    image_size: int | None = Field(None, ge=8, le=64)
+    image_size: int | None = Field(None, ge=8, le=224)
     subset_train: int | None = Field(None, ge=10)
     subset_test: int | None = Field(None, ge=10)
     # Share of the training images held out for validation: every objective and every sampler
@@ -345,7 +414,7 @@ class StudyConfig(_Strict):
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     validation_min_per_class: int = Field(2, ge=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(family="resnet18", epochs=12, lr=0.05))
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(family="resnet18"))
     search_space: str = "search_spaces/default.yaml"
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "params", "latency_ms"])
     constraints: dict[str, float] = Field(default_factory=dict)
@@ -380,6 +449,10 @@ class StudyConfig(_Strict):
         unknown = [k for k in value if k not in CONSTRAINTS]
         if unknown:
             raise ValueError(f"unknown constraint {unknown[0]!r}; known: {', '.join(CONSTRAINTS)}")
+        for key, bound in value.items():
+            rule = Rule.number(at_least=0, at_most=1) if CONSTRAINTS[key][0] == "accuracy" else Rule.number(at_least=0)
+            if rule.problem(bound):
+                raise ValueError(f"constraints.{key} = {bound!r} {rule.problem(bound)}: must be {rule}")
         return value
 
     @field_validator("name")

@@ -26,14 +26,15 @@ from torch import nn
 from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, write_atomically
 from autokd.compress import load_compressed
 from autokd.errors import AutokdError
-from autokd.pairs import load_pair
+from autokd.committee import WithRoute, load_committee
 from autokd.train import predict
 
 FORMATS = ("onnx", "torchscript")
 METADATA_FORMAT = "autokd-export/1"
 #: Metadata values stored as plain text in ONNX ``metadata_props``; every other value is JSON.
 TEXT_KEYS = ("format", "layout", "color_mode", "resize", "normalization", "study", "architecture", "compression",
-             "dataset", "autokd_version", "input_name", "output_name")
+             "dataset", "autokd_version", "input_name", "output_name", "kind", "route_output", "route_meaning",
+             "output_values")
 
 
 def _load_single(payload: dict, source: str) -> nn.Module:
@@ -42,11 +43,12 @@ def _load_single(payload: dict, source: str) -> nn.Module:
 
 
 #: Checkpoint kind -> loader of its deployable model (takes [0, 1] floats). Every trial checkpoint
-#: declares its kind (``autokd.trial.run_trial``, ``autokd.pairs.run_pair_trial``).
+#: declares its kind (``autokd.trial.run_trial``, ``autokd.committee.run_committee_trial``).
 LOADERS: dict[str, Callable[[dict, str], nn.Module]] = {
     "single": _load_single,
     "compressed": lambda payload, source: load_compressed(payload),
-    "pair": lambda payload, source: load_pair(payload),
+    "pair": lambda payload, source: load_committee(payload),
+    "cascade": lambda payload, source: load_committee(payload),
 }
 
 
@@ -83,6 +85,10 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    routed = hasattr(model, "forward_with_route")  # a committee also outputs whether each input was deferred
+    if routed:
+        model = WithRoute(model).eval()
+    outputs = ["logits", "route"] if routed else ["logits"]
     # Serialised in memory, then written beside the target and renamed over it: a failure (a full
     # disk) leaves the old file, or none. torch's own writer aborts the process on a full disk.
     buffer = io.BytesIO()
@@ -92,8 +98,8 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor,
             traced = torch.jit.trace(model, example, check_trace=False)
         torch.jit.save(traced, buffer, _extra_files={"autokd.json": text} if text else None)
     else:
-        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=outputs,
+                          dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False,
                           opset_version=17)
         if metadata is not None:
             buffer = io.BytesIO(_with_onnx_metadata(buffer.getvalue(), metadata))
@@ -161,6 +167,10 @@ def export_metadata(payload: dict, *, classes: list[str] | None, study: str | No
         "dataset": figures.get("dataset") or payload.get("dataset"),
         "autokd_version": autokd.__version__,
     }
+    if payload.get("kind") in ("pair", "cascade"):  # a committee: log-probabilities, plus where each input went
+        meta.update(kind=payload["kind"], output_values="log-probabilities", route_output="route",
+                    route_meaning="1: the input went to the large member, 0: the cheap member answered",
+                    test_routing_share=figures.get("test_routing_share"), members=figures.get("member_names"))
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -229,22 +239,38 @@ def _dynamic_int8(model: nn.Module) -> bool:
     return any(isinstance(m, DynamicLinear) for m in model.modules())
 
 
-def exported_predictions(path: Path, fmt: str, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Class predictions of the exported file itself (onnxruntime for ONNX)."""
-    preds = []
+def exported_outputs(path: Path, fmt: str, images_u8: torch.Tensor, batch_size: int = 256
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class predictions of the exported file itself (onnxruntime for ONNX), and a committee's deferrals.
+
+    The second tensor is the export's ``route`` output (1: the input went to the large member),
+    or None for a single model.
+    """
+    preds, routes = [], []
     if fmt == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
         for start in range(0, len(images_u8), batch_size):
             x = (images_u8[start:start + batch_size].float() / 255.0).numpy()
-            preds.append(torch.from_numpy(np.asarray(session.run(["logits"], {"image": x})[0])).argmax(1))
+            outs = [torch.from_numpy(np.asarray(o)) for o in session.run(names, {"image": x})]
+            preds.append(outs[0].argmax(1))
+            routes.extend(outs[1:2])
     else:
         module = torch.jit.load(str(path), map_location="cpu")
         with torch.inference_mode():
             for start in range(0, len(images_u8), batch_size):
-                preds.append(module(images_u8[start:start + batch_size].float() / 255.0).argmax(1))
-    return torch.cat(preds)
+                out = module(images_u8[start:start + batch_size].float() / 255.0)
+                outs = list(out) if isinstance(out, (tuple, list)) else [out]
+                preds.append(outs[0].argmax(1))
+                routes.extend(outs[1:2])
+    return torch.cat(preds), (torch.cat(routes).bool() if routes else None)
+
+
+def exported_predictions(path: Path, fmt: str, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Class predictions of the exported file itself (onnxruntime for ONNX)."""
+    return exported_outputs(path, fmt, images_u8, batch_size)[0]
 
 
 def agreement(model: nn.Module, path: Path, fmt: str, images_u8: torch.Tensor) -> float:

@@ -168,7 +168,8 @@ def module_runner(module: torch.nn.Module, metadata: dict[str, Any], source: str
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).float().numpy()
+            out = module(torch.from_numpy(x))
+            return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()  # a committee: (logits, route)
 
     return Runner(metadata, forward, source)
 

@@ -1,7 +1,7 @@
 """Reports: the Pareto front as rich tables and a PNG plot, read through Optuna's API only.
 
 The front is chosen on validation accuracy (the objective); every table shows validation and
-test accuracy side by side, and per-class and pair figures are the test split's (docs/methodology.md).
+test accuracy side by side, and per-class and committee figures are the test split's (docs/methodology.md).
 """
 
 from __future__ import annotations
@@ -177,55 +177,96 @@ def teacher_table(teacher: dict[str, Any]) -> Table:
     return table
 
 
-def pair_trials(study: optuna.Study, top: int = 3) -> list[FrozenTrial]:
-    """The best pair trials: Pareto-optimal ones first, then the most accurate other pairs."""
+def committee_trials(study: optuna.Study, top: int | None = 5) -> list[FrozenTrial]:
+    """Complete committee trials (pairs, cascades): Pareto-optimal ones first, then by validation accuracy."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pairs = [t for t in complete if t.user_attrs.get("config", {}).get("kind") == "pair"]
+    committees = [t for t in complete if trial_kind(trial_figures(t)) != "single"]
     front = {t.number for t in pareto_trials(study)}
-    return sorted(pairs, key=lambda t: (t.number not in front, -float(t.user_attrs.get("accuracy", 0.0))))[:top]
+    ranked = sorted(committees, key=lambda t: (t.number not in front, -float(t.user_attrs.get("accuracy", 0.0))))
+    return ranked if top is None else ranked[:top]
 
 
-def pair_table(study: optuna.Study, teacher: dict[str, Any] | None, top: int = 3, max_classes: int = 20) -> Table:
-    """Routed vs oracle vs each student vs the teacher, per class, for the best pair trials."""
-    trials = pair_trials(study, top)
+def _members(a: dict[str, Any]) -> dict[str, list[Any]]:
+    """A committee's member figures, cheap member first (older pair trials named them ``student_*``)."""
+    return {"names": a.get("member_names") or a.get("students") or ["member 1", "member 2"],
+            "trials": a.get("reused_from") or [None, None],
+            "val": a.get("member_validation_accuracy") or a.get("student_accuracy") or [None, None],
+            "test": a.get("member_test_accuracy") or a.get("test_student_accuracy") or [None, None],
+            "macs": a.get("member_macs") or a.get("student_macs") or [None, None]}
+
+
+def best_single_within(study: optuna.Study, macs: float) -> FrozenTrial | None:
+    """The single student with the best validation accuracy among those costing at most ``macs`` MACs."""
+    singles = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if trial_kind(trial_figures(t)) == "single" and t.user_attrs.get("macs", float("inf")) <= macs]
+    return max(singles, key=lambda t: float(t.user_attrs.get("accuracy", 0.0)), default=None)
+
+
+def _routing(a: dict[str, Any]) -> str:
+    router = a.get("router") or {}
+    if trial_kind(a) == "cascade":
+        how = f"cascade: {router.get('rule', '?')}, deferred answer {router.get('combine', '?')}"
+    else:
+        cfg = a.get("config", {})
+        how = f"routed pair: selector {cfg.get('selector.layers', '?')}x{cfg.get('selector.width', '?')}"
+    if router.get("target") == "budget":
+        how += f", defer at most {100 * float(router.get('budget', 0)):.0f}%"
+    elif router.get("target") == "match":
+        how += f", match the large member -{float(router.get('tolerance', 0)):.2f} pt"
+    router_acc = a.get("test_router_accuracy", a.get("test_selector_accuracy"))
+    if router_acc is not None:
+        how += f"; right member on {100 * router_acc:.1f}% of disagreements"
+    return how
+
+
+def committee_table(study: optuna.Study, top: int | None = 5) -> Table:
+    """Each committee above its members, the oracle and the best single student at equal or lower MACs."""
+    trials = committee_trials(study, top)
     front = {t.number for t in pareto_trials(study)}
-    table = Table(title=f"Pairs: routed vs oracle vs each student ({len(trials)} best pair trials; "
-                        "test split, routing share on test)")
+    table = Table(title=f"Committees: each beside its members and the best single student at no more MACs "
+                        f"({len(trials)} shown, * on the front; routing share and MACs on test)",
+                  title_justify="left")
     for col, justify in (("trial", "right"), ("model", "left"), ("val acc", "right"), ("test acc", "right"),
-                         ("routed to", "right")):
-        table.add_column(col, justify=justify)
-    n = len(trial_figures(trials[0]).get("test_per_class_accuracy", [])) if trials else 0
-    n = n if n <= max_classes else 0  # too many classes for columns: overall figures only
-    classes = study.user_attrs.get("classes") or [str(i) for i in range(n)]
-    for i in range(n):
-        table.add_column(str(classes[i]), justify="right", overflow="fold")
-
-    def cells(per_class: list[float] | None) -> list[str]:
-        shown = [f"{100 * v:.0f}" for v in (per_class or [])[:n]]
-        return shown + [""] * (n - len(shown))
-
-    if teacher:
-        table.add_row("", "teacher", *split_accuracy_cells(teacher), "", *cells(teacher.get("per_class_test_accuracy")),
-                      style="dim")
+                         ("MACs/input", "right"), ("to large", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
     for t in trials:
         a = trial_figures(t)
-        mark = f"{t.number}{'*' if t.number in front else ''}"
-        sel = a.get("test_selector_accuracy")
-        sel_text = f", selector {100 * sel:.1f}% on disagreements" if sel is not None else ""
-        table.add_row(mark, f"routed{sel_text}", *split_accuracy_cells(a), "", *cells(a.get("test_per_class_accuracy")),
+        m = _members(a)
+        share = (a.get("test_routing_share") or [None, None])[1]
+        table.add_row(f"{t.number}{'*' if t.number in front else ''}", _routing(a), *split_accuracy_cells(a),
+                      human(a.get("test_macs", a.get("macs"))), "-" if share is None else f"{100 * share:.1f}%",
                       style="bold")
-        table.add_row("", "oracle (either right)", percent(a.get("oracle_accuracy")), percent(a.get("test_oracle_accuracy")),
-                      "", *cells(a.get("test_oracle_per_class_accuracy")))
-        names = a.get("students") or ["student 1", "student 2"]
-        source = a.get("reused_from") or [None, None]
-        val_members = a.get("student_accuracy") or [None, None]
-        test_members = a.get("test_student_accuracy") or [None, None]
-        shares = a.get("test_routing_share") or [0.0, 0.0]
-        for j in range(2):
-            name = names[j] + (f" (trial {source[j]})" if source[j] is not None else "")
-            table.add_row("", name, percent(val_members[j]), percent(test_members[j]), f"{100 * shares[j]:.0f}%",
-                          *cells((a.get("test_student_per_class_accuracy") or [None, None])[j]))
+        table.add_row("", "oracle (either member right)", percent(a.get("oracle_accuracy")),
+                      percent(a.get("test_oracle_accuracy")), "", "")
+        for j, role in enumerate(("cheap", "large")):
+            source = f" (trial {m['trials'][j]})" if m["trials"][j] is not None else " (trained for it)"
+            table.add_row("", f"{role} member {m['names'][j]}{source}", percent(m["val"][j]), percent(m["test"][j]),
+                          human(m["macs"][j]), "")
+        best = best_single_within(study, float(a.get("macs", 0)))
+        if best is not None:
+            b = trial_figures(best)
+            table.add_row("", f"best single at <= MACs: trial {best.number} {architecture(b)}", *split_accuracy_cells(b),
+                          human(b.get("macs")), "", style="dim")
+        else:
+            table.add_row("", "best single at <= MACs: none that cheap", "", "", "", "", style="dim")
     return table
+
+
+def committee_warnings(study: optuna.Study) -> list[str]:
+    """One line per committee whose routing is degenerate (over 95% to one member) or that is worse than a member."""
+    lines = []
+    for t in committee_trials(study, top=None):
+        a = trial_figures(t)
+        share = a.get("test_routing_share") or []
+        test_members = [x for x in _members(a)["test"] if x is not None]
+        if share and max(share) > 0.95:
+            side = "cheap" if share[0] >= share[1] else "large"
+            lines.append(f"trial {t.number} ({trial_kind(a)}): routing is degenerate, {100 * max(share):.1f}% of "
+                         f"test inputs go to the {side} member")
+        if test_members and a.get("test_accuracy") is not None and a["test_accuracy"] < max(test_members) - 1e-9:
+            lines.append(f"trial {t.number} ({trial_kind(a)}): test accuracy {percent(a['test_accuracy'])} is below "
+                         f"its best member's {percent(max(test_members))}")
+    return lines
 
 
 #: (label, metric, unit) of the before -> after columns; ``uncompressed_{metric}`` is the before.
@@ -387,7 +428,7 @@ def _style_axis(axis: Any, log: bool, name: str) -> None:
         axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _tick(v, "B" if name == "size_bytes" else "")))
         axis.set_minor_formatter(ticker.NullFormatter())
     else:
-        axis.set_major_locator(ticker.MaxNLocator(nbins=6))
+        axis.set_major_locator(ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))  # 96, 97, 98; not 95.2, 96.0, 96.8
 
 
 def _tick(value: float, unit: str) -> str:
@@ -621,8 +662,10 @@ def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) 
         console.print(compressed)
     if teacher and len(teacher.get("members") or []) > 1:
         console.print(teacher_table(teacher))
-    if pair_trials(study):
-        console.print(pair_table(study, teacher))
+    if committee_trials(study):
+        console.print(committee_table(study))
+        for line in committee_warnings(study):
+            console.print(f"[yellow]warning:[/] {line}")
     console.print(trial_counts(study))
     plots = write_plots(study, study_cfg.output_dir, teacher)
     console.print(f"plots written: {', '.join(str(p) for p in plots)}")
@@ -703,8 +746,9 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
         parts.append("<h2>Compression</h2>" + table_html(compressed))
     if teacher and len(teacher.get("members") or []) > 1:
         parts.append("<h2>Teacher ensemble</h2>" + table_html(teacher_table(teacher)))
-    if pair_trials(study):
-        parts.append("<h2>Pairs (committees)</h2>" + table_html(pair_table(study, teacher, max_classes=1000)))
+    if committee_trials(study):
+        warnings = "".join(f"<p><b>warning:</b> {escape(line)}</p>" for line in committee_warnings(study))
+        parts.append("<h2>Committees (pairs, cascades)</h2>" + table_html(committee_table(study, top=None)) + warnings)
     parts.append("<h2>Study settings</h2><pre>" + escape(_settings_yaml(study_cfg)) + "</pre>")
     parts.append("<h2>Versions and hardware</h2><table><tbody>"
                  + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _environment())

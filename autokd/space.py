@@ -15,10 +15,11 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
 
-from autokd.compress import check_ratio, check_spec
-from autokd.config import (COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, SELECTOR_KEYS, CompressSpec,
+from autokd.compress import RATIO_BOUNDS, check_ratio, check_spec
+from autokd.config import (COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, ROUTER_KEYS, SELECTOR_KEYS, CompressSpec,
                            DistillSpec, StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
 from autokd.errors import AutokdError
+from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
 from autokd.models import family_knobs, family_names, family_rules
 from autokd.rules import Rule
 
@@ -46,13 +47,18 @@ VALUE_RULES: dict[str, Rule] = {
     "compress.method": Rule.one_of(*COMPRESSION_METHODS, noun="compression method"),
     "compress.ratio": Rule.number(at_least=0, below=1),
     "compress.finetune_epochs": Rule.integer(at_least=0),
-    "pairs.kind": Rule.one_of("single", "pair", noun="trial kind"),
+    "pairs.kind": Rule.one_of("single", "pair", "cascade", noun="trial kind"),
     "pairs.reuse": Rule.one_of(False, True),
     "pairs.pool": Rule.integer(at_least=2),
-    "pairs.layers": Rule.integer(at_least=2, at_most=4),  # autokd.pairs.SelectorSpec builds 2..4 blocks
+    "pairs.layers": Rule.integer(at_least=2, at_most=4),  # autokd.committee.SelectorSpec builds 2..4 blocks
     "pairs.width": Rule.integer(at_least=1, at_most=512),
     "pairs.epochs": Rule.integer(at_least=1),
     "pairs.lr": Rule.number(above=0),
+    "pairs.rule": Rule.one_of(*CONFIDENCE_RULES, noun="cascade confidence rule"),
+    "pairs.combine": Rule.one_of(*COMBINE_RULES, noun="cascade answer"),
+    "pairs.target": Rule.one_of(*THRESHOLD_TARGETS, noun="threshold target"),
+    "pairs.tolerance": Rule.number(at_least=0, at_most=100),  # accuracy points below the large member
+    "pairs.budget": Rule.number(at_least=0, at_most=1),  # share of inputs that may be deferred
 }
 
 
@@ -100,7 +106,8 @@ class Dimension(_Strict):
         return trial.suggest_float(name, self.float_[0], self.float_[1], step=self.step, log=self.log)
 
 
-_PAIR_KINDS = Dimension(choices=["single", "pair"])  # a pairs section without 'kind' mixes both
+_PAIR_KINDS = Dimension(choices=["single", "pair"])  # a pairs section without 'kind' mixes singles and pairs
+COMMITTEE_KINDS = ("pair", "cascade")
 
 
 class SearchSpace:
@@ -192,7 +199,7 @@ class SearchSpace:
         where = f"search space {self.source}"
         for method in methods:
             ratio = self.compress.get("ratio", 0.5)
-            if method in ("structured", "unstructured", "lowrank"):
+            if method in RATIO_BOUNDS:
                 for value in _extremes(ratio):
                     check_ratio(method, value, where)
             for epochs in _extremes(self.compress.get("finetune_epochs", 2)):
@@ -201,6 +208,14 @@ class SearchSpace:
                 check_spec(CompressSpec(method, 0.5, 0, mode), where)
             for importance in _options(self.compress.get("importance", "l1")) if method == "structured" else []:
                 check_spec(CompressSpec(method, 0.5, 0, importance=importance), where)
+
+    def dimensions(self) -> list[str]:
+        """What the sampler searches: every range or choices (conditional ones too), no fixed value."""
+        names = ["family"] if len(self.families) > 1 else []
+        names += [f"students.{family}.{knob}" for family, knobs in self.families.items()
+                  for knob, spec in knobs.items() if isinstance(spec, Dimension)]
+        return names + [f"{section}.{key}" for section in self.KEYS for key, spec in getattr(self, section).items()
+                        if isinstance(spec, Dimension)]
 
     @staticmethod
     def load(path: str | Path) -> "SearchSpace":
@@ -224,17 +239,17 @@ class SearchSpace:
         single students, best first, as the search layer found them (``reuse_pool`` of them).
         """
         kind = self._value(trial, "kind", self.pairs.get("kind", _PAIR_KINDS)) if self.pairs else "single"
-        if kind == "pair" and self._value(trial, "pair.reuse", self.pairs.get("reuse", False)):
-            reused = self._suggest_reuse(trial, students)
+        if kind in COMMITTEE_KINDS and self._value(trial, "pair.reuse", self.pairs.get("reuse", False)):
+            reused = self._suggest_reuse(trial, students, kind)
             if reused is not None:
                 return reused
         student = self.suggest_student(trial)
         distill = self._suggest_distill(trial)
         train = {k: self._value(trial, k, spec) for k, spec in self.train.items()}
-        if kind == "pair":
+        if kind in COMMITTEE_KINDS:
             second = self.suggest_student(trial, prefix="second.", family_param="family2")
             return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
-                               kind="pair", second=second, selector=self._suggest_selector(trial))
+                               kind=kind, second=second, selector=self._suggest_router(trial, kind))
         compress = self._suggest_compress(trial)
         return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
                            compress=compress)
@@ -256,8 +271,16 @@ class SearchSpace:
             distill["hint_epochs"] = knob("hint_epochs")
         return distill
 
-    def _suggest_selector(self, trial: Any) -> tuple[tuple[str, Any], ...]:
-        knobs = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in SELECTOR_KEYS if k in self.pairs}
+    def _suggest_router(self, trial: Any, kind: str) -> tuple[tuple[str, Any], ...]:
+        """A committee's routing knobs: the selector's (pairs) or the confidence rule's (cascades), then the target's."""
+        keys = [k for k in (SELECTOR_KEYS if kind == "pair" else ("rule", "combine")) if k in self.pairs]
+        knobs = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in keys if k in SELECTOR_KEYS}
+        knobs.update({k: self._value(trial, f"router.{k}", self.pairs[k]) for k in keys if k in ROUTER_KEYS})
+        target = self._value(trial, "router.target", self.pairs["target"]) if "target" in self.pairs else "match"
+        knobs["target"] = target
+        threshold_knob = "tolerance" if target == "match" else "budget"
+        if threshold_knob in self.pairs:
+            knobs[threshold_knob] = self._value(trial, f"router.{threshold_knob}", self.pairs[threshold_knob])
         return tuple(sorted(knobs.items()))
 
     @property
@@ -267,7 +290,7 @@ class SearchSpace:
         can_reuse = True in (reuse.choices or []) if isinstance(reuse, Dimension) else bool(reuse)
         return int(self.pairs.get("pool", 6)) if self.pairs and can_reuse else 0
 
-    def _suggest_reuse(self, trial: Any, students: Sequence[Any]) -> TrialConfig | None:
+    def _suggest_reuse(self, trial: Any, students: Sequence[Any], kind: str = "pair") -> TrialConfig | None:
         """Two of ``students`` (finished trials, best first) by rank; None when fewer than two.
 
         Ranks index a pool of fixed size (``pairs.pool``) so the distributions never change;
@@ -280,20 +303,20 @@ class SearchSpace:
         i = trial.suggest_int("pair.first", 0, pool - 1) % len(candidates)
         j = (i + 1 + trial.suggest_int("pair.second", 0, pool - 2)) % len(candidates)
         j = j if j != i else (i + 1) % len(candidates)
-        return reuse_config(candidates[i], candidates[j], dict(self._suggest_selector(trial)))
+        return reuse_config(candidates[i], candidates[j], dict(self._suggest_router(trial, kind)), kind)
 
     def _suggest_compress(self, trial: Any) -> CompressSpec:
         method = self._value(trial, "compress.method", self.compress.get("method", "none"))
         if method == "none":
             return CompressSpec()
         values: dict[str, Any] = {"method": method}
-        if method in ("structured", "unstructured", "lowrank"):
+        if method in RATIO_BOUNDS:
             values["ratio"] = self._value(trial, "compress.ratio", self.compress.get("ratio", 0.5))
         if method == "structured":
             values["importance"] = self._value(trial, "compress.importance", self.compress.get("importance", "l1"))
         if method == "int8":
             values["quant_mode"] = self._value(trial, "compress.quant_mode", self.compress.get("quant_mode", "static"))
-        if method in ("structured", "unstructured", "lowrank") or values.get("quant_mode") == "qat":
+        if method in RATIO_BOUNDS or values.get("quant_mode") == "qat":
             values["finetune_epochs"] = self._value(trial, "compress.finetune_epochs",
                                                     self.compress.get("finetune_epochs", 2))
         return CompressSpec(**values)
@@ -323,11 +346,11 @@ def _extremes(spec: Any) -> list[Any]:
     return [spec]
 
 
-def reuse_config(first: Any, second: Any, selector: dict[str, Any]) -> TrialConfig:
-    """The pair config that reuses two finished trials' students (``FrozenTrial``-like: number, user_attrs)."""
+def reuse_config(first: Any, second: Any, selector: dict[str, Any], kind: str = "pair") -> TrialConfig:
+    """The committee config that reuses two finished trials' students (``FrozenTrial``-like: number, user_attrs)."""
     a = TrialConfig.from_params(first.user_attrs["config"])
     b = TrialConfig.from_params(second.user_attrs["config"])
     record = {"from_trial1": first.number, "from_trial2": second.number,
               "from_weights1": first.user_attrs["weights_path"], "from_weights2": second.user_attrs["weights_path"]}
-    return dataclasses.replace(a, kind="pair", second=StudentSpec(b.student.family, b.student.knobs),
+    return dataclasses.replace(a, kind=kind, second=StudentSpec(b.student.family, b.student.knobs),
                                selector=tuple(sorted({**selector, **record}.items())))

@@ -20,7 +20,7 @@ from autokd.compress import check_spec, checkpoint_entry, compress_model
 from autokd.config import TrialConfig
 from autokd.context import TrialContext, build_student, distill_student
 from autokd.measure import environment, measure_model
-from autokd.pairs import run_pair_trial
+from autokd.committee import COMMITTEE_KINDS, run_committee_trial
 
 #: Failures that end one trial as FAIL and let the study go on (a diverged student, a shape a
 #: family cannot take). Anything else stops the search.
@@ -47,10 +47,11 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
 
     ``on_epoch(epoch, metrics)`` sees each epoch's loss and validation accuracy and may raise to
     stop the trial. ``checkpointer`` keeps the last finished epoch; ``resume_from`` (a file it
-    wrote) continues from there. Pair trials have no epoch checkpoints: they start over.
+    wrote) continues from there. Committee trials (pairs, cascades) have no epoch
+    checkpoints: they start over.
     """
-    if config.kind == "pair":
-        return run_pair_trial(config, context, work_dir=work_dir, on_epoch=on_epoch)
+    if config.kind in COMMITTEE_KINDS:
+        return run_committee_trial(config, context, work_dir=work_dir, on_epoch=on_epoch)
     started = time.perf_counter()
     if config.compress.method != "none":  # a setting that cannot compress fails before training
         check_spec(config.compress)
@@ -59,7 +60,7 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
     if resume_from is not None and resume_from.exists():
         resume = EpochCheckpointer.load(resume_from, context.device)
         model.load_state_dict(resume["model"])
-    metrics: dict[str, Any] = {"resumed_from_epoch": int(resume["epoch"]) if resume else 0}
+    metrics: dict[str, Any] = {"kind": "single", "resumed_from_epoch": int(resume["epoch"]) if resume else 0}
     metrics.update(distill_student(model, config, context, on_epoch, checkpointer, resume))
     model, compression = compress_stage(model, config, context)
     metrics.update(compression)
