@@ -120,17 +120,26 @@ class TeacherMember:
 
 
 class Teacher(nn.Module):
-    """A teacher: one network, or a weighted average of several networks' logits.
+    """A teacher: one network, or an ensemble of several combined in one of three ways.
+
+    - AvNet: a weighted average of the members' logits (equal weights unless given or fitted);
+    - ``head``: a linear layer over the members' concatenated logits (:func:`fit_joint_head`);
+    - JointNet (``joint``): a linear layer over the members' concatenated penultimate features,
+      the inputs of their classifiers, trained with the members' last blocks by
+      :func:`jointnet_loss` (:func:`autokd.teacher.train_jointnet`).
 
     Inputs are uint8 images scaled to [0, 1] floats (``x / 255``); each member applies its own
     normalisation, so members trained with different statistics still mix correctly.
     """
 
     def __init__(self, members: Sequence[TeacherMember], weights: Sequence[float] | None = None,
-                 head: nn.Linear | None = None):
+                 head: nn.Linear | None = None, joint: nn.Linear | None = None):
         super().__init__()
+        if head is not None and joint is not None:
+            raise ValueError("a teacher combines its members with a logit head or a JointNet head, not both")
         self.members = nn.ModuleList(m.model for m in members)
-        self.head = head  # joint head over the members' concatenated logits (replaces the weighted average)
+        self.head = head
+        self.joint = joint
         self.info = list(members)
         weights = list(weights) if weights is not None else [1.0 / len(members)] * len(members)
         total = sum(weights)
@@ -141,25 +150,60 @@ class Teacher(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> "Teacher":
-        return super().train(False)  # a teacher never updates its batch-norm statistics
+        return super().train(False)  # distilling never updates a teacher's batch-norm statistics
 
     def member_logits(self, x01: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
+        return self.member_outputs(x01)[0]
+
+    def member_outputs(self, x01: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each member's logits (B, K) and the features its classifier reads (B, D_i); with grad."""
+        logits, features = [], []
         for i, model in enumerate(self.members):
             mean, std = getattr(self, f"mean{i}"), getattr(self, f"std{i}")
-            outs.append(model((x01 - mean) / std).float())
-        return outs
+            seen: list[torch.Tensor] = []
+            hook = final_linear(model).register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0]))
+            try:
+                logits.append(model((x01 - mean) / std).float())
+            finally:
+                hook.remove()
+            features.append(seen[-1].float())
+        return logits, features
+
+    def combine(self, logits: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The teacher's logits from its members' outputs. (B, K)"""
+        if self.joint is not None:
+            return self.joint(torch.cat(list(features), 1))  # (B, sum D_i) -> (B, K)
+        if self.head is not None:
+            return self.head(torch.cat(list(logits), 1))  # (B, M*K) -> (B, K)
+        return sum(w * z for w, z in zip(self.weights, logits))
 
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        logits = self.member_logits(x01)
-        if self.head is not None:
-            return self.head(torch.cat(logits, 1))  # (B, M*K) -> (B, K)
-        return sum(w * z for w, z in zip(self.weights, logits))
+        return self.combine(*self.member_outputs(x01))
 
     @property
     def hint_layer(self) -> nn.Module:
         return self.members[0].hint_layer
+
+
+def final_linear(net: nn.Module) -> nn.Linear:
+    """A network's classifier: its last ``nn.Linear``, whose input is the network's penultimate features."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(net).__name__} has no linear classifier")
+    return linears[-1]
+
+
+def jointnet_loss(member_logits: Sequence[torch.Tensor], joint_logits: torch.Tensor, labels: torch.Tensor, *,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """JointNet's training loss: ``CE(member 1) + ... + CE(member M) + CE(joint)``, each a batch mean.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0]]); y = torch.tensor([0])
+        >>> round(jointnet_loss([z, z], z, y).item(), 4)  # three times plain CE
+        0.9398
+    """
+    return sum(ce_loss(z, labels, label_smoothing=label_smoothing) for z in [*member_logits, joint_logits])
 
 
 def fit_ensemble_weights(member_logits: Sequence[torch.Tensor], labels: torch.Tensor, *, steps: int = 200,

@@ -1,36 +1,66 @@
 """Teachers: trained once per study (or by ``autokd teacher train``), loaded, or ensembled.
 
-A study whose teacher names only an architecture trains it once and stores it with the study
-(``{output}/teacher.pt``); later runs and resumed studies reuse that file when its recipe matches.
+A study whose teacher names an architecture trains it once with the teacher's recipe
+(:class:`autokd.config.TeacherRecipe`) and stores it with the study (``{output}/teacher.pt``);
+ensemble members the study trains are stored as ``{output}/teacher-member{i}.pt`` and a trained
+JointNet as ``{output}/teacher-jointnet.pt``. Later runs, resumed studies and Ray workers reuse a
+file only when its recipe key matches, so a cached teacher is never reused for another recipe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
-from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, save_checkpoint
-from autokd.config import DistillSpec, StudyConfig, TeacherConfig, TrainSpec
+from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, save_checkpoint, save_state
+from autokd.config import DistillSpec, StudyConfig, TeacherConfig, TeacherRecipe
 from autokd.data import ImageData
-from autokd.distill import Teacher, TeacherMember, fit_ensemble_weights, fit_joint_head
+from autokd.distill import Teacher, TeacherMember, final_linear, fit_ensemble_weights, fit_joint_head, jointnet_loss
 from autokd.errors import AutokdError
+from autokd.hostlock import host_busy, host_idle, safe_point
 from autokd.measure import accuracy
 from autokd.models import build_model, family_knobs, family_rules
-from autokd.train import AugmentPolicy, predict, train_model
+from autokd.models.cnn import CNN5
+from autokd.models.densenet import DenseNet
+from autokd.models.googlenet import GoogLeNet, Inception
+from autokd.models.mobilenet import MobileNetV2
+from autokd.models.resnet import ResNet
+from autokd.models.vgg import VGG
+from autokd.train import (AugmentPolicy, _autocast, _optimizer, _scheduler, augmented_batch, epoch_views, predict,
+                          train_model)
+
+EpochCallback = Callable[[int, dict], None]
 
 
-def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr: float, batch_size: int,
-                  policy: AugmentPolicy, device: torch.device, seed: int = 0,
-                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, float]:
+def recipe_policy(recipe: TeacherRecipe, policy: AugmentPolicy, image_size: int) -> AugmentPolicy:
+    """The study's augmentation with the recipe's ``crop``/``flip`` switches applied (unset: the study's)."""
+    pad = policy.crop_pad
+    if recipe.crop is not None:
+        pad = (policy.crop_pad or max(1, image_size // 8)) if recipe.crop else 0
+    flip = policy.flip if recipe.flip is None else recipe.flip
+    return dataclasses.replace(policy, crop_pad=pad, flip=flip, mixup=False)
+
+
+def train_teacher(data: ImageData, *, family: str, knobs: dict, policy: AugmentPolicy, device: torch.device,
+                  recipe: TeacherRecipe | None = None, seed: int = 0, on_epoch: EpochCallback | None = None,
+                  epochs: int | None = None, lr: float | None = None,
+                  batch_size: int | None = None) -> tuple[torch.nn.Module, float]:
     """Train a network on labels alone; returns (network expecting normalised input, test accuracy).
 
-    ``on_epoch`` sees validation accuracy when ``data`` has a validation split (a study's data
-    always does), else test accuracy (``autokd teacher train`` on a source's train/test split).
+    ``recipe`` (default ``TeacherRecipe()``) sets the optimiser, schedule, weight decay, label
+    smoothing and the crop/flip switches over ``policy``; ``epochs``, ``lr`` and ``batch_size``,
+    when given, override it. ``on_epoch`` sees validation accuracy when ``data`` has a validation
+    split (a study's data always does), else test accuracy (``autokd teacher train``).
     """
+    given = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
+    recipe = TeacherRecipe(**{**(recipe or TeacherRecipe()).recipe().model_dump(), **given})
     torch.manual_seed(seed)
     net = build_model(family, num_classes=data.num_classes, in_channels=data.channels,
                       image_size=data.image_size, **knobs)
@@ -39,9 +69,8 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr:
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
     watch = (data.val_images, data.val_labels) if data.has_validation else (data.test_images, data.test_labels)
     watch_images, watch_labels = watch[0].to(device), watch[1].to(device)
-    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=5e-4, optimizer="sgd",
-                     schedule="onecycle", label_smoothing=0.1, seed=seed)
-    train_model(model, train_images, train_labels, train=spec, distill=DistillSpec(loss="none"), policy=policy,
+    train_model(model, train_images, train_labels, train=recipe.train_spec(seed), distill=DistillSpec(loss="none"),
+                policy=recipe_policy(recipe, policy, data.image_size),
                 evaluate=lambda m: accuracy(predict(m, watch_images), watch_labels), on_epoch=on_epoch)
     acc = accuracy(predict(model, test_images), test_labels)
     return net.cpu(), acc
@@ -50,27 +79,45 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, epochs: int, lr:
 def validate_teacher(study: StudyConfig) -> None:
     """Fail before any study is touched when the teacher names an unknown family, knob or file."""
     cfg = study.teacher
-    for member in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in cfg.ensemble or []]:
-        load_checkpoint(study.resolve(member))
-    if cfg.family is not None:
-        known = family_knobs(cfg.family)  # unknown family -> AutokdError listing the known ones
-        rules = family_rules(cfg.family)
-        for knob, value in cfg.knobs.items():
+    members = cfg.ensemble or []
+    for path in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in members if m.checkpoint]:
+        load_checkpoint(study.resolve(path))
+    trained = [("teacher", cfg.family, cfg.knobs)] if cfg.family is not None else []
+    trained += [(f"teacher.ensemble[{i}]", m.family, m.knobs) for i, m in enumerate(members) if m.family]
+    for where, family, knobs in trained:
+        known = family_knobs(family)  # unknown family -> AutokdError listing the known ones
+        rules = family_rules(family)
+        for knob, value in knobs.items():
             if knob not in known:
-                raise AutokdError(f"teacher family '{cfg.family}' has no knob '{knob}'",
+                raise AutokdError(f"{where} family '{family}' has no knob '{knob}'",
                                   f"use {', '.join(known) or 'no knobs'}")
             problem = rules[knob].problem(value)
             if problem:
-                raise AutokdError(f"study: teacher.knobs.{knob} = {value!r} {problem}: must be {rules[knob]}",
-                                  f"correct 'teacher.knobs.{knob}' in the study file")
+                raise AutokdError(f"study: {where}.knobs.{knob} = {value!r} {problem}: must be {rules[knob]}",
+                                  f"correct '{where}.knobs.{knob}' in the study file")
 
 
-def recipe_key(study: StudyConfig, data: ImageData) -> str:
-    """What makes a study-trained teacher reusable: dataset content, architecture and recipe."""
-    recipe = {"dataset": study.dataset, "n_train": len(data.train_labels), "n_test": len(data.test_labels),
-              "n_val": len(data.val_labels) if data.has_validation else 0,
-              "image_size": data.image_size, "teacher": study.teacher.model_dump(mode="json"), "seed": study.seed}
+def _digest(recipe: dict) -> str:
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _data_identity(study: StudyConfig, data: ImageData) -> dict:
+    return {"dataset": study.dataset, "n_train": len(data.train_labels), "n_test": len(data.test_labels),
+            "n_val": len(data.val_labels) if data.has_validation else 0, "image_size": data.image_size}
+
+
+def recipe_key(study: StudyConfig, data: ImageData, policy: AugmentPolicy, member: int | None = None) -> str:
+    """What makes a study-trained network reusable: the data, its architecture, its whole recipe
+    (augmentation as resolved) and seed. ``member``: that ensemble member instead of ``teacher.family``."""
+    cfg = study.teacher
+    if member is None:
+        family, knobs, recipe, seed = cfg.family, cfg.knobs, cfg.recipe(), study.seed
+    else:
+        spec = cfg.ensemble[member]
+        family, knobs, recipe, seed = spec.family, spec.knobs, cfg.member_recipe(member), study.seed + member
+    return _digest({**_data_identity(study, data), "family": family, "knobs": knobs, "seed": seed,
+                    "recipe": recipe.model_dump(mode="json"),
+                    "augment": recipe_policy(recipe, policy, data.image_size).key()})
 
 
 def load_member(path: Path, data: ImageData) -> TeacherMember:
@@ -85,59 +132,84 @@ def load_member(path: Path, data: ImageData) -> TeacherMember:
                          f"{payload['family']}({','.join(f'{k}={v}' for k, v in payload['knobs'].items())})")
 
 
+def _trained_member(path: Path, key: str, data: ImageData, *, family: str, knobs: dict, recipe: TeacherRecipe,
+                    policy: AugmentPolicy, device: torch.device, seed: int, dataset: str,
+                    on_epoch: EpochCallback | None) -> TeacherMember:
+    """The network trained with ``recipe``: from ``path`` when its key matches, else trained and saved there."""
+    if path.exists() and load_checkpoint(path).get("recipe") == key:
+        return load_member(path, data)
+    net, acc = train_teacher(data, family=family, knobs=knobs, recipe=recipe, policy=policy, device=device,
+                             seed=seed, on_epoch=on_epoch)
+    save_checkpoint(path, net, family=family, knobs=net.knobs, num_classes=data.num_classes,
+                    in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
+                    accuracy=acc, dataset=dataset, recipe=key)
+    return load_member(path, data)
+
+
 def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, device: torch.device,
-                  on_epoch: Callable[[int, dict], None] | None = None) -> tuple[Teacher, dict]:
+                  on_epoch: EpochCallback | None = None) -> tuple[Teacher, dict]:
     """The study's teacher on ``device`` plus a summary (kind, members, accuracies, weights, id)."""
     cfg: TeacherConfig = study.teacher
+    common = dict(policy=policy, device=device, dataset=study.dataset, on_epoch=on_epoch)
+    head = joint = None
     if cfg.family is not None:
-        path = study.output_dir / "teacher.pt"
-        key = recipe_key(study, data)
-        member = None
-        if path.exists():
-            payload = load_checkpoint(path)
-            if payload.get("recipe") == key:
-                member = load_member(path, data)
-        if member is None:
-            net, acc = train_teacher(data, family=cfg.family, knobs=cfg.knobs, epochs=cfg.epochs, lr=cfg.lr,
-                                     batch_size=cfg.batch_size, policy=policy, device=device, seed=study.seed,
-                                     on_epoch=on_epoch)
-            save_checkpoint(path, net, family=cfg.family, knobs=net.knobs, num_classes=data.num_classes,
-                            in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
-                            accuracy=acc, dataset=study.dataset, recipe=key)
-            member = load_member(path, data)
-        members, weights, paths = [member], [1.0], [path]
+        paths = [study.output_dir / "teacher.pt"]
+        members = [_trained_member(paths[0], recipe_key(study, data, policy), data, family=cfg.family,
+                                   knobs=cfg.knobs, recipe=cfg.recipe(), seed=study.seed, **common)]
+        weights = [1.0]
     elif cfg.checkpoint is not None:
         paths = [study.resolve(cfg.checkpoint)]
         members, weights = [load_member(paths[0], data)], [1.0]
     else:
-        paths = [study.resolve(m.checkpoint) for m in cfg.ensemble]
-        members = [load_member(p, data) for p in paths]
+        paths, members = [], []
+        for i, spec in enumerate(cfg.ensemble):
+            if spec.checkpoint is not None:
+                paths.append(study.resolve(spec.checkpoint))
+                members.append(load_member(paths[-1], data))
+            else:
+                paths.append(study.output_dir / f"teacher-member{i}.pt")
+                members.append(_trained_member(paths[-1], recipe_key(study, data, policy, member=i), data,
+                                               family=spec.family, knobs=spec.knobs, recipe=cfg.member_recipe(i),
+                                               seed=study.seed + i, **common))
         weights = [m.weight for m in cfg.ensemble]
-        if cfg.fit_weights or any(w is None for w in weights):
+        if cfg.combine == "jointnet":
+            weights = [1.0] * len(members)
+        elif cfg.fit_weights or any(w is None for w in weights):
             weights = fit_weights_on_validation(members, data, device, seed=study.seed)
-    head = fit_head_on_validation(members, data, device, seed=study.seed) if cfg.joint_head else None
-    teacher = Teacher(members, weights, head).to(device)
-    splits = {"validation": _on_device(data.val_images, data.val_labels, device),
-              "test": _on_device(data.test_images, data.test_labels, device)}
+        if cfg.joint_head:
+            head = fit_head_on_validation(members, data, device, seed=study.seed)
+    if cfg.combine == "jointnet":
+        path = study.output_dir / "teacher-jointnet.pt"
+        teacher = _jointnet(path, study, data, policy, device, members, paths, on_epoch)
+        paths.append(path)
+    else:
+        teacher = Teacher(members, weights, head).to(device)
+    return teacher, _summary(teacher, members, paths, data, device)
+
+
+def _summary(teacher: Teacher, members: list[TeacherMember], paths: list[Path], data: ImageData,
+             device: torch.device) -> dict:
+    """Each member's accuracy next to the teacher's, on validation and test (the report's teacher table)."""
+    splits = {"validation": (data.val_images.to(device), data.val_labels.to(device)),
+              "test": (data.test_images.to(device), data.test_labels.to(device))}
     member_models = [_member_model(m).to(device) for m in members]
+    combined = "jointnet" if teacher.joint is not None else "head" if teacher.head is not None else "average"
     summary = {
         "kind": "ensemble" if len(members) > 1 else "single",
+        "ensemble": {"average": "avnet", "head": "joint_head", "jointnet": "jointnet"}[combined]
+                    if len(members) > 1 else None,
         "members": [m.description for m in members],
         **{f"member_{split}_accuracy": [accuracy(predict(model, images), labels) for model in member_models]
            for split, (images, labels) in splits.items()},
-        "weights": teacher.weights,
+        "weights": teacher.weights if combined == "average" else None,
         "params": sum(p.numel() for p in teacher.parameters()),
         **{f"{split}_accuracy": accuracy(predict(teacher, images), labels) for split, (images, labels) in splits.items()},
-        "joint_head": head is not None,
-        "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}:{w}" for p, w in zip(paths, teacher.weights))
-                            + ("+head" if head is not None else "")).encode()).hexdigest()[:12],
+        "joint_head": combined != "average",
+        "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}" for p in paths)
+                            + f"{teacher.weights}+{combined}").encode()).hexdigest()[:12],
     }
     summary["accuracy"] = summary["validation_accuracy"]
-    return teacher, summary
-
-
-def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return images.to(device), labels.to(device)
+    return summary
 
 
 def _member_model(member: TeacherMember) -> torch.nn.Module:
@@ -165,3 +237,119 @@ def fit_head_on_validation(members: list[TeacherMember], data: ImageData, device
     """A joint linear head over the members' logits, fitted on the study's validation split."""
     logits, labels = _validation_logits(members, data, device)
     return fit_joint_head(logits, labels, seed=seed).to(device)
+
+
+# --------------------------------------------------------------------------- JointNet
+
+
+def last_blocks(net: nn.Module) -> list[nn.Module]:
+    """What JointNet unfreezes in one member: its last block and the classifier after it.
+
+    ResNets: the last residual block; VGG: the last conv + BN; 5-CNN: the last conv block;
+    DenseNet: the last dense layer and the final BN; GoogLeNet: the last inception module;
+    MobileNetV2: the final 1x1 conv + BN.
+    """
+    if isinstance(net, ResNet):
+        return [net.layers[-1][-1], net.linear]
+    if isinstance(net, VGG):
+        last = max(i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d))
+        return [net.features[last], net.features[last + 1], net.classifier]
+    if isinstance(net, CNN5):
+        return [net.features[-1], net.classifier]
+    if isinstance(net, DenseNet):
+        return [net.features[-1][-1], net.bn, net.linear]
+    if isinstance(net, GoogLeNet):
+        return [[m for m in net.layers if isinstance(m, Inception)][-1], net.linear]
+    if isinstance(net, MobileNetV2):
+        return [net.conv2, net.bn2, net.linear]
+    raise AutokdError(f"JointNet does not know the last block of a {type(net).__name__}",
+                      "use members of the resnet, vgg, cnn5, densenet, googlenet or mobilenetv2 families")
+
+
+def jointnet_parameters(teacher: Teacher) -> list[nn.Parameter]:
+    """Freeze ``teacher`` except its members' last blocks and its joint head; returns those parameters."""
+    teacher.requires_grad_(False)
+    trainable = [block for net in teacher.members for block in last_blocks(net)] + [teacher.joint]
+    for module in trainable:
+        module.requires_grad_(True)
+    return [p for module in trainable for p in module.parameters()]
+
+
+def new_jointnet(members: list[TeacherMember], num_classes: int, seed: int = 0) -> Teacher:
+    """An untrained JointNet over ``members``: a linear joint head over their concatenated features."""
+    torch.manual_seed(seed)
+    joint = nn.Linear(sum(final_linear(m.model).in_features for m in members), num_classes)
+    return Teacher(members, joint=joint)
+
+
+@host_busy()
+def train_jointnet(teacher: Teacher, data: ImageData, *, recipe: TeacherRecipe, policy: AugmentPolicy,
+                   device: torch.device, seed: int = 0, on_epoch: EpochCallback | None = None) -> list[dict]:
+    """Train JointNet on the training split: members' last blocks and the joint head, on
+    ``jointnet_loss`` (``CE(member 1) + CE(member 2) + ... + CE(joint)``). The epoch curve is the
+    joint output's validation accuracy (when ``data`` has a validation split); the test split is
+    never read. Returns the per-epoch history."""
+    teacher.to(device)
+    params = jointnet_parameters(teacher)
+    spec = recipe.train_spec(seed)
+    policy = recipe_policy(recipe, policy, data.image_size)
+    images, labels = data.train_images.to(device), data.train_labels.to(device)
+    steps_per_epoch = max(1, len(images) // spec.batch_size)
+    optimizer = _optimizer(params, spec)
+    scheduler = _scheduler(optimizer, spec, steps_per_epoch)
+    order_gen = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in range(spec.epochs):
+        for net in teacher.members:  # the frozen trunk keeps its batch-norm statistics
+            for block in last_blocks(net):
+                block.train()
+        views = epoch_views(policy, len(images), epoch).to(device)
+        order = torch.randperm(len(images), generator=order_gen).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            safe_point()
+            index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
+            with _autocast(device):
+                logits, features = teacher.member_outputs(augmented_batch(images, index, views, policy))
+                loss = jointnet_loss(logits, teacher.combine(logits, features), labels[index],
+                                     label_smoothing=spec.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+        teacher.eval()
+        metrics = {"epoch": epoch + 1, "loss": float(total) / steps_per_epoch}
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"JointNet training diverged at epoch {epoch + 1} (loss {metrics['loss']})")
+        if data.has_validation:
+            metrics["accuracy"] = accuracy(predict(teacher, data.val_images.to(device)), data.val_labels.to(device))
+        history.append(metrics)
+        if on_epoch is not None:
+            with host_idle():
+                on_epoch(epoch, metrics)
+    teacher.requires_grad_(False)
+    return history
+
+
+def _jointnet(path: Path, study: StudyConfig, data: ImageData, policy: AugmentPolicy, device: torch.device,
+              members: list[TeacherMember], sources: list[Path], on_epoch: EpochCallback | None) -> Teacher:
+    """The study's JointNet: from ``path`` when its key (members' files, joint recipe, seed) matches, else trained."""
+    recipe = study.teacher.joint_stage_recipe()
+    key = _digest({**_data_identity(study, data), "seed": study.seed, "recipe": recipe.model_dump(mode="json"),
+                   "augment": recipe_policy(recipe, policy, data.image_size).key(),
+                   "members": [f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sources]})
+    teacher = new_jointnet(members, data.num_classes, seed=study.seed)
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    except Exception:  # a torn or foreign file is retrained, never trusted
+        stored = None
+    if isinstance(stored, dict) and stored.get("recipe") == key:
+        for net, state in zip(teacher.members, stored["members"]):
+            net.load_state_dict(state)
+        teacher.joint.load_state_dict(stored["joint"])
+        return teacher.to(device).requires_grad_(False)
+    train_jointnet(teacher, data, recipe=recipe, policy=policy, device=device, seed=study.seed, on_epoch=on_epoch)
+    save_state(path, {"recipe": key, "joint": {k: v.cpu() for k, v in teacher.joint.state_dict().items()},
+                      "members": [{k: v.cpu() for k, v in net.state_dict().items()} for net in teacher.members]})
+    return teacher
