@@ -11,6 +11,9 @@ Methods (``CompressSpec.method``; ``ratio`` means something per method):
   or group-norm importance, coupled channels of residual and concatenated layers pruned together),
   then ``finetune_epochs`` of KD fine-tuning from the teacher; with ``STRUCTURED_STEPS`` > 1 it
   prunes in steps with the fine-tuning epochs split between them.
+* ``fisher``: the same channel pruning with Fisher pruning's importance (Theis et al. 2018): the
+  loss increase a channel's removal costs, estimated from activations and gradients on
+  ``FISHER_IMAGES`` training images (:class:`FisherImportance`), then KD fine-tuning.
 * ``unstructured``: per-layer L1 magnitude pruning of conv and linear weights to sparsity ``ratio``
   (``torch.nn.utils.prune``, made permanent). The model still runs dense, so latency is measured as
   is; size counts the weights as stored: int32-index CSR wherever that is smaller than dense.
@@ -44,6 +47,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from autokd.checkpoint import deployable
@@ -62,10 +66,16 @@ IMPORTANCES = ("l1", "group_norm")
 #: ratio bounds per method (inclusive low, inclusive high); 0 would claim compression and do nothing.
 RATIO_BOUNDS: dict[str, tuple[float, float]] = {
     "structured": (0.05, 0.95),
+    "fisher": (0.05, 0.95),
     "unstructured": (0.05, 0.99),
     "lowrank": (0.05, 0.95),
 }
 CALIBRATION_IMAGES = 1024
+#: channel-pruning methods: torch-pruning removes channels, the checkpoint stores their counts.
+CHANNEL_METHODS = ("structured", "fisher")
+#: fisher: training images (seeded sample, all classes) whose activations and gradients rank channels.
+FISHER_IMAGES = 512
+FISHER_BATCH = 128
 #: dynamic int8 quantizes only Linear layers: offered where they hold more than this share of params.
 DYNAMIC_MIN_LINEAR_SHARE = 0.5
 #: an int8 model storing more than this share of the float model's bytes saves nothing worth a
@@ -117,7 +127,7 @@ def check_spec(spec: CompressSpec, where: str = "compress") -> None:
 
 def check_ratio(method: str, ratio: Any, where: str = "compress") -> None:
     low, high = RATIO_BOUNDS[method]
-    meaning = "share of channels removed" if method == "structured" else (
+    meaning = "share of channels removed" if method in CHANNEL_METHODS else (
         "sparsity" if method == "unstructured" else "share of each layer's rank kept")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not low <= ratio <= high:
         raise AutokdError(f"{where}: {method} ratio={ratio!r} is out of range ({meaning})",
@@ -205,13 +215,16 @@ def _classifier_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:
 
 
 def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
-    import torch_pruning as tp
-
+    """Channel pruning for ``structured`` (weight-magnitude importance) and ``fisher``."""
     net = model[1]
     device = next(net.parameters()).device
     normalized = model[0](_example(context).to(device))  # (1, C, H, W): the net's own input
-    importance = (tp.importance.MagnitudeImportance(p=1) if spec.importance == "l1"
-                  else tp.importance.GroupMagnitudeImportance(p=2))
+    if spec.method == "fisher":
+        importance, criterion = FisherImportance(), f"fisher ({FISHER_IMAGES} train images)"
+    else:
+        importance = (tp.importance.MagnitudeImportance(p=1) if spec.importance == "l1"
+                      else tp.importance.GroupMagnitudeImportance(p=2))
+        criterion = spec.importance
     # Pruning in steps only makes sense with fine-tuning between them: at most one step per epoch.
     steps = max(1, min(int(STRUCTURED_STEPS), spec.finetune_epochs))
     epochs = [spec.finetune_epochs // steps + (1 if i >= steps - spec.finetune_epochs % steps else 0)
@@ -224,6 +237,8 @@ def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, c
                 pruner = tp.pruner.MetaPruner(net, normalized, importance=importance, pruning_ratio=spec.ratio,
                                               iterative_steps=steps,
                                               ignored_layers=_classifier_layers(net, context.data.num_classes))
+            if isinstance(importance, FisherImportance):  # scores of the network as it is now
+                importance.accumulate(model, _fisher_batches(context, config.train.seed))
             pruner.step()  # step k of n prunes to k/n of the ratio (torch-pruning's linear schedule)
             with torch.no_grad():
                 model.eval()(normalized)
@@ -233,10 +248,94 @@ def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, c
             raise _Skip(f"torch-pruning removed no channel of {config.student.family}")
         seconds += _finetune(model, step_epochs, config, context)
     kept = _channel_count(net)
-    detail = (f"{spec.importance} filters, {kept}/{convs_before} conv channels kept, "
+    detail = (f"{criterion} filters, {kept}/{convs_before} conv channels kept, "
               + (f"{steps} steps, ft {'+'.join(map(str, epochs))} ep" if steps > 1 else f"ft {spec.finetune_epochs} ep"))
     return model, detail, {"channels_kept": kept, "channels_before": convs_before, "finetune_seconds": seconds,
                            "prune_steps": steps}
+
+
+class FisherImportance(tp.importance.Importance):
+    """Fisher pruning's channel importance, for torch-pruning's pruners.
+
+    Theis et al. 2018, "Faster gaze prediction with dense networks and Fisher pruning" (eq. 7,
+    after Molchanov et al. 2017): zeroing channel ``k`` raises the loss by about
+
+        Delta_k = 1 / (2 N) * sum_n ( sum_ij a_nkij * g_nkij )^2
+
+    ``a`` the channel's activation on training image ``n``, ``g = dL_n / da`` the gradient of that
+    image's loss. :meth:`accumulate` measures it on the output of every BatchNorm (equal to the
+    measure on the ReLU after it, where ``a * g`` is zero wherever the ReLU is) and of every
+    conv/linear layer; a group scores a channel by its BatchNorm outputs when it has any, else by
+    its conv/linear outputs, summed over coupled layers (a residual addition's channels).
+
+    Example:
+        >>> importance = FisherImportance()
+        >>> importance.accumulate(model, [(images, labels)])  # images in [0, 1], (B, C, H, W)
+        >>> pruner = tp.pruner.MetaPruner(model[1], example, importance=importance, pruning_ratio=0.5)
+        >>> pruner.step()
+    """
+
+    _LAYERS = (nn.modules.batchnorm._BatchNorm, nn.Conv2d, nn.Linear)
+    _OUTPUTS = (tp.prune_batchnorm_out_channels, tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+
+    def __init__(self) -> None:
+        self.scores: dict[nn.Module, torch.Tensor] = {}  # layer -> Delta per output channel, (C,)
+
+    def accumulate(self, model: nn.Module, batches: Any) -> dict[nn.Module, torch.Tensor]:
+        """Measure every layer's channel Fisher on ``(inputs, labels)`` batches; replaces earlier scores."""
+        squares: dict[nn.Module, torch.Tensor] = {}
+
+        def keep(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            def on_grad(grad: torch.Tensor) -> None:
+                # Read at backward time: an in-place ReLU after a BatchNorm has rewritten `output`.
+                per_image = (output.detach() * grad).flatten(2).sum(2) if grad.dim() > 2 else output.detach() * grad
+                squares[module] = squares.get(module, 0) + per_image.double().pow(2).sum(0)  # (C,)
+            if output.requires_grad:
+                output.register_hook(on_grad)
+
+        layers = [m for m in model.modules() if isinstance(m, self._LAYERS)]
+        handles = [m.register_forward_hook(keep) for m in layers]
+        was_training, count = model.training, 0
+        model.eval()  # running BatchNorm statistics: each image's loss depends on that image only
+        try:
+            with torch.enable_grad():
+                for inputs, labels in batches:
+                    # summed, not averaged: the gradient reaching image n's activations is dL_n/da
+                    loss = nn.functional.cross_entropy(model(inputs), labels, reduction="sum")
+                    loss.backward()
+                    count += len(labels)
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+        self.scores = {m: (total / (2 * max(count, 1))).float() for m, total in squares.items()}
+        return self.scores
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        found: list[tuple[bool, torch.Tensor, list[int]]] = []
+        for i, (dep, idxs) in enumerate(group):
+            layer, root = dep.layer, group[i].root_idxs
+            if dep.pruning_fn in self._OUTPUTS and layer in self.scores and None not in root:
+                found.append((isinstance(layer, nn.modules.batchnorm._BatchNorm), self.scores[layer][idxs], root))
+        use_norm = any(is_norm for is_norm, _, _ in found)
+        found = [(scores, root) for is_norm, scores, root in found if is_norm == use_norm]
+        if not found:
+            return None  # torch-pruning leaves a group without scores alone
+        total = torch.zeros(len(group[0].root_idxs))  # one score per channel of the group's root layer
+        for scores, root in found:
+            total.scatter_add_(0, torch.tensor(root), scores.cpu())
+        return total
+
+
+def _fisher_batches(context: "TrialContext", seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``FISHER_IMAGES`` training images, a seeded sample (image folders list them class by class)."""
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(context.train_labels), generator=generator)[:FISHER_IMAGES].to(context.train_labels.device)
+    images, labels = context.train_images[pick], context.train_labels[pick]
+    return [(images[i:i + FISHER_BATCH].float() / 255.0, labels[i:i + FISHER_BATCH])
+            for i in range(0, len(labels), FISHER_BATCH)]
 
 
 def _channel_count(net: nn.Module) -> int:
@@ -470,7 +569,7 @@ def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context
     return quantized.eval(), f"{detail}, {per_param:.2f} B/param", extra
 
 
-_METHODS = {"structured": _structured, "unstructured": _unstructured, "lowrank": _lowrank, "int8": _int8}
+_METHODS = {"structured": _structured, "fisher": _structured, "unstructured": _unstructured, "lowrank": _lowrank, "int8": _int8}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -484,7 +583,7 @@ def checkpoint_entry(model: nn.Module, spec: CompressSpec) -> dict[str, Any]:
     """
     entry: dict[str, Any] = {"format": FORMAT, **dataclasses.asdict(spec),
                              "state_dict": compact_state_dict(model.state_dict())}
-    if spec.method == "structured":
+    if spec.method in CHANNEL_METHODS:
         entry["shape_attrs"] = _shape_attrs(model)
     if spec.method == "lowrank":
         entry["factorized"] = dict(getattr(model, "_autokd_factorized", {}))
@@ -509,7 +608,7 @@ def load_compressed(payload: dict[str, Any]) -> nn.Module:
     model = deployable(net, tuple(payload["mean"]), tuple(payload["std"]))
     method = entry["method"]
     state = entry["state_dict"]
-    if method == "structured":
+    if method in CHANNEL_METHODS:
         _resize_like(model, entry["shape_attrs"], state)
     elif method == "lowrank":
         factorize(model, float(entry["ratio"]), only=list(entry["factorized"]))

@@ -79,6 +79,15 @@ def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
     return AugmentPolicy(crop_pad=pad, flip=flip, seed=study.seed)
 
 
+def study_data_source(study: StudyConfig) -> dict[str, Any]:
+    """The study's data spec as ``load_dataset`` and ``inspect_dataset`` take it, paths resolved from the study file."""
+    spec = study.dataset
+    if spec.startswith("imagefolder:"):
+        spec = "imagefolder:" + str(study.resolve(spec.split(":", 1)[1]))
+    return {"spec": spec, "root": study.resolve(study.data_root) if study.data_root else None,
+            "cache_dir": Path.cwd() / ".cache" / "autokd", "download": study.download, "image_size": study.image_size}
+
+
 def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData:
     """The study's data set: train (minus validation), validation and test splits.
 
@@ -86,12 +95,7 @@ def load_study_data(study: StudyConfig, show_progress: bool = True) -> ImageData
     carved from the training images, seeded by the study (``validation_fraction``, with at
     least ``validation_min_per_class`` images of each class).
     """
-    root = study.resolve(study.data_root) if study.data_root else None
-    spec = study.dataset
-    if spec.startswith("imagefolder:"):
-        spec = "imagefolder:" + str(study.resolve(spec.split(":", 1)[1]))
-    data = load_dataset(spec, root=root, cache_dir=Path.cwd() / ".cache" / "autokd", download=study.download,
-                        image_size=study.image_size, show_progress=show_progress)
+    data = load_dataset(**study_data_source(study), show_progress=show_progress)
     if study.subset_train or study.subset_test:
         data = data.subset(study.subset_train, study.subset_test, seed=study.seed)
     return data.with_validation(study.validation_fraction, seed=study.seed,

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from autokd.errors import AutokdError
 
-__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "ImageData", "load_dataset"]
+__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "DatasetInfo", "ImageData", "inspect_dataset", "load_dataset"]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -287,17 +287,79 @@ def load_dataset(
     if image_size is not None:
         _check_image_size(image_size, "image_size")
     cache_dir = Path(cache_dir).expanduser()
+    kind, name = _source(spec)
+    if kind == "imagefolder":
+        return _load_image_folder(Path(name).expanduser(), cache_dir, image_size, show_progress)
+    if kind == "digits":
+        return _load_digits(image_size)
+    root = Path(root).expanduser() if root is not None else cache_dir / "torchvision"
+    return _load_torchvision(name, root, cache_dir, download, image_size)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What :func:`inspect_dataset` learns without decoding the images.
+
+    Attributes:
+        name: readable name of the source, as :class:`ImageData` names it.
+        classes: class names, or ``None`` where only reading the files would tell (torchvision).
+        split_sizes: images per split (``train``, ``test``, and ``val`` where the source has one),
+            empty where only reading the files would tell.
+        image_size: the side the images will have (given, or the first image's), or ``None``.
+    """
+
+    name: str
+    classes: tuple[str, ...] | None = None
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    image_size: int | None = None
+
+
+def inspect_dataset(spec: str, *, root: str | Path | None = None, cache_dir: str | Path = ".cache/autokd",
+                    download: bool = False, image_size: int | None = None) -> DatasetInfo:
+    """Check that :func:`load_dataset` would find ``spec``'s data, reading only what that takes.
+
+    The same checks and errors as loading: an unknown spec, a missing path, an image folder's
+    layout (train/ without test/, classes that differ between splits, no images), the first image
+    unreadable or of a size out of range, torchvision files missing. Image folders are listed, not
+    decoded (one image header is read); nothing is written.
+
+    Example:
+        >>> inspect_dataset("digits").split_sizes
+        {'train': 1437, 'test': 360}
+    """
+    if image_size is not None:
+        _check_image_size(image_size, "--image-size")
+    kind, name = _source(spec)
+    if kind == "imagefolder":
+        path = Path(name).expanduser().resolve()
+        split_names, classes, groups = _scan_image_folder(path)
+        sizes = {split: sum(len(files) for files in group.values()) for split, group in zip(split_names, groups)}
+        if not split_names:  # class folders only: load_dataset splits them 80/20
+            total = sum(len(files) for files in groups[0].values())
+            test = math.ceil(round(TEST_FRACTION * total, 9))
+            sizes = {"train": total - test, "test": test}
+        first = next(iter(groups[0].values()))[0]
+        return DatasetInfo(f"imagefolder:{path.name}", classes, sizes, _target_size(first, image_size))
+    if kind == "digits":
+        data = _load_digits(image_size)  # 1,797 tiny images bundled with scikit-learn: loading is the cheap check
+        return DatasetInfo(data.name, data.classes, {"train": len(data.train_labels), "test": len(data.test_labels)},
+                           data.image_size)
+    root = Path(root).expanduser() if root is not None else Path(cache_dir).expanduser() / "torchvision"
+    if not download and _torchvision_key(name, root, image_size) is None:
+        raise AutokdError(f"{name} files not found under {root}", _DATA_ROOT_FIX)
+    return DatasetInfo(name, image_size=image_size)
+
+
+def _source(spec: str) -> tuple[str, str]:
+    """``("imagefolder", PATH)``, ``("digits", "digits")`` or ``("torchvision", NAME)`` for a dataset spec."""
     if spec.startswith("imagefolder:"):
         path = spec[len("imagefolder:"):]
         if not path:
             raise AutokdError("imagefolder: needs a path", "write imagefolder:PATH, e.g. imagefolder:./data/pets")
-        return _load_image_folder(Path(path).expanduser(), cache_dir, image_size, show_progress)
+        return "imagefolder", path
     name = spec.strip().lower()
-    if name == "digits":
-        return _load_digits(image_size)
-    if name in _TORCHVISION:
-        root = Path(root).expanduser() if root is not None else cache_dir / "torchvision"
-        return _load_torchvision(name, root, cache_dir, download, image_size)
+    if name == "digits" or name in _TORCHVISION:
+        return ("digits" if name == "digits" else "torchvision"), name
     raise AutokdError(
         f"unknown dataset {spec!r}",
         f"use one of {', '.join(DATASET_NAMES)}, or imagefolder:PATH for a folder of class folders",
@@ -474,8 +536,12 @@ def _list_classes(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show_progress: bool) -> ImageData:
-    path = path.resolve()
+def _scan_image_folder(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], list[dict[str, list[Path]]]]:
+    """An image folder's layout, listed and checked without decoding: (splits, classes, groups).
+
+    ``splits`` is ``("train", "test")`` or ``("train", "val", "test")`` with one class -> files
+    mapping per split in ``groups``, or ``()`` for class folders directly under ``path`` (one group).
+    """
     if not path.is_dir():
         raise AutokdError(f"dataset path {path} does not exist", _FOLDER_FIX)
     has_train, has_test = (path / "train").is_dir(), (path / "test").is_dir()
@@ -507,7 +573,13 @@ def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show
             raise AutokdError(f"no images found under {path}", f"put {'/'.join(IMAGE_EXTENSIONS)} files in class folders {path}/<class>/")
         classes = tuple(flat)
         groups = [flat]
+    return (split_names if has_train else ()), classes, groups
 
+
+def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show_progress: bool) -> ImageData:
+    path = path.resolve()
+    split_names, classes, groups = _scan_image_folder(path)
+    has_train = bool(split_names)
     files = [f for group in groups for c in classes for f in group[c]]
     labels = torch.tensor([i for group in groups for i, c in enumerate(classes) for _ in group[c]], dtype=torch.int64)
     name = f"imagefolder:{path.name}"

@@ -148,6 +148,67 @@ def test_structured_half_the_channels_removes_two_thirds_of_params(students, con
     assert metrics["channels_kept"] == metrics["channels_before"] // 2
 
 
+def test_fisher_ranks_a_silenced_channel_lowest_where_l1_does_not(students, context):
+    """A channel whose BatchNorm outputs zero costs the loss nothing, however large its filter."""
+    import torch_pruning as tp
+
+    from autokd.compress import FisherImportance, _fisher_batches
+
+    model = copy.deepcopy(students["vgg"])
+    conv = next(m for m in model[1].modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels > 8)
+    norm = next(m for m in model[1].modules() if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == conv.out_channels)
+    with torch.no_grad():
+        conv.weight[3] *= 100  # the largest filter by L1 ...
+        norm.weight[3] = norm.bias[3] = 0  # ... whose activation is always zero
+    example = model[0](context.data.val_images[:1].float() / 255.0)
+    group = tp.DependencyGraph().build_dependency(model[1], example).get_pruning_group(
+        conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+    fisher = FisherImportance()
+    fisher.accumulate(model, _fisher_batches(context, seed=0))
+    scores = fisher(group)
+    assert scores.shape == (conv.out_channels,) and int(scores.argmin()) == 3 and float(scores[3]) == 0.0
+    assert (scores[torch.arange(len(scores)) != 3] > 0).all()
+    assert int(tp.importance.MagnitudeImportance(p=1)(group).argmin()) != 3
+
+
+def test_fisher_pruning_removes_channels_and_keeps_accuracy(students, context):
+    model, metrics, after = compress(students, context, "vgg", CompressSpec("fisher", 0.5, 1))
+    assert metrics["compression"] == "fisher" and metrics["compression_detail"].startswith("fisher (")
+    assert metrics["channels_kept"] == metrics["channels_before"] // 2
+    assert after["params"] <= 0.35 * metrics["uncompressed_params"]
+    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+
+
+def test_fisher_prunes_coupled_residual_channels(context):
+    """A ResNet's additions couple channels: the Fisher scores of coupled layers add up, and it still runs."""
+    import torch_pruning as tp
+
+    from autokd.compress import FisherImportance, _classifier_layers, _fisher_batches
+    from autokd.context import build_student
+
+    model = build_student(TrialConfig(student=StudentSpec.of("resnet", depth=8, width=8)), context.data)
+    before = sum(p.numel() for p in model.parameters())
+    fisher = FisherImportance()
+    fisher.accumulate(model, _fisher_batches(context, seed=0))
+    example = model[0](context.data.val_images[:1].float() / 255.0)
+    tp.pruner.MetaPruner(model[1], example, importance=fisher, pruning_ratio=0.5,
+                         ignored_layers=_classifier_layers(model[1], 10)).step()
+    assert sum(p.numel() for p in model.parameters()) < 0.4 * before
+    assert model.eval()(context.data.val_images[:4].float() / 255.0).shape == (4, 10)
+
+
+def test_search_space_suggests_fisher_with_its_ratio():
+    import optuna
+
+    space = SearchSpace(_space(method={"choices": ["fisher", "unstructured"]}, ratio={"float": [0.2, 0.6]},
+                               finetune_epochs=1), source="space.yaml")
+    trial = optuna.trial.FixedTrial({"family": "cnn5", "compress.method": "fisher", "compress.ratio": 0.4,
+                                     "compress.finetune_epochs": 1})
+    config = space.suggest(trial)
+    assert config.compress == CompressSpec("fisher", 0.4, 1)
+    assert TrialConfig.from_params(config.to_params()) == config
+
+
 def test_structured_in_steps_reaches_the_same_channels(students, context, monkeypatch):
     import autokd.compress
 
@@ -198,15 +259,18 @@ def test_unstructured_reports_sparsity_and_dense_compute(students, context):
     ("vgg", CompressSpec("int8", quant_mode="static"), ("onnx", "torchscript")),
     ("cnn5-head", CompressSpec("int8", quant_mode="dynamic"), ("torchscript",)),
     ("vgg", CompressSpec("structured", 0.5, 1), ("onnx", "torchscript")),
+    ("vgg", CompressSpec("fisher", 0.5, 1), ("onnx",)),
     ("cnn5", CompressSpec("unstructured", 0.8, 1), ("onnx", "torchscript")),
     ("vgg", CompressSpec("lowrank", 0.5, 1), ("onnx", "torchscript")),
-], ids=["int8-static", "int8-dynamic", "structured", "unstructured", "lowrank"])
+], ids=["int8-static", "int8-dynamic", "structured", "fisher", "unstructured", "lowrank"])
 def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, family, spec, formats):
     model, metrics, _ = compress(students, context, family, spec)
     assert metrics["compression"] == spec.method, metrics.get("compression_skipped")
     loaded = roundtrip(model, spec, family, context, tmp_path)
     images = context.data.test_images
     assert torch.equal(predict(loaded, images).argmax(1), predict(model, images).argmax(1))
+    if spec.method != "int8":  # float models come back with the very same weights
+        assert torch.allclose(predict(loaded, images), predict(model, images), atol=1e-5)
     example = images[:1].float() / 255.0
     for fmt in formats:
         path = export_model(loaded, fmt, tmp_path / f"model.{fmt}", example)
@@ -230,6 +294,7 @@ def _space(**compress) -> dict:
     ({"method": "structured", "ratio": 1.2}, "ratio"),
     ({"method": {"choices": ["none", "unstructured"]}, "ratio": {"float": [0.0, 0.9]}}, "ratio"),
     ({"method": "lowrank", "ratio": 1.0}, "ratio"),
+    ({"method": "fisher", "ratio": 0.99}, "fisher ratio"),
     ({"method": "int8", "quant_mode": "int4"}, "quant_mode"),
     ({"method": "structured", "importance": "taylor"}, "importance"),
     ({"method": "structured", "finetune_epochs": -1}, "finetune_epochs"),
