@@ -76,7 +76,7 @@ class TrialContext:
 def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
     pad = study.augment.crop_pad if study.augment.crop_pad is not None else max(1, data.image_size // 8)
     flip = study.augment.flip if study.augment.flip is not None else study.dataset not in NO_FLIP_DATASETS
-    return AugmentPolicy(crop_pad=pad, flip=flip, seed=study.seed)
+    return AugmentPolicy(crop_pad=pad, flip=flip, seed=study.seed, inception=study.augment.inception_crop)
 
 
 def study_data_source(study: StudyConfig) -> dict[str, Any]:

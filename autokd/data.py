@@ -40,11 +40,15 @@ import torch.nn.functional as F
 
 from autokd.errors import AutokdError
 
-__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "DatasetInfo", "ImageData", "inspect_dataset", "load_dataset"]
+__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "DatasetInfo", "ImageData", "check_memory", "inspect_dataset",
+           "load_dataset"]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 224
+#: Bytes of memory a loaded data set needs per uint8 pixel value: the decode buffer, the tensor,
+#: the split copies and the device copy each hold the images once.
+BYTES_PER_VALUE = 4
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own (digits, flat folders)
 _CACHE_FORMAT = 2  # bump when the cache layout changes so old files are rebuilt, never misread
 _DATA_ROOT_FIX = "pass --data-root DIR holding the torchvision files, or --download"
@@ -273,12 +277,13 @@ def load_dataset(
             ``cache_dir/torchvision``.
         cache_dir: where decoded tensors are cached (created when needed).
         download: let torchvision download missing files into ``root``.
-        image_size: square side in pixels (8..64) to resize every image to; by default the
+        image_size: square side in pixels (8..224) to resize every image to; by default the
             source's own size (for image folders: the first image's).
         show_progress: show a progress bar while decoding image files.
 
     Raises:
-        AutokdError: unknown spec, missing files or folders, unreadable images, bad size.
+        AutokdError: unknown spec, missing files or folders, unreadable images, bad size, or
+            not enough memory for the images at that size (checked before decoding them).
 
     Example:
         >>> data = load_dataset("imagefolder:/data/pets", image_size=32)
@@ -370,8 +375,43 @@ def _check_image_size(size: int, source: str) -> None:
     if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         raise AutokdError(
             f"image size {size} px (from {source}) is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px",
-            f"set image_size: N with {MIN_IMAGE_SIZE} <= N <= {MAX_IMAGE_SIZE} in the study file "
-            "(every image is resized to N x N; docs/study-file.md)",
+            f"pass --image-size N or set image_size: N with {MIN_IMAGE_SIZE} <= N <= {MAX_IMAGE_SIZE} in the "
+            "study file (every image is resized to N x N; docs/study-file.md)",
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to a new allocation (``MemAvailable``), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(n_images: int, channels: int, size: int, what: str, available: int | None = None) -> None:
+    """Refuse, before loading, a data set whose images cannot fit in memory at ``size`` px.
+
+    Needs about ``N * C * size * size * BYTES_PER_VALUE`` bytes; ``available`` defaults to
+    :func:`available_memory` (no check where that is unknown).
+
+    Example:
+        >>> check_memory(50_000, 3, 32, "cifar10")  # 0.6 GB: fine on any machine that runs autokd
+    """
+    available = available_memory() if available is None else available
+    need = n_images * channels * size * size * BYTES_PER_VALUE
+    if available is not None and need > available:
+        fits = math.isqrt(available // (n_images * channels * BYTES_PER_VALUE))
+        raise AutokdError(
+            f"{what}: {n_images} images at {channels}x{size}x{size} px need about {need / 2**30:.1f} GiB of memory "
+            f"to load, {available / 2**30:.1f} GiB is available",
+            f"pass a smaller --image-size (image_size in the study file; {fits} px would fit), fewer images, "
+            "or run on a machine with more memory",
         )
 
 
@@ -380,10 +420,11 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
-    for start in range(0, len(images), 4096):  # chunks keep the float copy small
-        chunk = images[start:start + 4096].float()
+    step = max(1, 2**25 // (images.shape[1] * max(size, images.shape[-1]) ** 2))  # float chunks of <= 128 MiB
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step].float()
         chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[start:start + 4096] = chunk.round().clamp(0, 255).to(torch.uint8)
+        out[start:start + step] = chunk.round().clamp(0, 255).to(torch.uint8)
     return out
 
 
@@ -497,6 +538,8 @@ def _load_torchvision(name: str, root: Path, cache_dir: Path, download: bool, im
             what = "could not download" if download else "files missing or corrupt for"
             raise AutokdError(f"{what} {name} under {root}: {exc}", _DATA_ROOT_FIX) from exc
 
+    sizes = [np.asarray(ds.data).shape for ds in splits]  # (N, H, W[, C]) or SVHN's (N, C, H, W)
+    check_memory(sum(s[0] for s in sizes), 1 if len(sizes[0]) == 3 else 3, image_size or sizes[0][-2], name)
     tensors = []
     for ds in splits:
         images = torch.as_tensor(np.asarray(ds.data))
@@ -586,6 +629,7 @@ def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show
     key = {"path": str(path), "image_size": image_size, "layout": "/".join(split_names) if has_train else "flat",
            "files": _file_stats(path, files)}
     cache_path = _cache_path(cache_dir, f"imagefolder-{path.name}", key)
+    check_memory(len(files), 3, _target_size(files[0], image_size), name)
     cached = _read_cache(cache_path, key)
     if cached is not None:
         return cached

@@ -40,15 +40,22 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 @dataclass(frozen=True)
 class AugmentPolicy:
-    """Random crop with zero padding, optional horizontal flip, optional per-sample mixup."""
+    """Random crop with zero padding, optional horizontal flip, optional per-sample mixup.
+
+    ``inception`` replaces the padded crop by Inception's random-resized crop (Szegedy et al.
+    2015, as function matching uses it, Beyer et al. 2022): a box of 8-100% of the image's area
+    and aspect ratio 3/4 to 4/3 (each side at most the image's), resized back to the full size.
+    """
 
     crop_pad: int = 0
     flip: bool = False
     mixup: bool = False
     seed: int = 0
+    inception: bool = False
 
     def key(self) -> str:
-        return f"pad{self.crop_pad}-flip{int(self.flip)}-mix{int(self.mixup)}-seed{self.seed}"
+        key = f"pad{self.crop_pad}-flip{int(self.flip)}-mix{int(self.mixup)}-seed{self.seed}"
+        return key + "-inception" if self.inception else key  # unchanged keys for existing caches
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,11 @@ class EpochViews:
     flips: torch.Tensor  # (N,) bool
     partner: torch.Tensor | None  # (N,) int64 mixup partner
     lam: torch.Tensor | None  # (N,) float mixup weight of the image itself
+    boxes: torch.Tensor | None = None  # (N, 4) inception crop: centre x, y and width, height as fractions
 
     def to(self, device: torch.device) -> "EpochViews":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return EpochViews(move(self.shifts), move(self.flips), move(self.partner), move(self.lam))
+        return EpochViews(move(self.shifts), move(self.flips), move(self.partner), move(self.lam), move(self.boxes))
 
 
 def epoch_views(policy: AugmentPolicy, n_images: int, epoch: int) -> EpochViews:
@@ -74,7 +82,24 @@ def epoch_views(policy: AugmentPolicy, n_images: int, epoch: int) -> EpochViews:
     if policy.mixup:
         partner = torch.randperm(n_images, generator=gen)
         lam = torch.rand(n_images, generator=gen)  # Beta(1, 1)
-    return EpochViews(shifts, flips, partner, lam)
+    boxes = None
+    if policy.inception:  # drawn last, so the other choices match a policy without it
+        area = 0.08 + 0.92 * torch.rand(n_images, generator=gen)
+        ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(n_images, generator=gen))
+        w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+        cx = w / 2 + (1 - w) * torch.rand(n_images, generator=gen)
+        cy = h / 2 + (1 - h) * torch.rand(n_images, generator=gen)
+        boxes = torch.stack([cx, cy, w, h], 1)  # (N, 4)
+    return EpochViews(shifts, flips, partner, lam, boxes)
+
+
+def _resized_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Per-sample crop of ``boxes`` (centre x, y, width, height in [0, 1]) resized to x's size, bilinear."""
+    theta = torch.zeros(len(x), 2, 3, device=x.device, dtype=x.dtype)  # (B, 2, 3) output -> input coords
+    theta[:, 0, 0], theta[:, 1, 1] = boxes[:, 2], boxes[:, 3]
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * boxes[:, 0] - 1, 2 * boxes[:, 1] - 1
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None, pad: int) -> torch.Tensor:
@@ -96,16 +121,22 @@ def _crop_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None
 
 
 def augmented_batch(images: torch.Tensor, index: torch.Tensor, views: EpochViews, policy: AugmentPolicy) -> torch.Tensor:
-    """Floats in [0, 1] of the images at ``index`` as the epoch's schedule views them. (B, C, H, W)"""
-    flips = views.flips if policy.flip else None
-    x = _crop_flip(images[index].float() / 255.0, views.shifts[index], None if flips is None else flips[index],
-                   policy.crop_pad)
+    """Floats in [0, 1] of the images at ``index`` as the epoch's schedule views them. (B, C, H, W)
+
+    Teacher and student are always given this same batch (mixup and crops included), which is
+    what function matching's "consistent" teaching asks for.
+    """
+    def view(i: torch.Tensor) -> torch.Tensor:
+        x = images[i].float() / 255.0
+        flips = views.flips[i] if policy.flip else None
+        if views.boxes is not None:
+            return _crop_flip(_resized_crop(x, views.boxes[i]), views.shifts[i], flips, 0)
+        return _crop_flip(x, views.shifts[i], flips, policy.crop_pad)
+
+    x = view(index)
     if views.partner is not None:
-        other = views.partner[index]
-        y = _crop_flip(images[other].float() / 255.0, views.shifts[other], None if flips is None else flips[other],
-                       policy.crop_pad)
         lam = views.lam[index][:, None, None, None]
-        x = lam * x + (1.0 - lam) * y
+        x = lam * x + (1.0 - lam) * view(views.partner[index])
     return x
 
 

@@ -168,7 +168,7 @@ def test_malformed_dimension_names_the_key(dimension, expected):
     ({"latency_runs": 2}, "latency_runs = 2 is out of range: must be an integer >= 5"),
     ({"n_trials": "16"}, "n_trials = '16' is not an integer: must be an integer >= 1"),
     ({"timeout": 0}, "timeout = 0 is out of range: must be a number > 0"),
-    ({"image_size": 4}, "image_size = 4 is out of range: must be an integer in 8..64"),
+    ({"image_size": 4}, "image_size = 4 is out of range: must be an integer in 8..224"),
     ({"executor": {"kind": "local", "max_concurrent": 0}},
      "executor.max_concurrent = 0 is out of range: must be an integer >= 1"),
     ({"executor": {"cpus_per_trial": 0}}, "executor.cpus_per_trial = 0 is out of range: must be a number > 0"),

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from autokd import data as data_mod
-from autokd.data import DATASET_NAMES, ImageData, load_dataset
+from autokd.data import DATASET_NAMES, ImageData, check_memory, load_dataset
 from autokd.errors import AutokdError
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -81,8 +81,34 @@ def test_imagefolder_cifar_subset(cifar_subset_dir, tmp_path):
 def test_imagefolder_resizes_to_image_size(cifar_subset_dir, tmp_path):
     d = load_dataset(f"imagefolder:{cifar_subset_dir}", cache_dir=tmp_path, image_size=16, show_progress=False)
     assert d.train_images.shape == (200, 3, 16, 16)
-    with pytest.raises(AutokdError, match="outside 8..64"):
-        load_dataset(f"imagefolder:{cifar_subset_dir}", cache_dir=tmp_path, image_size=96)
+    with pytest.raises(AutokdError, match="outside 8..224"):
+        load_dataset(f"imagefolder:{cifar_subset_dir}", cache_dir=tmp_path, image_size=256)
+
+
+def test_imagefolder_of_224_px_images_loads_and_small_images_resize_up_to_224(tmp_path):
+    for split, n in (("train", 3), ("test", 2)):
+        for c, cls in enumerate(("a", "b")):
+            _write_images(tmp_path / "big" / split / cls, n, size=224, seed=c)
+            _write_images(tmp_path / "small" / split / cls, n, size=16, seed=c)
+    big = load_dataset(f"imagefolder:{tmp_path / 'big'}", cache_dir=tmp_path / "cache", show_progress=False)
+    assert big.train_images.shape == (6, 3, 224, 224) and big.test_images.shape == (4, 3, 224, 224)
+    first = np.array(Image.open(sorted((tmp_path / "big" / "train" / "a").iterdir())[0]))
+    assert torch.equal(big.train_images[0], torch.from_numpy(first).permute(2, 0, 1))
+    up = load_dataset(f"imagefolder:{tmp_path / 'small'}", cache_dir=tmp_path / "cache", image_size=224,
+                      show_progress=False)
+    assert up.train_images.shape == (6, 3, 224, 224) and up.image_size == 224
+
+
+def test_memory_is_checked_before_loading_with_a_one_line_error():
+    with pytest.raises(AutokdError) as err:
+        check_memory(50_000, 3, 224, "cifar10", available=2 * 2**30)
+    text = str(err.value)
+    assert "\n" not in text and "50000 images at 3x224x224 px need about 28.0 GiB" in text and "2.0 GiB is available" in text
+    assert "--image-size" in text and "59 px would fit" in text  # 50000 * 3 * 59 * 59 * 4 bytes < 2 GiB
+    check_memory(50_000, 3, 59, "cifar10", available=2 * 2**30)
+    check_memory(50_000, 3, 32, "cifar10")  # this machine's own available memory holds CIFAR-10 at 32 px
+    with pytest.raises(AutokdError, match="need about"):
+        check_memory(10**9, 3, 224, "no machine holds this")
 
 
 def test_cache_hit_skips_decoding(cifar_subset_dir, tmp_path, monkeypatch):

@@ -117,3 +117,44 @@ def test_distiller_and_fitnets_knobs_are_searchable_and_round_trip_through_optun
     assert (hinton.distill.weighting, hinton.distill.alpha) == ("hinton", 0.4)  # alpha only for hinton
     with pytest.raises(AutokdError, match="distill.weighting"):
         SearchSpace({"students": {"cnn5": {}}, "distill": {"weighting": "distilller"}})
+
+
+def _commented_override(path):
+    """The YAML block indented under the 'CPU-sized override' comment of a shipped file."""
+    import yaml
+
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "CPU-sized override" in line)
+    block = []
+    for line in lines[start + 1:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[4:])
+    return yaml.safe_load("\n".join(block))
+
+
+def test_paper_kd_vs_hints_study_and_its_cpu_override_validate():
+    import yaml
+
+    from autokd.config import REPO_ROOT, StudyConfig, load_study_config
+    from autokd.space import SearchSpace
+
+    study_path = REPO_ROOT / "studies" / "paper-kd-vs-hints.yaml"
+    cfg = load_study_config(study_path)
+    assert (cfg.teacher.family, cfg.teacher.knobs) == ("resnet", {"depth": 56, "width": 16})
+    assert cfg.dataset == "imagefolder:data" and cfg.subset_train is None  # published scale: every image
+    space_path = cfg.resolve(cfg.search_space)
+    space = SearchSpace.load(space_path)
+    assert list(space.families) == ["resnet"] and space.families["resnet"]["depth"].choices == [8, 14, 20]
+    d = space.distill
+    assert {"kd", "hint", "fitnets", "none"} <= set(d["loss"].choices) and set(d["weighting"].choices) == {
+        "hinton", "distiller"}
+    assert d["alpha"].float_[0] <= 0.4 and d["alpha"].float_[1] >= 0.5  # published settings inside the ranges
+    assert d["temperature"].float_[0] <= 1.0 and d["temperature"].float_[1] >= 1.5
+    assert d["distill_weight"].float_[0] <= 0.5 <= d["distill_weight"].float_[1]
+
+    cpu = StudyConfig(**{**yaml.safe_load(study_path.read_text()), **_commented_override(study_path),
+                         "base_dir": str(study_path.parent)})
+    assert (cpu.subset_train, cpu.teacher.epochs, cpu.executor.kind) == (2000, 3, "local")
+    cpu_space = SearchSpace({**yaml.safe_load(space_path.read_text()), **_commented_override(space_path)})
+    assert cpu_space.train["epochs"] == 2 and cpu_space.distill["hint_epochs"] == 1

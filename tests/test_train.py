@@ -7,8 +7,8 @@ from autokd.data import load_dataset
 from autokd.distill import Teacher, TeacherMember
 from autokd.measure import accuracy
 from autokd.models import build_model
-from autokd.train import (AugmentPolicy, TeacherLogitCache, _crop_flip, augmented_batch, epoch_views, fit_hint_stage,
-                          predict, train_model)
+from autokd.train import (AugmentPolicy, TeacherLogitCache, _crop_flip, _resized_crop, augmented_batch, epoch_views,
+                          fit_hint_stage, predict, train_model)
 from autokd.checkpoint import deployable
 
 
@@ -140,3 +140,46 @@ def test_fitnets_two_stage_run_learns_with_distiller_weighting(tmp_path):
     assert len(result.hint_history) == 2 and len(result.history) == 3
     assert result.teacher_path == "cache" and cache.misses == 3  # stage 2 is KD on logits only
     assert result.history[-1]["accuracy"] > 0.5
+
+
+def test_inception_crop_boxes_are_inside_the_image_and_resize_like_interpolate():
+    policy = AugmentPolicy(crop_pad=2, flip=True, mixup=True, seed=3, inception=True)
+    views = epoch_views(policy, 400, 0)
+    cx, cy, w, h = views.boxes.unbind(1)
+    assert bool(((cx - w / 2 >= 0) & (cx + w / 2 <= 1 + 1e-6) & (cy - h / 2 >= 0) & (cy + h / 2 <= 1 + 1e-6)).all())
+    assert float((w * h).min()) >= 0.08 - 1e-6 and float((w * h).max()) > 0.5
+    plain = epoch_views(AugmentPolicy(crop_pad=2, flip=True, mixup=True, seed=3), 400, 0)
+    assert torch.equal(plain.partner, views.partner) and torch.equal(plain.lam, views.lam)  # old schedules unchanged
+    x = torch.rand(2, 3, 8, 8)
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)
+    assert torch.allclose(_resized_crop(x, whole), x, atol=1e-6)
+    left_half = torch.tensor([[0.25, 0.5, 0.5, 1.0]] * 2)
+    expected = torch.nn.functional.interpolate(x[..., :4], size=(8, 8), mode="bilinear", align_corners=False)
+    got = _resized_crop(x, left_half)
+    assert torch.allclose(got[..., :7], expected[..., :7], atol=1e-5)  # the last column blends in column 4 of x
+    assert torch.allclose(got[..., 7], 0.75 * x[..., 3] + 0.25 * x[..., 4], atol=1e-5)
+
+
+def test_function_matching_views_are_identical_for_teacher_and_student_and_fixed_per_seed_and_epoch():
+    data = load_dataset("digits").subset(128, 32, seed=0)
+    policy = AugmentPolicy(crop_pad=1, flip=False, mixup=True, seed=5, inception=True)
+
+    def run():
+        torch.manual_seed(0)
+        teacher = _tiny_teacher(data)
+        student = deployable(build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.125, hidden=16),
+                             data.mean, data.std)
+        seen = {"teacher": [], "student": []}
+        teacher.register_forward_pre_hook(lambda m, inp: seen["teacher"].append(inp[0].clone()))
+        student.register_forward_pre_hook(lambda m, inp: seen["student"].append(inp[0].clone()))
+        train_model(student, data.train_images, data.train_labels, train=TrainSpec(epochs=2, batch_size=64),
+                    distill=DistillSpec(loss="fm", temperature=1.0), policy=policy, teacher=teacher)
+        return seen
+
+    first, second = run(), run()
+    assert len(first["student"]) == 4
+    for a, b in zip(first["teacher"], first["student"]):
+        assert torch.equal(a, b)  # the same mixed-up, inception-cropped batch
+    for a, b in zip(first["student"], second["student"]):
+        assert torch.equal(a, b)  # deterministic for a seed and epoch
+    assert not torch.equal(first["student"][0], first["student"][2])  # epochs differ
