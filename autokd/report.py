@@ -492,8 +492,10 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
         label, log = OBJECTIVE_AXES.get(key, (key, False))
         pts = [(t.number, figures[t.number].get(key), 100 * figures[t.number].get("accuracy", 0.0)) for t in complete]
         pts = [(n, x, y) for n, x, y in pts if x is not None and (x > 0 or not log)]
-        xlim = robust_limits([x for _, x, _ in pts], log)
-        ylim = robust_limits([y for _, _, y in pts], False)
+        ref = [(teacher[key], 100 * teacher["accuracy"])] if teacher and teacher.get(key) and \
+            teacher.get("accuracy") is not None else []  # the teacher counts: off the axis only as an outlier
+        xlim = robust_limits([x for _, x, _ in pts] + [x for x, _ in ref], log)
+        ylim = robust_limits([y for _, _, y in pts] + [y for _, y in ref], False)
         ylim = (ylim[0], min(ylim[1], 100.5))
 
         def clip(x: float, y: float) -> tuple[float, float, str]:
