@@ -76,14 +76,12 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def architecture(attrs: dict[str, Any]) -> str:
-    """A trial's architecture with its knobs in name order, e.g. ``cnn5(hidden=59,width=0.154)``."""
+    """A trial's architecture with the knobs of each model in name order, e.g. ``cnn5(hidden=59,width=0.154)``
+    or ``cnn5(hidden=45,width=0.273) | vgg(variant=7,width=0.1) + selector``."""
     import re
 
-    text = str(attrs.get("architecture", "?"))
-    match = re.fullmatch(r"([\w.-]+)\(([^()]*)\)", text)
-    if not match or not match.group(2):
-        return text
-    return f"{match.group(1)}({','.join(sorted(match.group(2).split(',')))})"
+    return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
+                  str(attrs.get("architecture", "?")))
 
 
 def _kd(attrs: dict[str, Any]) -> str:
@@ -188,7 +186,8 @@ def committee_trials(study: optuna.Study, top: int | None = 5) -> list[FrozenTri
 
 def _members(a: dict[str, Any]) -> dict[str, list[Any]]:
     """A committee's member figures, cheap member first (older pair trials named them ``student_*``)."""
-    return {"names": a.get("member_names") or a.get("students") or ["member 1", "member 2"],
+    names = a.get("member_names") or a.get("students") or ["member 1", "member 2"]
+    return {"names": [architecture({"architecture": n}) for n in names],
             "trials": a.get("reused_from") or [None, None],
             "val": a.get("member_validation_accuracy") or a.get("student_accuracy") or [None, None],
             "test": a.get("member_test_accuracy") or a.get("test_student_accuracy") or [None, None],
