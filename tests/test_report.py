@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.measure import cpu_model
-from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
+from autokd.report import architecture, best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()
@@ -42,6 +42,14 @@ def test_objective_figures_read_as_people_read_them():
 def test_stored_text_is_rounded():
     assert rounded("rank 0.313031: 3/5 layers factorized, ft 1 ep") == "rank 0.313: 3/5 layers factorized, ft 1 ep"
     assert rounded("1234.56789 kept, 0.00012345 left, 1.25 B/param") == "1235 kept, 0.000123 left, 1.25 B/param"
+
+
+def test_knobs_in_name_order_in_every_model_of_a_committee():
+    text = "cnn5(width=0.273,hidden=45) | vgg(width=0.1,variant=7) + selector"
+    assert architecture({"architecture": text}) == "cnn5(hidden=45,width=0.273) | vgg(variant=7,width=0.1) + selector"
+    assert architecture({"architecture": "resnet18(width=64) + vgg(width=1.0,variant=7)"}) == \
+        "resnet18(width=64) + vgg(variant=7,width=1.0)"
+    assert architecture({"architecture": "mlp()"}) == "mlp()"
 
 
 def test_student_kinds():
@@ -91,15 +99,20 @@ def test_html_report_is_self_contained(tmp_path):
     assert named.exit_code == 0 and elsewhere.read_text().count("data:image/png;base64,") == 3
 
 
-def test_too_large_images_name_the_study_key_not_a_missing_flag(tmp_path):
+def test_too_large_images_name_only_settings_that_exist(tmp_path):
     from PIL import Image
 
+    from autokd.data import MAX_IMAGE_SIZE
+
+    side = MAX_IMAGE_SIZE + 16
     for cls in ("a", "b"):
         (tmp_path / "big" / cls).mkdir(parents=True)
         for i in range(3):
-            Image.new("RGB", (100, 100), (80 * i, 0, 0)).save(tmp_path / "big" / cls / f"{i}.png")
+            Image.new("RGB", (side, side), (80 * i, 0, 0)).save(tmp_path / "big" / cls / f"{i}.png")
     result = runner.invoke(app, ["search", "--dataset", f"imagefolder:{tmp_path / 'big'}",
                                  "--output", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "100 px" in result.output
-    assert "set image_size: N" in result.output and "--image-size" not in result.output  # no such flag
+    assert result.exit_code == 2 and f"{side} px" in result.output
+    assert "image_size: N" in result.output  # the study key
+    flags = runner.invoke(app, ["search", "--help"], terminal_width=200).output
+    assert "--image-size" not in result.output or "--image-size" in flags  # no flag that does not exist
     assert not (tmp_path / "out").exists()
