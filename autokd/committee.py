@@ -96,6 +96,7 @@ class SelectorSpec:
 
     layers: int = 3
     width: int = 16
+    family: str = "conv"
     epochs: int | None = None
     lr: float = 3e-3
     batch_size: int = 128
@@ -113,25 +114,37 @@ class SelectorSpec:
             raise AutokdError(f"selector layers={self.layers} is invalid", "use 2, 3 or 4 conv layers")
         if not 1 <= int(self.width) <= 512:
             raise AutokdError(f"selector width={self.width} is invalid", "use an integer channel count in 1..512")
+        if self.family not in SELECTOR_FAMILIES:
+            raise AutokdError(f"selector family={self.family!r} is invalid", f"use one of {', '.join(SELECTOR_FAMILIES)}")
 
 
 # --------------------------------------------------------------------------- selector
 
+#: Selector block types: a full 3x3 convolution, or MobileNet's depthwise 3x3 + pointwise 1x1 (far fewer MACs).
+SELECTOR_FAMILIES = ("conv", "separable")
+
+
+def _selector_block(channels: int, out: int, family: str) -> list[nn.Module]:
+    if family == "separable":
+        return [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), nn.BatchNorm2d(channels),
+                nn.ReLU(), nn.Conv2d(channels, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+    return [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+
 
 class Selector(nn.Module):
-    """Whether the large member is needed for this input: conv-BN-ReLU blocks, global pool, 2 logits.
+    """Whether the large member is needed for this input: conv blocks, global pool, 2 logits.
 
-    Channels ``width, 2*width, 4*width, 4*width``; a 2x2 max pool follows each block while the
+    Blocks are conv-BN-ReLU (``family="conv"``) or depthwise-separable (``"separable"``) with
+    ``width, 2*width, 4*width, 4*width`` channels; a 2x2 max pool follows each block while the
     map is at least 4 px. Expects normalised input (wrap with :func:`autokd.checkpoint.deployable`).
     """
 
-    def __init__(self, *, in_channels: int, image_size: int, layers: int, width: int):
+    def __init__(self, *, in_channels: int, image_size: int, layers: int, width: int, family: str = "conv"):
         super().__init__()
         blocks, channels, size = [], in_channels, image_size
         for i in range(int(layers)):
             out = int(width) * 2 ** min(i, 2)
-            block: list[nn.Module] = [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                                      nn.ReLU()]
+            block = _selector_block(channels, out, family if i > 0 else "conv")  # the first sees raw channels
             if size >= 4:
                 block.append(nn.MaxPool2d(2))
                 size //= 2
@@ -139,7 +152,7 @@ class Selector(nn.Module):
             channels = out
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(channels, 2)
-        self.knobs = {"layers": int(layers), "width": int(width)}
+        self.knobs = {"layers": int(layers), "width": int(width), "family": family}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean((2, 3)))  # (B, C, h, w) -> (B, C) -> (B, 2)
@@ -148,7 +161,8 @@ class Selector(nn.Module):
 def build_selector(spec: SelectorSpec, *, in_channels: int, image_size: int, mean: Sequence[float],
                    std: Sequence[float]) -> nn.Sequential:
     torch.manual_seed(spec.seed)
-    net = Selector(in_channels=in_channels, image_size=image_size, layers=spec.layers, width=spec.width)
+    net = Selector(in_channels=in_channels, image_size=image_size, layers=spec.layers, width=spec.width,
+                   family=spec.family)
     return deployable(net, tuple(mean), tuple(std))
 
 
@@ -337,7 +351,8 @@ def load_committee(payload: dict[str, Any]) -> nn.Module:
     else:
         sel = spec["selector"]
         selector = deployable(Selector(in_channels=shape["in_channels"], image_size=shape["image_size"],
-                                       layers=sel["layers"], width=sel["width"]), mean, std)
+                                       layers=sel["layers"], width=sel["width"], family=sel.get("family", "conv")),
+                              mean, std)
         committee = RoutedPair(members[0], members[1], selector, threshold=spec["threshold"],
                                num_classes=shape["num_classes"])
     try:

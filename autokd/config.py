@@ -47,7 +47,7 @@ KD_WEIGHTINGS = ("hinton", "distiller")
 COMPRESSION_METHODS = ("none", "structured", "fisher", "unstructured", "lowrank", "int8")
 #: Keys of a search space's ``pairs`` section (docs/pairs.md): the routed pair's selector knobs
 #: (Optuna params ``selector.*``) and the routing knobs of both committee kinds (``router.*``).
-SELECTOR_KEYS = ("layers", "width", "epochs", "lr")
+SELECTOR_KEYS = ("layers", "width", "family", "epochs", "lr")
 ROUTER_KEYS = ("rule", "combine", "target", "tolerance", "budget")
 PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS + ROUTER_KEYS
 

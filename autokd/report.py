@@ -90,7 +90,9 @@ def _kd(attrs: dict[str, Any]) -> str:
     if loss == "none":
         return "labels only"
     parts = [loss]
-    if loss in ("kd", "hint"):
+    if loss in ("kd", "hint", "fitnets") and cfg.get("weighting") == "distiller":
+        parts.append(f"sw={cfg.get('student_weight', 0):.2f} dw={cfg.get('distill_weight', 0):.2f}")
+    elif loss in ("kd", "hint", "fitnets"):
         parts.append(f"a={cfg.get('alpha', 0):.2f}")
     parts.append(f"T={cfg.get('temperature', 0):.1f}")
     return " ".join(parts)
@@ -207,7 +209,8 @@ def _routing(a: dict[str, Any]) -> str:
         how = f"cascade: {router.get('rule', '?')}, deferred answer {router.get('combine', '?')}"
     else:
         cfg = a.get("config", {})
-        how = f"routed pair: selector {cfg.get('selector.layers', '?')}x{cfg.get('selector.width', '?')}"
+        how = (f"routed pair: {cfg.get('selector.family', 'conv')} selector "
+               f"{cfg.get('selector.layers', '?')}x{cfg.get('selector.width', '?')}")
     if router.get("target") == "budget":
         how += f", defer at most {100 * float(router.get('budget', 0)):.0f}%"
     elif router.get("target") == "match":

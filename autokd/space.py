@@ -54,6 +54,7 @@ VALUE_RULES: dict[str, Rule] = {
     "pairs.width": Rule.integer(at_least=1, at_most=512),
     "pairs.epochs": Rule.integer(at_least=1),
     "pairs.lr": Rule.number(above=0),
+    "pairs.family": Rule.one_of("conv", "separable", noun="selector family"),  # autokd.committee.SELECTOR_FAMILIES
     "pairs.rule": Rule.one_of(*CONFIDENCE_RULES, noun="cascade confidence rule"),
     "pairs.combine": Rule.one_of(*COMBINE_RULES, noun="cascade answer"),
     "pairs.target": Rule.one_of(*THRESHOLD_TARGETS, noun="threshold target"),

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-SCRIPTS = ["bench.ray_overhead", "bench.trial_speed", "bench.compression", "bench.pairs", "bench.time_to_accuracy"]
+SCRIPTS = ["bench.ray_overhead", "bench.trial_speed", "bench.compression", "bench.committees", "bench.time_to_accuracy"]
 
 if __name__ == "__main__":
     for name in SCRIPTS:
