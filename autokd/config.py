@@ -49,7 +49,7 @@ COMPRESSION_METHODS = ("none", "structured", "fisher", "unstructured", "lowrank"
 #: (Optuna params ``selector.*``) and the routing knobs of both committee kinds (``router.*``).
 SELECTOR_KEYS = ("layers", "width", "family", "epochs", "lr")
 ROUTER_KEYS = ("rule", "combine", "target", "tolerance", "budget")
-PAIR_KEYS = ("kind", "reuse", "pool") + SELECTOR_KEYS + ROUTER_KEYS
+PAIR_KEYS = ("kind", "reuse", "pool", "members") + SELECTOR_KEYS + ROUTER_KEYS
 
 
 # --------------------------------------------------------------------------- value rules

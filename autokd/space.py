@@ -180,6 +180,11 @@ class SearchSpace:
                                       f"use {', '.join(allowed)} (docs/study-file.md)")
                 if f"{section}.{key}" in VALUE_RULES:
                     self._check(f"{section}.{key}", spec, VALUE_RULES[f"{section}.{key}"])
+        members = self.pairs.get("members")
+        if members is not None and (not isinstance(members, list) or len(members) != 2
+                                    or any(m not in self.families for m in members)):
+            raise AutokdError(f"search space {self.source}: pairs.members = {members!r} must list two families of "
+                              "'students'", f"write e.g. members: [{', '.join(sorted(self.families)[:2])}]")
         if isinstance(self.pairs.get("pool"), Dimension):  # reuse ranks index a pool of fixed size
             raise AutokdError(f"search space {self.source}: pairs.pool must be a fixed integer >= 2",
                               "write e.g. pool: 6")
@@ -226,8 +231,10 @@ class SearchSpace:
     def _value(self, trial: Any, name: str, spec: Any) -> Any:
         return spec.suggest(trial, name) if isinstance(spec, Dimension) else spec
 
-    def suggest_student(self, trial: Any, prefix: str = "", family_param: str = "family") -> StudentSpec:
-        family = trial.suggest_categorical(family_param, sorted(self.families))
+    def suggest_student(self, trial: Any, prefix: str = "", family_param: str = "family",
+                        family: str | None = None) -> StudentSpec:
+        """A student of a suggested family (or of ``family``, fixed) with its knobs suggested."""
+        family = family or trial.suggest_categorical(family_param, sorted(self.families))
         knobs = {k: self._value(trial, f"{prefix}{family}.{k}", spec) for k, spec in self.families[family].items()}
         return StudentSpec.of(family, **knobs)
 
@@ -244,11 +251,13 @@ class SearchSpace:
             reused = self._suggest_reuse(trial, students, kind)
             if reused is not None:
                 return reused
-        student = self.suggest_student(trial)
+        members = self.pairs.get("members") if kind in COMMITTEE_KINDS else None  # fixed member families
+        student = self.suggest_student(trial, family=members[0] if members else None)
         distill = self._suggest_distill(trial)
         train = {k: self._value(trial, k, spec) for k, spec in self.train.items()}
         if kind in COMMITTEE_KINDS:
-            second = self.suggest_student(trial, prefix="second.", family_param="family2")
+            second = self.suggest_student(trial, prefix="second.", family_param="family2",
+                                          family=members[1] if members else None)
             return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
                                kind=kind, second=second, selector=self._suggest_router(trial, kind))
         compress = self._suggest_compress(trial)

@@ -287,3 +287,16 @@ def test_committee_trials_through_ray_executor(committee_study):
     new = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 5]
     assert sorted(t.user_attrs["kind"] for t in new) == ["cascade", "pair"]
     assert all(0.0 < t.user_attrs["accuracy"] <= trial_figures(t)["oracle_accuracy"] + 1e-6 for t in new)
+
+
+def test_fixed_member_families_and_the_published_selector_size():
+    from autokd.measure import count_params
+
+    space = SearchSpace.load(Path(__file__).resolve().parents[1] / "search_spaces" / "paper-selector-pair.yaml")
+    cfg = space.suggest(optuna.trial.FixedTrial({}))
+    assert (cfg.kind, cfg.student.family, cfg.second.family) == ("pair", "densenet121", "googlenet")
+    selector = build_selector(SelectorSpec.from_config(cfg), in_channels=3, image_size=32, mean=(0.5,) * 3,
+                              std=(0.5,) * 3)
+    assert 0.5e6 < count_params(selector) <= 0.55e6  # the published selector: 0.55M
+    with pytest.raises(AutokdError, match="pairs.members"):
+        SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": "pair", "members": ["cnn5", "resnet"]}})
