@@ -30,8 +30,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def small():
-    """200 training digits (40 of them held out for validation) and 40 test digits."""
-    return load_dataset("digits").subset(200, 40, seed=0).with_validation(0.2, seed=0)
+    """120 training digits (30 of them held out for validation) and 30 test digits."""
+    return load_dataset("digits").subset(120, 30, seed=0).with_validation(0.25, seed=0)
 
 
 def _member(family: str, data, seed: int = 0) -> TeacherMember:
@@ -168,3 +168,30 @@ def test_study_trained_jointnet_is_cached_by_recipe_and_reported(small, tmp_path
 def test_jointnet_refuses_a_member_it_cannot_split():
     with pytest.raises(AutokdError, match="last block"):
         last_blocks(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+
+
+def test_a_trained_member_with_an_unknown_knob_fails_in_one_line():
+    from autokd.teacher import validate_teacher
+
+    study = StudyConfig(teacher={"ensemble": [{"family": "cnn5"}, {"family": "vgg", "knobs": {"depth": 3}}]})
+    with pytest.raises(AutokdError, match=r"teacher.ensemble\[1\] family 'vgg' has no knob 'depth'"):
+        validate_teacher(study)
+
+
+def test_teacher_train_cli_takes_the_recipe(tmp_path):
+    from typer.testing import CliRunner
+
+    from autokd.checkpoint import load_checkpoint
+    from autokd.cli import app
+
+    out = tmp_path / "t.pt"
+    args = ["teacher", "train", "--out", str(out), "--family", "cnn5", "--knob", "width=0.125", "--knob", "hidden=16",
+            "--epochs", "1", "--schedule", "step", "--weight-decay", "0", "--no-flip"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    recipe = load_checkpoint(out)["teacher_recipe"]
+    assert (recipe["schedule"], recipe["weight_decay"], recipe["flip"], recipe["label_smoothing"]) == ("step", 0.0,
+                                                                                                     False, 0.0)
+    bad = CliRunner().invoke(app, args[:-5] + ["--schedule", "linear"], catch_exceptions=False)
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "schedule = 'linear'" in lines[0], bad.output
