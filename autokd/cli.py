@@ -312,6 +312,7 @@ def check(
     study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name (default: the built-in study)."),
     dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
+    image_size: Optional[int] = typer.Option(None, help="Resize every image to N x N px (8..224)."),
 ) -> None:
     """Validate a study without running it: values, search space, data, teacher, constraints.
 
@@ -325,7 +326,7 @@ def check(
     from autokd.space import SearchSpace
     from autokd.teacher import validate_teacher
 
-    cfg = resolve_study(study).with_overrides(dataset=dataset, data_root=data_root)
+    cfg = resolve_study(study).with_overrides(dataset=dataset, data_root=data_root, image_size=image_size)
     space_path = cfg.resolve(cfg.search_space)
     space = SearchSpace.load(space_path)
     info = inspect_dataset(**study_data_source(cfg))

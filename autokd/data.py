@@ -325,8 +325,9 @@ def inspect_dataset(spec: str, *, root: str | Path | None = None, cache_dir: str
 
     The same checks and errors as loading: an unknown spec, a missing path, an image folder's
     layout (train/ without test/, classes that differ between splits, no images), the first image
-    unreadable or of a size out of range, torchvision files missing. Image folders are listed, not
-    decoded (one image header is read); nothing is written.
+    unreadable or of a size out of range, not enough memory for an image folder at that size,
+    torchvision files missing. Image folders are listed, not decoded (one image header is read);
+    nothing is written.
 
     Example:
         >>> inspect_dataset("digits").split_sizes
@@ -344,7 +345,9 @@ def inspect_dataset(spec: str, *, root: str | Path | None = None, cache_dir: str
             test = math.ceil(round(TEST_FRACTION * total, 9))
             sizes = {"train": total - test, "test": test}
         first = next(iter(groups[0].values()))[0]
-        return DatasetInfo(f"imagefolder:{path.name}", classes, sizes, _target_size(first, image_size))
+        size = _target_size(first, image_size)
+        check_memory(sum(sizes.values()), 3, size, f"imagefolder:{path.name}")
+        return DatasetInfo(f"imagefolder:{path.name}", classes, sizes, size)
     if kind == "digits":
         data = _load_digits(image_size)  # 1,797 tiny images bundled with scikit-learn: loading is the cheap check
         return DatasetInfo(data.name, data.classes, {"train": len(data.train_labels), "test": len(data.test_labels)},

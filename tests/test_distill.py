@@ -98,6 +98,7 @@ def test_distiller_and_fitnets_knobs_are_searchable_and_round_trip_through_optun
     import optuna
 
     from autokd.config import TrialConfig
+    from autokd.report import _kd
     from autokd.space import SearchSpace
 
     space = SearchSpace({"students": {"cnn5": {"width": 0.25}},
@@ -113,8 +114,10 @@ def test_distiller_and_fitnets_knobs_are_searchable_and_round_trip_through_optun
     assert (d.loss, d.weighting, d.student_weight, d.distill_weight, d.temperature, d.hint_epochs) == (
         "fitnets", "distiller", 0.5, 0.45, 1.35, 2)
     assert TrialConfig.from_params(cfg.to_params()) == cfg
+    assert _kd({"config": cfg.to_params()}) == "fitnets sw=0.50 dw=0.45 T=1.4"  # the report's KD column
     hinton = space.suggest(optuna.trial.FixedTrial({**params, "loss": "kd", "weighting": "hinton", "alpha": 0.4}))
     assert (hinton.distill.weighting, hinton.distill.alpha) == ("hinton", 0.4)  # alpha only for hinton
+    assert _kd({"config": hinton.to_params()}) == "kd a=0.40 T=1.4"
     with pytest.raises(AutokdError, match="distill.weighting"):
         SearchSpace({"students": {"cnn5": {}}, "distill": {"weighting": "distilller"}})
 
