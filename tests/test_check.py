@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,26 @@ def check(*args: str):
     return CliRunner().invoke(app, ["check", *args], catch_exceptions=False)
 
 
+@pytest.fixture(scope="module")
+def cifar_shaped(tmp_path_factory, cifar_subset_dir) -> Path:
+    """CIFAR-10's layout and counts (5,000 train and 1,000 test images per class), as hard links to
+    the real subset's images: what `autokd check` reads of the data set, at a fraction of its bytes."""
+    root = tmp_path_factory.mktemp("cifar10-shaped")
+    for split, per_class in (("train", 5000), ("test", 1000)):
+        for source in sorted((cifar_subset_dir / split).iterdir()):
+            images = sorted(source.iterdir())
+            target = root / split / source.name
+            target.mkdir(parents=True)
+            for i in range(per_class):
+                os.link(images[i % len(images)], target / f"{i:04d}.jpg")
+    return root
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_every_shipped_study_passes(path, tmp_path, monkeypatch, request):
     """Run from a checkout's root as the studies' comments say; image-folder studies find `data/` there."""
     if yaml.safe_load(path.read_text()).get("dataset", "").startswith("imagefolder:"):
-        (tmp_path / "data").symlink_to(request.getfixturevalue("cifar_subset_dir"))
+        (tmp_path / "data").symlink_to(request.getfixturevalue("cifar_shaped"))
     monkeypatch.chdir(tmp_path)
     before = tree(tmp_path)
     result = check(str(path))
