@@ -165,6 +165,24 @@ def test_study_trained_jointnet_is_cached_by_recipe_and_reported(small, tmp_path
     assert [p.stat().st_mtime_ns for p in files][1:] == stamps[1:]  # members kept, joint stage retrained
 
 
+def test_jointnet_of_checkpoints_leaves_their_files_alone(small, tmp_path):
+    from autokd.checkpoint import save_checkpoint
+
+    paths = []
+    for i, family in enumerate(TINY):
+        net = _member(family, small, i).model
+        paths.append(save_checkpoint(tmp_path / f"{family}.pt", net, family=family, knobs=net.knobs,
+                                     num_classes=small.num_classes, in_channels=small.channels,
+                                     image_size=small.image_size, mean=small.mean, std=small.std))
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    study = StudyConfig(output=str(tmp_path / "out"), teacher={
+        "ensemble": [{"checkpoint": str(p)} for p in paths], "combine": "jointnet",
+        "joint_recipe": {"epochs": 1, "batch_size": 32}})
+    teacher, summary = build_teacher(study, small, AugmentPolicy(), CPU)
+    assert summary["ensemble"] == "jointnet" and (tmp_path / "out" / "teacher-jointnet.pt").exists()
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+    assert not any(p.requires_grad for p in teacher.parameters())
+
 def test_jointnet_refuses_a_member_it_cannot_split():
     with pytest.raises(AutokdError, match="last block"):
         last_blocks(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
