@@ -142,7 +142,7 @@ def _trained_member(path: Path, key: str, data: ImageData, *, family: str, knobs
                              seed=seed, on_epoch=on_epoch)
     save_checkpoint(path, net, family=family, knobs=net.knobs, num_classes=data.num_classes,
                     in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
-                    accuracy=acc, dataset=dataset, recipe=key)
+                    accuracy=acc, dataset=dataset, recipe=key, teacher_recipe=recipe.model_dump(mode="json"))
     return load_member(path, data)
 
 

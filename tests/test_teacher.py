@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from autokd.checkpoint import deployable
+from autokd.checkpoint import deployable, load_checkpoint
 from autokd.config import StudyConfig, TeacherRecipe, load_study_config
 from autokd.data import load_dataset
 from autokd.distill import Teacher, TeacherMember, final_linear, jointnet_loss
@@ -148,6 +148,7 @@ def test_study_trained_jointnet_is_cached_by_recipe_and_reported(small, tmp_path
     files = sorted(tmp_path.glob("teacher-*.pt"))
     assert [p.name for p in files] == ["teacher-jointnet.pt", "teacher-member0.pt", "teacher-member1.pt"]
     stamps = [p.stat().st_mtime_ns for p in files]
+    assert load_checkpoint(files[1])["teacher_recipe"] == study.teacher.member_recipe(0).model_dump(mode="json")
 
     again, summary2 = build_teacher(study, small, AugmentPolicy(), CPU)
     assert [p.stat().st_mtime_ns for p in files] == stamps and summary2["id"] == summary["id"]
@@ -199,7 +200,6 @@ def test_a_trained_member_with_an_unknown_knob_fails_in_one_line():
 def test_teacher_train_cli_takes_the_recipe(tmp_path):
     from typer.testing import CliRunner
 
-    from autokd.checkpoint import load_checkpoint
     from autokd.cli import app
 
     out = tmp_path / "t.pt"
