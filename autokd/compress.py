@@ -263,10 +263,10 @@ class FisherImportance(tp.importance.Importance):
         Delta_k = 1 / (2 N) * sum_n ( sum_ij a_nkij * g_nkij )^2
 
     ``a`` the channel's activation on training image ``n``, ``g = dL_n / da`` the gradient of that
-    image's loss. :meth:`accumulate` measures it on the output of every BatchNorm (equal to the
-    measure on the ReLU after it, where ``a * g`` is zero wherever the ReLU is) and of every
-    conv/linear layer; a group scores a channel by its BatchNorm outputs when it has any, else by
-    its conv/linear outputs, summed over coupled layers (a residual addition's channels).
+    image's loss. :meth:`accumulate` measures it on the output of every BatchNorm (the same figure
+    as on the ReLU that follows it: where the ReLU outputs zero, no gradient reaches the BatchNorm)
+    and of every conv/linear layer; a group scores a channel by its BatchNorm outputs when it has
+    any, else by its conv/linear outputs, summed over coupled layers (a residual addition's channels).
 
     Example:
         >>> importance = FisherImportance()
