@@ -213,3 +213,48 @@ def test_teacher_train_cli_takes_the_recipe(tmp_path):
     bad = CliRunner().invoke(app, args[:-5] + ["--schedule", "linear"], catch_exceptions=False)
     lines = [line for line in bad.output.splitlines() if line.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "schedule = 'linear'" in lines[0], bad.output
+
+
+# --------------------------------------------------------------------------- shipped studies
+
+
+def _commented_blocks(path):
+    """Each YAML block indented under a '... in a copy of this file set' comment (variants, CPU-sized override)."""
+    lines, blocks = path.read_text().splitlines(), []
+    for start, line in enumerate(lines):
+        if "in a copy of this file set" in line:
+            block = []
+            for body in lines[start + 1:]:
+                if not body.startswith("#   "):
+                    break
+                block.append(body[4:])
+            blocks.append(yaml.safe_load("\n".join(block)))
+    return blocks
+
+
+@pytest.mark.parametrize("name", ["paper-distiller-kd", "paper-distiller-ensembles"])
+def test_distiller_studies_their_variants_and_cpu_overrides_validate(name):
+    from autokd.config import REPO_ROOT
+    from autokd.space import SearchSpace
+
+    path = REPO_ROOT / "studies" / f"{name}.yaml"
+    cfg = load_study_config(path)
+    space_path = cfg.resolve(cfg.search_space)
+    space = SearchSpace.load(space_path)
+    assert space.families == {"vgg": {"variant": 7, "width": 1.0}, "cnn5": {"width": 1.0, "hidden": 128}}
+    d = space.distill
+    assert d["weighting"] == "distiller" and d["student_weight"] == d["distill_weight"] == 0.5
+    assert d["temperature"].float_ == (1.35, 1.5) and set(d["loss"].choices) == {"kd", "none"}
+    assert cfg.dataset == "imagefolder:data" and cfg.subset_train is None and cfg.teacher.label_smoothing == 0.0
+    variants = [StudyConfig(**{**yaml.safe_load(path.read_text()), **block, "base_dir": str(path.parent)})
+                for block in _commented_blocks(path)]
+    assert variants[-1].subset_train == 2000 and variants[-1].executor.kind == "local"
+    cpu_space = SearchSpace({**yaml.safe_load(space_path.read_text()), **_commented_blocks(space_path)[0]})
+    assert cpu_space.train["epochs"] == 2
+    if name == "paper-distiller-kd":
+        assert (cfg.teacher.family, variants[0].teacher.family, variants[0].teacher.knobs["variant"]) == (
+            "resnet18", "vgg", 16)
+    else:
+        assert (cfg.teacher.combine, variants[0].teacher.combine) == ("jointnet", "average")
+        assert [m.family for m in cfg.teacher.ensemble] == ["resnet18", "vgg"]
+        assert cfg.teacher.ensemble[1].knobs["variant"] == 16 and all(m.weight == 1.0 for m in cfg.teacher.ensemble)
