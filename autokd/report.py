@@ -628,6 +628,7 @@ def history_plot(study: optuna.Study, path: Path) -> Path | None:
         _style_axis(ax.yaxis, log, name)
         ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(
             nbins=8, integer=True))
+        ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)  # the first and last trial off the frame
         ax.set_xlabel("trial number")
         ax.set_ylabel(label.replace("validation accuracy", "val. accuracy"))
         ax.set_title(f"{name} ({'higher' if maximize else 'lower'} is better)", fontsize=9)
