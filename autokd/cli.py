@@ -341,11 +341,12 @@ def check(
               if cfg.subset_train or cfg.subset_test else "")
     classes = f"{len(info.classes)} classes, " if info.classes else ""
     pixels = f", {info.image_size} px" if info.image_size else ""
+    dims = space.dimensions()
     rows = [
         ("dataset", f"{info.name}: {classes}{sizes}{subset}{pixels}; {cfg.validation_fraction:g} of train held out "
                     "for validation"),
         ("teacher", _describe_teacher(cfg)),
-        ("search space", f"{space_path.name}: {len(space.dimensions())} search dimensions, families "
+        ("search space", f"{space_path.name}: {len(dims)} search dimension{'s' * (len(dims) != 1)}, families "
                          f"{', '.join(sorted(space.families))}"),
         ("objectives", ", ".join(f"{o} ({d[:3]})" for o, d in zip(cfg.objectives, cfg.directions))),
         ("constraints", ", ".join(f"{k} {v:g}" for k, v in cfg.constraints.items()) or "none"),

@@ -49,7 +49,7 @@ def test_every_shipped_study_passes(path, tmp_path, monkeypatch, request):
     before = tree(tmp_path)
     result = check(str(path))
     assert result.exit_code == 0, result.output
-    assert "OK (nothing trained, no database opened)" in result.output and "search dimensions" in result.output
+    assert "OK (nothing trained, no database opened)" in result.output and "search dimension" in result.output
     assert tree(tmp_path) == before  # no runs/, no study database, no dataset cache
 
 
