@@ -85,6 +85,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        # loading an int8 checkpoint: torch's own TypedStorage / quantized-tensor deprecations, nothing a user can change
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._utils")
 
 
 def guarded(fn: Callable) -> Callable:
