@@ -167,8 +167,11 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def param_name(space_path: str) -> str:
-    """The Optuna parameter a space path suggests: distill.alpha -> alpha, students.resnet.depth -> resnet.depth."""
+    """The Optuna parameter a space path suggests: distill.alpha -> alpha, students.resnet.depth -> resnet.depth,
+    pairs.epochs -> selector.epochs (a routed pair's selector knob)."""
     section, rest = space_path.split(".", 1)
+    if section == "pairs":
+        return f"selector.{rest}"
     return rest if section in ("distill", "train", "students") else space_path
 
 
@@ -229,11 +232,19 @@ def _file_identity(path: Path) -> dict[str, str]:
                             capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", str(path)], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
-    return {"sha1": hashlib.sha1(path.read_bytes()).hexdigest()[:12], "last_commit": commit or None,
+    content = json.dumps(yaml.safe_load(path.read_text()), sort_keys=True)  # comments do not count
+    return {"sha1": hashlib.sha1(path.read_bytes()).hexdigest()[:12],
+            "content_sha1": hashlib.sha1(content.encode()).hexdigest()[:12], "last_commit": commit or None,
             "uncommitted_changes": bool(dirty)}
 
 
 # --------------------------------------------------------------------------- reading a study
+
+
+def split_sizes(log: str) -> dict[str, int]:
+    """Training, validation and test images as ``autokd search`` printed them (its line may wrap anywhere)."""
+    found = re.search(r"\((\d+)\s+train\s*/\s*(\d+)\s+validation\s*/\s*(\d+)\s+test", log)
+    return dict(zip(("train_images", "validation_images", "test_images"), map(int, found.groups()))) if found else {}
 
 
 def read_study(study_name: str, output: Path) -> dict[str, Any]:
@@ -284,19 +295,32 @@ def row_value(row: Row, result: dict[str, Any]) -> tuple[float | None, int | Non
     return None, None
 
 
-def size_reason(result: dict[str, Any], row: Row) -> str:
+#: Ten classes: a network that has learnt nothing scores about 10%.
+CHANCE = 10.0
+
+
+def size_reason(result: dict[str, Any], row: Row, ours: float) -> str:
     """What the CPU size changed for this row, from the recorded figures."""
     size = result.get("size", {})
     n = size.get("train_images")
-    share = f" ({100 * n / PUBLISHED_TRAIN:.0f}% of the data)" if n else ""
+    if not n:
+        return row.note
+    data = f"{n:,} images ({100 * n / PUBLISHED_TRAIN:.1f}% of the data)"
+    near_chance = "; near chance (10%): the cut schedule ends before it learns" if ours < CHANCE + 5 else ""
     if row.source.startswith("trial"):
-        text = (f"{size.get('student_epochs')}-epoch student on {n:,} images{share}, "
-                f"behind a {size.get('teacher_epochs')}-epoch teacher") if n else ""
+        teacher = (result.get("teacher") or {}).get("test_accuracy")
+        if row.match.get("loss") != "none" and teacher is not None:
+            text = (f"{size.get('student_epochs')}-epoch student on {data}, distilled from a "
+                    f"{size.get('teacher_epochs')}-epoch teacher at {100 * teacher:.1f}%")
+            if near_chance and 100 * teacher < CHANCE + 5:
+                near_chance = "; near chance (10%), as its teacher"
+        else:
+            text = f"{size.get('student_epochs')}-epoch student on {data}"
     else:
         joint = (f" + {size['joint_epochs']}-epoch joint stage" if size.get("joint_epochs")
                  and "JointNet" in row.setup else "")
-        text = f"{size.get('teacher_epochs')}-epoch training{joint} on {n:,} images{share}" if n else ""
-    return "; ".join(x for x in (text, row.note) if x)
+        text = f"{size.get('teacher_epochs')}-epoch training{joint} on {data}"
+    return "; ".join(x for x in (text + near_chance, row.note) if x)
 
 
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -307,12 +331,12 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for row in paper.rows:
             ours, trial = row_value(row, result) if result.get("status") == "ok" else (None, None)
             if result.get("status") != "ok":
-                reason = f"not run: {result.get('error') or result.get('status')}"
+                reason = f"not run: {result['error']}" if result.get("error") else "not run"
             elif ours is None:
                 failed = result.get("failed_trials") or []
                 reason = f"trial failed: {failed[0]}" if failed else "no such trial in the study"
             else:
-                reason = size_reason(result, row)
+                reason = size_reason(result, row, ours)
             gap = ours - row.published if ours is not None and row.published is not None else None
             lines.append({"study": name, "file": paper.file, "setup": row.setup, "trial": trial,
                           "ours": ours, "published": row.published, "gap_points": gap, "reason": reason})
@@ -353,7 +377,7 @@ def table_note(record: dict[str, Any]) -> str:
     size = record.get("cpu_size") or {}
     count = lambda key: f"{size[key]:,}" if isinstance(size.get(key), int) else "?"  # noqa: E731
     return (f"Measured {record.get('date', '?')[:10]} on {record.get('cpu_model') or record.get('platform', '?')} "
-            f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch', '?')}: "
+            f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch_version', '?')}: "
             f"{len(ran)} studies in {minutes:.0f} min of search. Test accuracy on {count('subset_test')} "
             f"test images; students and teachers trained on {count('subset_train')} images "
             f"(the selector pair: 600 and 300), less the study's validation share; seed 0, one run "
@@ -385,7 +409,10 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
     Path(study["search_space"]).write_text(yaml.safe_dump(space, sort_keys=False))
     study_file.write_text(yaml.safe_dump(study, sort_keys=False))
     _enqueue(study_file, enqueue)
-    entry = {"file": paper.file, **_file_identity(REPO / paper.file), "derived_study": str(study_file),
+    shipped_space = yaml.safe_load((REPO / paper.file).read_text())["search_space"]
+    entry = {"file": paper.file, **_file_identity(REPO / paper.file),
+             "search_space": {"file": shipped_space, **_file_identity(REPO / shipped_space)},
+             "derived_study": str(study_file),
              "variant": paper.variant, "enqueued": enqueue,
              "size": {"teacher_epochs": study["teacher"].get("epochs"),
                       "joint_epochs": (study["teacher"].get("joint_recipe") or {}).get("epochs")
@@ -399,9 +426,7 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
         error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "?")
         return {**entry, "status": "failed", "error": error.strip(), "log_tail": "\n".join(lines[-30:])}
     (output / "search.log").write_text(log)
-    found = re.search(r"\((\d+) train\s*/\s*(\d+) validation\s*/\s*(\d+) test", log)
-    if found:
-        entry["size"].update(train_images=int(found[1]), validation_images=int(found[2]), test_images=int(found[3]))
+    entry["size"].update(split_sizes(log))
     return {**entry, "status": "ok", "search_seconds": round(seconds, 1), **read_study(study["name"], output)}
 
 
@@ -435,6 +460,10 @@ def main() -> None:
             file = out / f"{study}.result.json"
             if file.exists():
                 stored[study] = json.loads(file.read_text())
+        for result in stored.values():  # sizes a run did not read from its log (its line wrapped)
+            log = Path(result.get("derived_study", "")).with_suffix("") / "search.log"
+            if "train_images" not in result.get("size", {"train_images": 0}) and log.is_file():
+                result["size"].update(split_sizes(log.read_text()))
         return stored
 
     def record(studies: dict[str, Any]) -> dict[str, Any]:

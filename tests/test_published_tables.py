@@ -22,20 +22,33 @@ def test_rows_read_the_teacher_members_and_the_trial_with_the_rows_config():
     results = {
         "paper-distiller-kd": _study(0.45, [({"family": "cnn5", "loss": "kd"}, 0.30),
                                             ({"family": "vgg", "loss": "none"}, 0.25)]),
-        "paper-distiller-avnet": _study(0.50, []),
+        "paper-distiller-avnet": _study(0.50, [({"family": "vgg", "loss": "kd"}, 0.11)]),
         "paper-kd-vs-hints": {"status": "failed", "error": "error: boom; fix: x"},
     }
     rows = {(r["study"], r["setup"]): r for r in pt.table_rows(results)}
     teacher = rows["paper-distiller-kd", "ResNet-18 (teacher)"]
     assert teacher["ours"] == pytest.approx(45.0) and teacher["gap_points"] == pytest.approx(45.0 - 94.59)
-    assert "3-epoch training on 1,800 images (4% of the data)" in teacher["reason"]
+    assert teacher["reason"] == "3-epoch training on 1,800 images (3.6% of the data)"
     vgg = rows["paper-distiller-kd", "VGG7 alone"]
     assert (vgg["ours"], vgg["trial"]) == (pytest.approx(25.0), 1)
-    assert "2-epoch student on 1,800 images" in vgg["reason"]
+    assert vgg["reason"] == "2-epoch student on 1,800 images (3.6% of the data)"   # labels only: no teacher
+    cnn = rows["paper-distiller-kd", "5-CNN, KD from ResNet-18"]
+    assert cnn["reason"].endswith("distilled from a 3-epoch teacher at 45.0%")
+    avnet = rows["paper-distiller-avnet", "AvNet (ResNet-18 + VGG16, logit average)"]
+    assert "near chance (10%)" not in avnet["reason"]
+    member = rows["paper-distiller-avnet", "VGG16 (AvNet member)"]   # 30%: not near chance
+    assert member["reason"].endswith("VGG16 trained as an ensemble member (seed + 1)")
     assert rows["paper-distiller-kd", "5-CNN alone"]["ours"] is None   # no trial with loss none
     assert rows["paper-distiller-avnet", "VGG16 (AvNet member)"]["ours"] == pytest.approx(30.0)
+    assert "near chance (10%)" in rows["paper-distiller-avnet", "VGG7, KD from AvNet"]["reason"]   # teacher at 50%
     assert rows["paper-kd-vs-hints", "ResNet-56 (teacher)"]["reason"] == "not run: error: boom; fix: x"
-    assert rows["paper-selector-pair", "ResNet-50 (teacher)"]["reason"] == "not run: not run"
+    assert rows["paper-selector-pair", "ResNet-50 (teacher)"]["reason"] == "not run"
+
+
+def test_split_sizes_survive_a_wrapped_line():
+    log = "dataset imagefolder:x (900 train / 100 \nvalidation / 500 test, 3x32x32)"
+    assert pt.split_sizes(log) == {"train_images": 900, "validation_images": 100, "test_images": 500}
+    assert pt.split_sizes("no such line") == {}
 
 
 def test_a_pair_members_row_reads_the_pair_trials_member_accuracy():
@@ -80,3 +93,11 @@ def test_cpu_size_changes_sizes_only_and_every_row_is_in_the_space(name: str, tm
     Path(study["search_space"]).write_text(yaml.safe_dump(space))
     SearchSpace.load(study["search_space"])                 # valid as a space
     assert cfg.subset_train == paper.size.get("subset_train", pt.CPU_SIZE["subset_train"])
+
+
+def test_a_student_near_chance_behind_a_teacher_near_chance_says_so():
+    study = _study(0.11, [({"family": "vgg", "loss": "kd"}, 0.10), ({"family": "vgg", "loss": "none"}, 0.12)])
+    rows = {r["setup"]: r["reason"] for r in pt.table_rows({"paper-distiller-kd": study})
+            if r["study"] == "paper-distiller-kd"}
+    assert rows["VGG7, KD from ResNet-18"].endswith("teacher at 11.0%; near chance (10%), as its teacher")
+    assert rows["VGG7 alone"].endswith("near chance (10%): the cut schedule ends before it learns")
