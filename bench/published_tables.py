@@ -329,12 +329,13 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for name, paper in STUDIES.items():
         result = results.get(name, {"status": "not run"})
         for row in paper.rows:
-            ours, trial = row_value(row, result) if result.get("status") == "ok" else (None, None)
-            if result.get("status") != "ok":
+            ours, trial = row_value(row, result)  # a failed study may still hold its teacher
+            if ours is None and result.get("failed_trials"):
+                reason = f"trial failed: {result['failed_trials'][0]}"
+            elif ours is None and result.get("status") != "ok":
                 reason = f"not run: {result['error']}" if result.get("error") else "not run"
             elif ours is None:
-                failed = result.get("failed_trials") or []
-                reason = f"trial failed: {failed[0]}" if failed else "no such trial in the study"
+                reason = "no such trial in the study"
             else:
                 reason = size_reason(result, row, ours)
             gap = ours - row.published if ours is not None and row.published is not None else None
@@ -373,12 +374,14 @@ def rewrite_doc(text: str, table: str, note: str) -> str:
 
 def table_note(record: dict[str, Any]) -> str:
     ran = [r for r in record.get("studies", {}).values() if r.get("status") == "ok"]
+    failed = sum(r.get("status") == "failed" for r in record.get("studies", {}).values())
     minutes = sum(r.get("search_seconds", 0) for r in ran) / 60
     size = record.get("cpu_size") or {}
     count = lambda key: f"{size[key]:,}" if isinstance(size.get(key), int) else "?"  # noqa: E731
     return (f"Measured {record.get('date', '?')[:10]} on {record.get('cpu_model') or record.get('platform', '?')} "
             f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch_version', '?')}: "
-            f"{len(ran)} studies in {minutes:.0f} min of search. Test accuracy on {count('subset_test')} "
+            f"{len(ran)} studies finished in {minutes:.0f} min of search, {failed} failed. "
+            f"Test accuracy on {count('subset_test')} "
             f"test images; students and teachers trained on {count('subset_train')} images "
             f"(the selector pair: 600 and 300), less the study's validation share; seed 0, one run "
             f"each (`bench/results/published_tables.json`, which holds every trial).")
@@ -424,7 +427,10 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
     except SystemExit as err:  # one line for the table, the tail of the log in the JSON
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
         error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "?")
-        return {**entry, "status": "failed", "error": error.strip(), "log_tail": "\n".join(lines[-30:])}
+        failed = {**entry, "status": "failed", "error": error.strip(), "log_tail": "\n".join(lines[-30:])}
+        if (output / "study.db").exists():  # what the study did record: its teacher, its failed trials
+            failed.update(read_study(study["name"], output))
+        return failed
     (output / "search.log").write_text(log)
     entry["size"].update(split_sizes(log))
     return {**entry, "status": "ok", "search_seconds": round(seconds, 1), **read_study(study["name"], output)}

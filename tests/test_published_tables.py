@@ -101,3 +101,12 @@ def test_a_student_near_chance_behind_a_teacher_near_chance_says_so():
             if r["study"] == "paper-distiller-kd"}
     assert rows["VGG7, KD from ResNet-18"].endswith("teacher at 11.0%; near chance (10%), as its teacher")
     assert rows["VGG7 alone"].endswith("near chance (10%): the cut schedule ends before it learns")
+
+
+def test_a_failed_study_keeps_its_teacher_and_names_the_trial_failure():
+    study = {**_study(0.103, []), "status": "failed", "error": "error: no trial finished",
+             "failed_trials": ["FloatingPointError: training diverged at epoch 1 (loss nan)"]}
+    rows = {r["setup"]: r for r in pt.table_rows({"paper-selector-pair": study}) if r["study"] == "paper-selector-pair"}
+    assert rows["ResNet-50 (teacher)"]["ours"] == pytest.approx(10.3)
+    assert rows["DenseNet-121 + GoogLeNet pair, 0.54M selector"]["reason"] == (
+        "trial failed: FloatingPointError: training diverged at epoch 1 (loss nan)")
