@@ -294,6 +294,14 @@ class SearchSpace:
         return tuple(sorted(knobs.items()))
 
     @property
+    def singles_first(self) -> bool:
+        """Whether committees only reuse finished singles while the trial kind is searched: then a
+        study runs singles until two exist, rather than committees that train their own members."""
+        kind, reuse = self.pairs.get("kind", _PAIR_KINDS), self.pairs.get("reuse", False)
+        return (bool(self.pairs) and reuse is True and isinstance(kind, Dimension)
+                and "single" in (kind.choices or []))
+
+    @property
     def reuse_pool(self) -> int:
         """How many finished students a reuse pair may draw from (0: this space never reuses)."""
         reuse = self.pairs.get("reuse", False)

@@ -95,6 +95,9 @@ def _trial(setup: str, published: float | None, note: str = "", **match: Any) ->
     return Row(setup, published, "trial", match, note)
 
 
+#: The ResNet-56 studies' CPU size: one at which the teacher learns (at CPU_SIZE it stays at chance; docs/reproducing.md).
+RESNET56_SIZE = {"subset_train": 5000, "subset_test": 1000, "teacher_epochs": 15, "student_epochs": 8,
+                 "hint_epochs": 2, "finetune_epochs": 2}
 DISTILLER_KD_T = {"distill.temperature": 1.5}   # the published range is 1.35 to 1.5
 STUDIES: dict[str, PaperStudy] = {
     "paper-distiller-kd": PaperStudy(
@@ -129,7 +132,10 @@ STUDIES: dict[str, PaperStudy] = {
          *(_trial(f"ResNet-20, {label}", None, **{"resnet.depth": 20, "loss": loss, "weighting": "hinton"})
            for label, loss in (("KD", "kd"), ("hints (one stage)", "hint"), ("FitNets (two stages)", "fitnets")))),
         fixed={"distill.alpha": 0.5, "distill.temperature": 1.5, "distill.hint_weight": 0.5},
-        fixed_epochs={"distill.hint_epochs": ("hint_epochs", 10)}),
+        fixed_epochs={"distill.hint_epochs": ("hint_epochs", 10)},
+        # at the common size the ResNet-56 stays at chance (its hint features and logits blow up):
+        # enough images and epochs for the teacher to learn, so that KD and hints have something to pass on
+        size=RESNET56_SIZE),
     "paper-selector-pair": PaperStudy(
         "studies/paper-selector-pair.yaml",
         (Row("ResNet-50 (teacher)", 81.0, "teacher"),
@@ -148,7 +154,9 @@ STUDIES: dict[str, PaperStudy] = {
                   **{"resnet.depth": 56, "loss": "kd", "compress.method": method})
            for label, method in (("weight", "unstructured"), ("L1 filter", "structured"), ("Fisher", "fisher")))),
         fixed={"distill.alpha": 0.5, "distill.temperature": 4.0, "compress.ratio": 0.5},
-        fixed_epochs={"compress.finetune_epochs": ("finetune_epochs", 20)}),
+        fixed_epochs={"compress.finetune_epochs": ("finetune_epochs", 20)},
+        reuse=(("paper-kd-vs-hints", "teacher.pt", "teacher.pt"),),  # the same ResNet-56 and recipe
+        size=RESNET56_SIZE),
 }
 
 
@@ -372,19 +380,28 @@ def rewrite_doc(text: str, table: str, note: str) -> str:
     return text[:start + len(MARK_START)] + "\n\n" + note + "\n\n" + table + "\n\n" + text[end:]
 
 
+def _study_size(result: dict[str, Any]) -> str:
+    size = result.get("size", {})
+    n_train, n_test = size.get("subset_train"), size.get("subset_test")
+    data = f"{n_train:,} / {n_test:,} images" if isinstance(n_train, int) and isinstance(n_test, int) else "? images"
+    return f"{data}, {size.get('teacher_epochs', '?')}-epoch teacher, {size.get('student_epochs', '?')}-epoch students"
+
+
 def table_note(record: dict[str, Any]) -> str:
-    ran = [r for r in record.get("studies", {}).values() if r.get("status") == "ok"]
-    failed = sum(r.get("status") == "failed" for r in record.get("studies", {}).values())
+    studies = record.get("studies", {})
+    ran = [r for r in studies.values() if r.get("status") == "ok"]
+    failed = sum(r.get("status") == "failed" for r in studies.values())
     minutes = sum(r.get("search_seconds", 0) for r in ran) / 60
-    size = record.get("cpu_size") or {}
-    count = lambda key: f"{size[key]:,}" if isinstance(size.get(key), int) else "?"  # noqa: E731
+    groups: dict[str, list[str]] = {}  # one phrase per distinct size, naming its studies
+    for name, result in studies.items():
+        groups.setdefault(_study_size(result), []).append(name)
+    sizes = "; ".join(f"{', '.join(names)}: {size}" for size, names in groups.items())
     return (f"Measured {record.get('date', '?')[:10]} on {record.get('cpu_model') or record.get('platform', '?')} "
             f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch_version', '?')}: "
             f"{len(ran)} studies finished in {minutes:.0f} min of search, {failed} failed. "
-            f"Test accuracy on {count('subset_test')} "
-            f"test images; students and teachers trained on {count('subset_train')} images "
-            f"(the selector pair: 600 and 300), less the study's validation share; seed 0, one run "
-            f"each (`bench/results/published_tables.json`, which holds every trial).")
+            f"Images (train, less the study's validation share / test) and epochs per study: {sizes}. "
+            f"Seed 0, one run each (`bench/results/published_tables.json`, which holds every trial and "
+            f"when each study ran).")
 
 
 def update_doc(record: dict[str, Any]) -> None:
@@ -417,10 +434,12 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
              "search_space": {"file": shipped_space, **_file_identity(REPO / shipped_space)},
              "derived_study": str(study_file),
              "variant": paper.variant, "enqueued": enqueue,
+             "ran_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "size": {"teacher_epochs": study["teacher"].get("epochs"),
                       "joint_epochs": (study["teacher"].get("joint_recipe") or {}).get("epochs")
                       if study["teacher"].get("combine") == "jointnet" else None,
                       "student_epochs": space["train"]["epochs"], "seed": study.get("seed", 0),
+                      **{key: size[key] for key, _ in paper.fixed_epochs.values()},
                       "subset_train": study.get("subset_train"), "subset_test": study.get("subset_test")}}
     try:
         seconds, log = autokd_cli(REPO, REPO, "search", str(study_file), timeout=3 * 3600)

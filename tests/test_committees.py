@@ -272,6 +272,27 @@ def test_committee_config_round_trips_and_is_validated():
         SearchSpace({**COMMITTEE_SPACE, "pairs": {"bogus": 1}})
 
 
+def test_reuse_only_committees_wait_for_two_singles(tmp_path):
+    """With committees that only reuse, proposals are singles until two are finished or coming."""
+    from autokd.search.study import open_study, propose
+
+    space_spec = {**COMMITTEE_SPACE, "pairs": {**COMMITTEE_SPACE["pairs"], "reuse": True}}
+    cfg = load_study_config(write_tiny_study(tmp_path, name="singles-first", space=space_spec, n_trials=20,
+                                             sampler="random"))
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    space = SearchSpace.load(cfg.resolve(cfg.search_space))
+    assert space.singles_first and not SearchSpace(COMMITTEE_SPACE).singles_first  # reuse searched: no rule
+    study = open_study(cfg, heartbeat=False)
+    first, _ = propose(study, cfg, space)
+    second, _ = propose(study, cfg, space)
+    assert [first.params["kind"], second.params["kind"]] == ["single", "single"]
+    study.tell(first, state=TrialState.FAIL)  # a failed single is replaced by another
+    third, _ = propose(study, cfg, space)
+    assert third.params["kind"] == "single"
+    later = [propose(study, cfg, space)[0].params["kind"] for _ in range(8)]  # two singles coming: the sampler's
+    assert set(later) - {"single"}, later
+
+
 @pytest.mark.slow
 def test_committee_trials_through_ray_executor(committee_study):
     """Two more trials of the same study on Ray: a cascade and a reuse pair."""

@@ -115,6 +115,22 @@ def finished_students(study: Any, limit: int) -> list[Any]:
     return (front + rest)[:limit]
 
 
+#: Finished singles a reuse committee draws its two members from.
+REUSE_MEMBERS = 2
+
+
+def queue_single_if_needed(study: optuna.Study, finished: int) -> None:
+    """Queue a ``kind: single`` trial while the study holds too few singles for a reuse committee.
+
+    ``finished``: reusable singles already finished. Singles running or queued count as coming (a
+    crash between queueing and asking leaves a WAITING one, which the next proposal pops).
+    """
+    coming = sum(t.params.get("kind") == "single" or t.system_attrs.get("fixed_params", {}).get("kind") == "single"
+                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+    if finished + coming < REUSE_MEMBERS:
+        study.enqueue_trial({"kind": "single"}, user_attrs={"queued_because": "singles first: committees reuse them"})
+
+
 def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> tuple[optuna.Trial, TrialConfig]:
     """Ask the study for its next trial, never one that repeats a finished or running configuration.
 
@@ -127,6 +143,8 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> 
     # Finished single students a reuse pair may draw from (replaced duplicates never change them).
     students = finished_students(study, space.reuse_pool) if space.reuse_pool else ()
     for attempt in range(MAX_PROPOSALS):
+        if space.singles_first:
+            queue_single_if_needed(study, len(students))
         # Queued (WAITING) trials do not count: popping one does not add a trial to the history.
         stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
         study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
