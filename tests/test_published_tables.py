@@ -88,11 +88,13 @@ def test_cpu_size_changes_sizes_only_and_every_row_is_in_the_space(name: str, tm
     for key in ("lr", "optimizer", "schedule", "weight_decay", "label_smoothing"):
         assert study["teacher"].get(key) == shipped["teacher"].get(key)
     assert study["n_trials"] == len(enqueue) and study["executor"] == {"kind": "local"}
-    assert space["train"]["epochs"] == pt.CPU_SIZE["student_epochs"]
+    size = {**pt.CPU_SIZE, **paper.size}                   # a heavier study sets its own size
+    assert space["train"]["epochs"] == size["student_epochs"]
+    assert study["teacher"]["epochs"] == size["teacher_epochs"]
     cfg = StudyConfig(**study)                              # valid as a study
     Path(study["search_space"]).write_text(yaml.safe_dump(space))
     SearchSpace.load(study["search_space"])                 # valid as a space
-    assert cfg.subset_train == paper.size.get("subset_train", pt.CPU_SIZE["subset_train"])
+    assert (cfg.subset_train, cfg.subset_test) == (size["subset_train"], size["subset_test"])
 
 
 def test_a_student_near_chance_behind_a_teacher_near_chance_says_so():
