@@ -389,6 +389,10 @@ def _study_size(result: dict[str, Any]) -> str:
 
 def table_note(record: dict[str, Any]) -> str:
     studies = record.get("studies", {})
+    runs: dict[str, list[str]] = {}  # studies by the day they ran (a record merges runs of several days)
+    for name, result in studies.items():
+        runs.setdefault(str(result.get("ran_at") or record.get("date", "?"))[:10], []).append(name)
+    dated = "; ".join(f"{day}: {', '.join(names)}" for day, names in sorted(runs.items()))
     ran = [r for r in studies.values() if r.get("status") == "ok"]
     failed = sum(r.get("status") == "failed" for r in studies.values())
     minutes = sum(r.get("search_seconds", 0) for r in ran) / 60
@@ -396,8 +400,8 @@ def table_note(record: dict[str, Any]) -> str:
     for name, result in studies.items():
         groups.setdefault(_study_size(result), []).append(name)
     sizes = "; ".join(f"{', '.join(names)}: {size}" for size, names in groups.items())
-    return (f"Measured {record.get('date', '?')[:10]} on {record.get('cpu_model') or record.get('platform', '?')} "
-            f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch_version', '?')}: "
+    return (f"Measured on {record.get('cpu_model') or record.get('platform', '?')} "
+            f"({record.get('cpu_threads', '?')} threads, no GPU), torch {record.get('torch_version', '?')} ({dated}): "
             f"{len(ran)} studies finished in {minutes:.0f} min of search, {failed} failed. "
             f"Images (train, less the study's validation share / test) and epochs per study: {sizes}. "
             f"Seed 0, one run each (`bench/results/published_tables.json`, which holds every trial and "
