@@ -511,6 +511,8 @@ def run_committee_trial(config: TrialConfig, context: Any, *, work_dir: Path,
     committee = routing.committee.eval()
     metrics["router_seconds"] = time.perf_counter() - routing_started
     metrics.update(routing.figures)
+    if "reused_from" in metrics:  # every member list of the record is cheap member first
+        metrics["reused_from"] = [identities[i] for i in order]
 
     cheap_v, large_v = (x.cpu() for x in val_logits)
     deferred_v = routing.val_deferred

@@ -189,8 +189,10 @@ def committee_trials(study: optuna.Study, top: int | None = 5) -> list[FrozenTri
 def _members(a: dict[str, Any]) -> dict[str, list[Any]]:
     """A committee's member figures, cheap member first (older pair trials named them ``student_*``)."""
     names = a.get("member_names") or a.get("students") or ["member 1", "member 2"]
+    members = a.get("members") or []
+    reused = len(members) == 2 and all(isinstance(m, int) for m in members)  # trial numbers, not specs
     return {"names": [architecture({"architecture": n}) for n in names],
-            "trials": a.get("reused_from") or [None, None],
+            "trials": members if reused else [None, None],
             "val": a.get("member_validation_accuracy") or a.get("student_accuracy") or [None, None],
             "test": a.get("member_test_accuracy") or a.get("test_student_accuracy") or [None, None],
             "macs": a.get("member_macs") or a.get("student_macs") or [None, None]}

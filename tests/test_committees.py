@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from autokd.committee import Cascade, RoutedPair, SelectorSpec, build_selector, 
 from autokd.config import StudentSpec, TrialConfig, load_study_config
 from autokd.errors import AutokdError
 from autokd.export import exported_outputs, export_model, load_trial_model
-from autokd.report import trial_figures
+from autokd.report import architecture, trial_figures
 from autokd.routing import choose_threshold, committee_cost, defer_score, out_of_fold, selector_targets
 from autokd.space import SearchSpace
 from autokd.train import AugmentPolicy, predict
@@ -182,9 +183,12 @@ def committee_study(tmp_path_factory):
     context = build_context(cfg, show_progress=False)
     study.set_user_attr("teacher", {**context.teacher_summary, **measure_model(context.teacher, context),
                                     "architecture": "cnn5"})
-    for params in ({"kind": "single"}, {"kind": "single", "family": "vgg"},
-                   {"kind": "cascade", "pair.reuse": True, "router.combine": "average"},
-                   {"kind": "pair", "pair.reuse": True}, {"kind": "cascade", "pair.reuse": False}):
+    for params in ({"kind": "single", "family": "cnn5"}, {"kind": "single", "family": "vgg"},  # unequal MACs
+                   # both orders of the two singles: one committee names its large member first
+                   {"kind": "cascade", "pair.reuse": True, "router.combine": "average", "pair.first": 0,
+                    "pair.second": 0},
+                   {"kind": "pair", "pair.reuse": True, "pair.first": 1, "pair.second": 0},
+                   {"kind": "cascade", "pair.reuse": False}):
         study.enqueue_trial(params)
     run_local(study, cfg, space, context)
     return cfg, study, context
@@ -213,13 +217,17 @@ def test_committee_trials_record_members_routing_and_costs(committee_study):
         assert t.values == [a["accuracy"], a["macs"], a["latency_ms"]]
     reused = [t for t in committees if trial_figures(t).get("reused_from")]
     assert len(reused) == 2
-    for t in reused:  # a reused member's figures are exactly its own trial's
+    assert len({tuple(t.user_attrs["config"][f"selector.from_trial{i}"] for i in (1, 2)) for t in reused}) == 2
+    for t in reused:  # a reused member's figures are exactly its own trial's, cheap member first
         a = trial_figures(t)
-        by_number = {n: study.trials[n].user_attrs["test_accuracy"] for n in a["members"]}
-        assert a["member_test_accuracy"] == pytest.approx([by_number[n] for n in a["members"]], abs=1e-6)
-    rebuilt = TrialConfig.from_params(reused[0].user_attrs["config"])  # the stored config alone rebuilds it
-    assert rebuilt.kind in ("pair", "cascade") and reuse_sources(rebuilt) == [
-        study.trials[n].user_attrs["weights_path"] for n in trial_figures(reused[0])["reused_from"]]
+        assert a["reused_from"] == a["members"]
+        own = {n: study.trials[n].user_attrs for n in a["members"]}
+        assert a["member_test_accuracy"] == pytest.approx([own[n]["test_accuracy"] for n in a["members"]], abs=1e-6)
+        assert a["member_macs"] == [own[n]["macs"] for n in a["members"]]
+        assert [architecture({"architecture": m}) for m in a["member_names"]] == [architecture(own[n]) for n in a["members"]]
+        rebuilt = TrialConfig.from_params(t.user_attrs["config"])  # the stored config alone rebuilds it
+        assert rebuilt.kind in ("pair", "cascade") and sorted(reuse_sources(rebuilt)) == sorted(
+            own[n]["weights_path"] for n in a["members"])
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -243,6 +251,15 @@ def test_report_puts_committees_beside_members_and_warns(committee_study):
     print_report(study, cfg, console)
     text = console.export_text()
     assert "Committees" in text and "oracle" in text and "best single" in text
+    lines = text.splitlines()
+    for t in _committees(study):  # each member row, under its committee's row, names the trial it came from
+        members = trial_figures(t)["members"]
+        if all(isinstance(n, int) for n in members):
+            row = next(i for i, line in enumerate(lines) if re.match(rf"│\s+{t.number}\*?\s+│\s+(cascade|routed)", line))
+            block = "\n".join(lines[row:row + 5])
+            for role, n in zip(("cheap", "large"), members):
+                name = architecture(study.trials[n].user_attrs)
+                assert f"{role} member {name} (trial {n})" in block, (t.number, role, n, block)
     warnings = committee_warnings(study)
     for t in _committees(study):
         a = trial_figures(t)
@@ -321,3 +338,5 @@ def test_fixed_member_families_and_the_published_selector_size():
     assert 0.5e6 < count_params(selector) <= 0.55e6  # the published selector: 0.55M
     with pytest.raises(AutokdError, match="pairs.members"):
         SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": "pair", "members": ["cnn5", "resnet"]}})
+
+
