@@ -468,9 +468,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def _legend_below(fig: Any, handles: list[Any], labels: list[str]) -> float:
+    """One legend under all panels, in as many columns as the figure's width holds; the height it takes (0-1)."""
+    width_in, height_in = fig.get_size_inches()
+    widest = max((len(label) for label in labels), default=10)
+    ncol = max(1, min(len(handles), int(width_in / (0.45 + 0.075 * widest))))  # 8 pt text: ~0.075 in a character
+    rows = -(-len(handles) // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    return min(0.4, (0.12 + 0.2 * rows) / height_in)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # nothing drawn outside the canvas is cut
     _pyplot().close(fig)
     return path
 
@@ -547,10 +557,10 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
                 Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", label="beyond the axis (on the edge)")]
     if teacher:
         handles.append(Line2D([], [], ls="", marker="*", color="k", markersize=10, label="teacher"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    bottom = _legend_below(fig, handles, [h.get_label() for h in handles])
     fig.suptitle(f"autokd study '{study.study_name}': {len(front)} Pareto of {len(complete)} complete trials "
                  "(labels: trial numbers)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.1 if len(handles) > 5 else 0.06, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return _save(fig, path)
 
 
@@ -641,10 +651,10 @@ def history_plot(study: optuna.Study, path: Path) -> Path | None:
             if name not in names:
                 handles.append(handle)
                 names.append(name)
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    bottom = _legend_below(fig, handles, names)
     fig.suptitle(f"Optimisation history of '{study.study_name}' ({len(complete)} complete trials; "
                  "points beyond the axis drawn hollow on its edge)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return _save(fig, path)
 
 

@@ -116,3 +116,24 @@ def test_too_large_images_name_only_settings_that_exist(tmp_path):
     flags = runner.invoke(app, ["search", "--help"], terminal_width=200).output
     assert "--image-size" not in result.output or "--image-size" in flags  # no flag that does not exist
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("panels", [1, 2, 3])
+def test_the_legend_fits_under_one_panel_or_several(panels: int):
+    """A one-panel Pareto plot (a study with one cost) once cut its seven-entry legend at both edges."""
+    from matplotlib.lines import Line2D
+
+    from autokd.report import _legend_below, _pyplot
+
+    plt = _pyplot()
+    fig, _ = plt.subplots(1, panels, figsize=(5.6 * panels, 4.8), squeeze=False)
+    labels = ["single student", "committee (cascade, pair)", "Pareto (all objectives)", "other trial",
+              "front of this panel", "beyond the axis (on the edge)", "teacher"]
+    bottom = _legend_below(fig, [Line2D([], [], marker="o", label=x) for x in labels], labels)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    renderer = fig.canvas.get_renderer()
+    legend, canvas = fig.legends[0].get_window_extent(renderer), fig.bbox
+    axes_bottom = min(ax.get_window_extent(renderer).y0 for ax in fig.axes)
+    assert canvas.x0 <= legend.x0 and legend.x1 <= canvas.x1     # not cut at either side
+    assert legend.y1 < axes_bottom                              # below the panels, covering no point
+    plt.close(fig)
