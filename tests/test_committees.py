@@ -338,5 +338,3 @@ def test_fixed_member_families_and_the_published_selector_size():
     assert 0.5e6 < count_params(selector) <= 0.55e6  # the published selector: 0.55M
     with pytest.raises(AutokdError, match="pairs.members"):
         SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": "pair", "members": ["cnn5", "resnet"]}})
-
-
