@@ -183,6 +183,11 @@ def param_name(space_path: str) -> str:
     return rest if section in ("distill", "train", "students") else space_path
 
 
+def study_size(paper: PaperStudy, size: dict[str, Any]) -> dict[str, Any]:
+    """The CPU size a study runs at: its own size where the command line left a key at CPU_SIZE's value."""
+    return {k: paper.size.get(k, v) if v == CPU_SIZE[k] else v for k, v in size.items()}
+
+
 def derive(paper: PaperStudy, scale: str, size: dict[str, Any], out: Path, dataset: str) -> tuple[dict, dict, list]:
     """The study and search space to run, and the parameters to enqueue (one dict per trial row)."""
     study = yaml.safe_load((REPO / paper.file).read_text())
@@ -194,7 +199,7 @@ def derive(paper: PaperStudy, scale: str, size: dict[str, Any], out: Path, datas
         if row.source.startswith("trial") and dict(row.match) not in enqueue:
             enqueue.append(dict(row.match))
     if scale == "cpu":
-        size = {k: paper.size.get(k, v) if v == CPU_SIZE[k] else v for k, v in size.items()}
+        size = study_size(paper, size)
         teacher = study["teacher"]
         teacher.update(epochs=size["teacher_epochs"], batch_size=size["batch_size"])
         if teacher.get("combine") == "jointnet":
@@ -443,7 +448,8 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
                       "joint_epochs": (study["teacher"].get("joint_recipe") or {}).get("epochs")
                       if study["teacher"].get("combine") == "jointnet" else None,
                       "student_epochs": space["train"]["epochs"], "seed": study.get("seed", 0),
-                      **{key: size[key] for key, _ in paper.fixed_epochs.values()},
+                      **{key: study_size(paper, size)[key] if scale == "cpu" else published
+                         for key, published in paper.fixed_epochs.values()},
                       "subset_train": study.get("subset_train"), "subset_test": study.get("subset_test")}}
     try:
         seconds, log = autokd_cli(REPO, REPO, "search", str(study_file), timeout=3 * 3600)

@@ -91,6 +91,10 @@ def test_cpu_size_changes_sizes_only_and_every_row_is_in_the_space(name: str, tm
     size = {**pt.CPU_SIZE, **paper.size}                   # a heavier study sets its own size
     assert space["train"]["epochs"] == size["student_epochs"]
     assert study["teacher"]["epochs"] == size["teacher_epochs"]
+    assert pt.study_size(paper, dict(pt.CPU_SIZE)) == size  # what the JSON records as the study's size
+    for path, (key, _) in paper.fixed_epochs.items():
+        section, name = path.split(".")
+        assert space[section][name] == size[key]
     cfg = StudyConfig(**study)                              # valid as a study
     Path(study["search_space"]).write_text(yaml.safe_dump(space))
     SearchSpace.load(study["search_space"])                 # valid as a space
