@@ -217,7 +217,10 @@ class SearchSpace:
 
     def dimensions(self) -> list[str]:
         """What the sampler searches: every range or choices (conditional ones too), no fixed value."""
-        names = ["family"] if len(self.families) > 1 else []
+        kind = self.pairs.get("kind", _PAIR_KINDS) if self.pairs else "single"
+        kinds = kind.choices if isinstance(kind, Dimension) else [kind]
+        members_fixed = self.pairs.get("members") is not None  # committees' families are fixed, not sampled
+        names = ["family"] if len(self.families) > 1 and ("single" in kinds or not members_fixed) else []
         names += [f"students.{family}.{knob}" for family, knobs in self.families.items()
                   for knob, spec in knobs.items() if isinstance(spec, Dimension)]
         return names + [f"{section}.{key}" for section in self.KEYS for key, spec in getattr(self, section).items()

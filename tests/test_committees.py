@@ -333,6 +333,9 @@ def test_fixed_member_families_and_the_published_selector_size():
     space = SearchSpace.load(Path(__file__).resolve().parents[1] / "search_spaces" / "paper-selector-pair.yaml")
     cfg = space.suggest(optuna.trial.FixedTrial({}))
     assert (cfg.kind, cfg.student.family, cfg.second.family) == ("pair", "densenet121", "googlenet")
+    assert "family" not in space.dimensions()  # what `autokd check` counts: fixed families are not searched
+    mixed = SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": {"choices": ["single", "pair"]}, "members": ["cnn5", "vgg"]}})
+    assert "family" in mixed.dimensions()  # a single still samples its family
     selector = build_selector(SelectorSpec.from_config(cfg), in_channels=3, image_size=32, mean=(0.5,) * 3,
                               std=(0.5,) * 3)
     assert 0.5e6 < count_params(selector) <= 0.55e6  # the published selector: 0.55M
