@@ -471,7 +471,7 @@ def committee_members(config: TrialConfig, context: Any, on_epoch: Callable[[int
     if sources is not None:
         knobs = dict(config.selector)
         trials = [knobs["from_trial1"], knobs["from_trial2"]]
-        return [_load_member(Path(p), context) for p in sources], trials, {"train_seconds": 0.0, "reused_from": trials}
+        return [_load_member(Path(p), context) for p in sources], trials, {"train_seconds": 0.0}
     members, seconds = [], 0.0
     for i, cfg in enumerate((config, second_config(config))):
         model = build_student(cfg, context.data).to(context.device)
@@ -511,8 +511,9 @@ def run_committee_trial(config: TrialConfig, context: Any, *, work_dir: Path,
     committee = routing.committee.eval()
     metrics["router_seconds"] = time.perf_counter() - routing_started
     metrics.update(routing.figures)
-    if "reused_from" in metrics:  # every member list of the record is cheap member first
-        metrics["reused_from"] = [identities[i] for i in order]
+    members_in_order = [identities[i] for i in order]  # every member list of the record is cheap member first
+    if reuse_sources(config) is not None:
+        metrics["reused_from"] = members_in_order
 
     cheap_v, large_v = (x.cpu() for x in val_logits)
     deferred_v = routing.val_deferred
@@ -532,7 +533,7 @@ def run_committee_trial(config: TrialConfig, context: Any, *, work_dir: Path,
         kind=config.kind,
         validation_accuracy=val["accuracy"], test_accuracy=test["accuracy"],
         per_class_validation_accuracy=val["per_class_accuracy"], per_class_test_accuracy=test["per_class_accuracy"],
-        members=[identities[i] for i in order], member_names=[describe_member(members[i]) for i in order],
+        members=members_in_order, member_names=[describe_member(members[i]) for i in order],
         member_validation_accuracy=val["member_accuracy"], member_test_accuracy=test["member_accuracy"],
         member_macs=list(member_macs), member_params=[count_params(members[i]) for i in order],
         selector_macs=routing.selector_macs,

@@ -163,6 +163,13 @@ STUDIES: dict[str, PaperStudy] = {
 # --------------------------------------------------------------------------- deriving a study
 
 
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    """``a.b.c`` of a nested mapping (None when absent)."""
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in a nested mapping; ``None`` removes the key."""
     *parents, last = dotted.split(".")
@@ -448,8 +455,8 @@ def run_study(name: str, scale: str, size: dict[str, Any], out: Path, dataset: s
                       "joint_epochs": (study["teacher"].get("joint_recipe") or {}).get("epochs")
                       if study["teacher"].get("combine") == "jointnet" else None,
                       "student_epochs": space["train"]["epochs"], "seed": study.get("seed", 0),
-                      **{key: study_size(paper, size)[key] if scale == "cpu" else published
-                         for key, published in paper.fixed_epochs.values()},
+                      **{key: _get(space, path) if scale == "cpu" else published  # what the run was given
+                         for path, (key, published) in paper.fixed_epochs.items()},
                       "subset_train": study.get("subset_train"), "subset_test": study.get("subset_test")}}
     try:
         seconds, log = autokd_cli(REPO, REPO, "search", str(study_file), timeout=3 * 3600)
