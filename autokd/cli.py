@@ -119,6 +119,12 @@ def guarded(fn: Callable) -> Callable:
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
+def print_warnings(lines: Any) -> None:
+    """Each line as ``warning: ...`` on stderr (e.g. files a data set's loading skipped)."""
+    for line in lines:
+        errors.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 def check_writable_folder(path: Path, what: str, option: str) -> None:
     """Refuse, before any work, a folder that is a file, lies under a file, or cannot be written.
 
@@ -238,6 +244,7 @@ def search(
 
     validate_teacher(cfg)
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
+    print_warnings(data.warnings)
     created_output = not cfg.output_dir.exists()
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     driver = contextlib.ExitStack()
@@ -332,6 +339,7 @@ def check(
     space_path = cfg.resolve(cfg.search_space)
     space = SearchSpace.load(space_path)
     info = inspect_dataset(**study_data_source(cfg))
+    print_warnings(info.warnings)
     for split, wanted in (("train", cfg.subset_train), ("test", cfg.subset_test)):
         have = info.split_sizes.get(split)
         if wanted is not None and have is not None and wanted > have:
@@ -617,6 +625,7 @@ def teacher_train(
         raise _validation_error("command line", "option", err, TeacherRecipe) from None
     cfg = StudyConfig(dataset=dataset, data_root=data_root, download=download, seed=seed)
     data = load_study_data(cfg)
+    print_warnings(data.warnings)
     build_model(family, num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size,
                 **knobs)  # validate family and knobs before any training
     with Progress(TextColumn("teacher {task.fields[family]}"), BarColumn(), MofNCompleteColumn(),
