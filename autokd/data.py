@@ -140,8 +140,11 @@ class ImageData:
 
     @property
     def std(self) -> tuple[float, ...]:
-        """Per-channel (population) standard deviation of the training images, in [0, 1] units."""
-        return self._moments[1]
+        """Per-channel (population) standard deviation of the training images, in [0, 1] units.
+
+        At least one grey level (1/255): a channel that never varies (e.g. an empty blue channel) is
+        divided by that, not by zero, which would make every input NaN."""
+        return tuple(max(s, 1.0 / 255.0) for s in self._moments[1])
 
     @cached_property
     def _moments(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

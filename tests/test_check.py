@@ -63,6 +63,16 @@ def _half_image_folder(folder: Path) -> dict:
     return {"dataset": f"imagefolder:{folder / 'pets'}"}
 
 
+def _empty_class_folder(folder: Path) -> dict:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        (folder / "pets" / split / "dog").mkdir(parents=True)
+        (folder / "pets" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folder / "pets" / split / "cat" / "0.png")
+    return {"dataset": f"imagefolder:{folder / 'pets'}"}
+
+
 @pytest.mark.parametrize("bad,expected", [
     (lambda f: {"validation_fraction": 1.5}, "validation_fraction = 1.5 is out of range"),
     (lambda f: {"epochz": 3}, "unknown key 'epochz'"),
@@ -70,11 +80,12 @@ def _half_image_folder(folder: Path) -> dict:
     (lambda f: {"subset_train": 5000}, "subset_train = 5000 is more than the 1,437 train images of digits"),
     (lambda f: {"dataset": "imagefolder:no/such/folder"}, "does not exist"),
     (_half_image_folder, "has a train/ folder but no test/ folder"),
+    (_empty_class_folder, "class folders train/dog, test/dog under"),
     (lambda f: {"teacher": {"family": "resnet", "knobs": {"depth": 21}}}, "teacher.knobs.depth = 21"),
     (lambda f: {"teacher": {"family": "alexnet"}}, "alexnet"),
     (_corrupt_checkpoint, "is corrupt or not a weights-only torch file"),
     (lambda f: {"search_space": str(f / "missing.yaml")}, "missing.yaml does not exist"),
-], ids=["range", "unknown-key", "constraint", "subset", "data-path", "data-layout", "teacher-knob",
+], ids=["range", "unknown-key", "constraint", "subset", "data-path", "data-layout", "empty-class", "teacher-knob",
         "teacher-family", "teacher-checkpoint", "space-file"])
 def test_a_bad_study_exits_2_with_one_line_naming_the_problem(tmp_path, monkeypatch, bad, expected):
     monkeypatch.chdir(tmp_path)
@@ -108,3 +119,47 @@ def test_an_image_folder_is_listed_not_decoded(tmp_path):
     result = check(str(write_tiny_study(tmp_path, dataset=f"imagefolder:{tmp_path / 'imgs'}")))
     assert result.exit_code == 0, result.output
     assert "imagefolder:imgs: 2 classes, 6 train / 6 test, 16 px" in result.output
+
+
+def test_files_an_image_folder_does_not_read_are_one_warning_line_per_folder(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / split / label / f"{i}.png")
+    for name in ("a.txt", "b.txt"):
+        (root / "train" / "dog" / name).write_text("x")
+    (root / "train" / "cat" / ".DS_Store").write_text("x")  # hidden: silent
+    result = check(str(write_tiny_study(tmp_path, dataset=f"imagefolder:{root}")))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: skipped 2 files (e.g. a.txt) in {root / 'train' / 'dog'}: "
+                        "not .jpg/.jpeg/.png/.bmp/.webp images"], result.output
+    assert "imagefolder:pets: 2 classes, 4 train / 4 test, 8 px" in result.output
+
+
+@pytest.mark.slow  # a real one-trial search: several seconds
+def test_search_prints_the_same_warning_before_it_starts(tmp_path, monkeypatch):
+    """`autokd search` warns as `autokd check` does, from the loaded data, then runs as before."""
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for label, colour in (("cat", 0), ("dog", 255)):
+            (root / split / label).mkdir(parents=True)
+            for i in range(6):
+                pixels = torch.randint(0, 128, (8, 8, 3), dtype=torch.uint8) + colour // 2
+                Image.fromarray(pixels.numpy()).save(root / split / label / f"{i}.png")
+    (root / "test" / "cat" / "notes.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    study = write_tiny_study(tmp_path, dataset=f"imagefolder:{root}", n_trials=1, validation_fraction=0.34,
+                             teacher={"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 1},
+                             space={**TINY_SPACE, "train": {**TINY_SPACE["train"], "epochs": 1}})
+    result = CliRunner().invoke(app, ["search", str(study)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: skipped 1 file (notes.txt) in {root / 'test' / 'cat'}: "
+                        "not .jpg/.jpeg/.png/.bmp/.webp images"], result.output

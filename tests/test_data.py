@@ -322,3 +322,111 @@ def test_unknown_spec_lists_the_choices():
     with pytest.raises(AutokdError) as err:
         load_dataset("imagenet")
     assert all(name in str(err.value) for name in DATASET_NAMES) and "imagefolder:PATH" in str(err.value)
+
+
+# ---- class folders without images, files that are not read ---------------------------------
+
+
+def _two_class_folder(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Path:
+    for split in splits:
+        for cls in ("cat", "dog"):
+            _write_images(root / split / cls, 3, size=8)
+    return root
+
+
+@pytest.mark.parametrize("empty,named", [
+    (("train", "test"), "class folders train/dog, test/dog under"),
+    (("train",), "class folder train/dog under"),
+    (("test",), "class folder test/dog under"),
+    (("val",), "class folder val/dog under"),
+], ids=["both", "train-only", "test-only", "val-only"])
+def test_a_class_folder_without_images_is_an_error_naming_it(tmp_path, empty, named):
+    """As torchvision's ImageFolder (allow_empty=False): a model with fewer classes than folders, or a
+    class never validated or tested, is refused rather than dropped without a word."""
+    root = _two_class_folder(tmp_path / "pets", ("train", "val", "test"))
+    for split in empty:
+        shutil.rmtree(root / split / "dog")
+        (root / split / "dog").mkdir()
+    for inspect in (data_mod.inspect_dataset, lambda spec: load_dataset(spec, cache_dir=tmp_path / "c")):
+        with pytest.raises(AutokdError) as err:
+            inspect(f"imagefolder:{root}")
+        assert named in err.value.problem and "no images" in err.value.problem, err.value
+        assert "remove dog/ from every split (train/, val/, test/)" in err.value.fix, err.value
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_empty_class_folder_holding_only_other_files_says_so(tmp_path):
+    root = _two_class_folder(tmp_path / "pets")
+    shutil.rmtree(root / "test" / "dog")
+    (root / "test" / "dog").mkdir()
+    (root / "test" / "dog" / "a.tif").write_bytes(b"tiff")
+    with pytest.raises(AutokdError) as err:
+        data_mod.inspect_dataset(f"imagefolder:{root}")
+    assert str(err.value) == (
+        f"error: class folder test/dog under {root} has no images, only 1 file (a.tif) of a type autokd does not "
+        f"read; fix: add .jpg/.jpeg/.png/.bmp/.webp images to {root / 'test' / 'dog'}, or remove dog/ from every "
+        "split (train/, test/)")
+
+
+def test_an_empty_class_folder_of_a_flat_folder_is_an_error(tmp_path):
+    _write_images(tmp_path / "flat" / "cat", 5, size=8)
+    (tmp_path / "flat" / "dog").mkdir()
+    with pytest.raises(AutokdError, match="class folder dog under .* has no images") as err:
+        load_dataset(f"imagefolder:{tmp_path / 'flat'}", cache_dir=tmp_path / "c")
+    assert err.value.fix.endswith("or remove the folder")
+
+
+def test_files_that_are_not_read_are_one_warning_per_folder_and_hidden_files_are_silent(tmp_path):
+    root = _two_class_folder(tmp_path / "pets")
+    for name in ("notes.txt", "b.tif", "c.gif"):
+        (root / "train" / "dog" / name).write_text("x")
+    (root / "test" / "cat" / "sub").mkdir()
+    (root / "test" / "cat" / "sub" / "scan.pdf").write_text("x")
+    (root / "train" / "labels.csv").write_text("x")
+    (root / "validation").mkdir()
+    for hidden in (root / "train" / "cat" / ".DS_Store", root / "train" / "cat" / "._000.png",
+                   root / "train" / "cat" / "Thumbs.db", root / "test" / "cat" / "desktop.ini", root / ".git"):
+        hidden.write_text("x")
+    _write_images(root / "train" / "cat" / ".ipynb_checkpoints", 1, size=8)
+    expected = (
+        f"ignored 1 entry in {root} (validation/): only its train/, val/ and test/ folders are read",
+        f"skipped 3 files (e.g. b.tif) in {root / 'train' / 'dog'}: not .jpg/.jpeg/.png/.bmp/.webp images",
+        f"skipped 1 file (labels.csv) directly in {root / 'train'}: only images in class folders train/<class>/ "
+        "are read",
+        f"skipped 1 file (sub/scan.pdf) in {root / 'test' / 'cat'}: not .jpg/.jpeg/.png/.bmp/.webp images",
+    )
+    info = data_mod.inspect_dataset(f"imagefolder:{root}")
+    assert info.warnings == expected and info.split_sizes == {"train": 6, "test": 6}
+    loaded = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "c", show_progress=False)
+    cached = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "c", show_progress=False)
+    assert loaded.warnings == cached.warnings == expected  # a cache hit warns as the first load did
+    assert cached.with_validation(0.5).warnings == expected and cached.classes == ("cat", "dog")
+    assert len(loaded.train_labels) == 6  # the hidden folder's image is not read either
+
+
+def test_many_folders_with_skipped_files_give_at_most_six_lines(tmp_path):
+    root = tmp_path / "flat"
+    for i in range(8):
+        _write_images(root / f"c{i}", 2, size=8)
+        (root / f"c{i}" / "info.txt").write_text("x")
+    warnings = data_mod.inspect_dataset(f"imagefolder:{root}").warnings
+    assert len(warnings) == 6 and warnings[-1] == "... and skipped files in 3 more folders of the data set"
+    assert warnings[0] == f"skipped 1 file (info.txt) in {root / 'c0'}: not .jpg/.jpeg/.png/.bmp/.webp images"
+
+
+def test_a_clean_folder_and_builtin_sources_have_no_warnings(tmp_path):
+    root = _two_class_folder(tmp_path / "pets")
+    assert data_mod.inspect_dataset(f"imagefolder:{root}").warnings == ()
+    assert load_dataset("digits").warnings == () and data_mod.inspect_dataset("digits").warnings == ()
+
+
+def test_a_channel_that_never_varies_is_normalised_by_one_grey_level_not_zero(tmp_path):
+    """Images whose blue channel is always 0: std 0 made every normalised input NaN ("training diverged")."""
+    for cls, red in (("a", 30), ("b", 220)):
+        (tmp_path / "flat" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), (red, 10 * i, 0)).save(tmp_path / "flat" / cls / f"{i}.png")
+    data = load_dataset(f"imagefolder:{tmp_path / 'flat'}", cache_dir=tmp_path / "c", show_progress=False)
+    assert data.std[2] == pytest.approx(1 / 255) and data.std[0] > 0.3 and data.mean[2] == 0.0
+    normalised = (data.train_images.float() / 255 - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    assert torch.isfinite(normalised).all()
