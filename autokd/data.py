@@ -13,6 +13,9 @@ Sources:
 * ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (plus an optional
   ``PATH/val/<class>/*`` validation split, used instead of carving one), or class folders
   directly under ``PATH`` (then split 80/20, stratified and seeded).
+  Every non-hidden subfolder is a class: one without images is an error (as torchvision's
+  ``ImageFolder``), files that are not :data:`IMAGE_EXTENSIONS` images are skipped with one
+  warning per folder (``ImageData.warnings``), hidden files and folders silently.
 
 Decoded torchvision and image-folder data sets are cached in ``cache_dir`` as one
 ``torch.save``'d file whose name carries a hash of every source file's path, size and mtime,
