@@ -495,7 +495,9 @@ def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES...",
     else:
         runner, images = _trial_runner(study, trial, storage), paths
     classes = runner.metadata["classes"]
-    samples = collect_samples([Path(p) for p in images], classes)
+    skipped: list[str] = []
+    samples = collect_samples([Path(p) for p in images], classes, skipped)
+    print_warnings(skipped)
     result = score(runner.logits(load_images(samples, runner.metadata)), samples, classes)
     _print_predictions(result, runner, format)
 

@@ -610,11 +610,20 @@ def _scan_classes(folder: Path) -> _ClassScan:
         if not entry.is_dir():
             loose.append(entry)
             continue
-        files = sorted(p for p in entry.rglob("*")
-                       if not any(_silent(part) for part in p.relative_to(entry).parts) and p.is_file())
-        images[entry.name] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        others[entry.name] = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        images[entry.name], others[entry.name] = _find_images(entry)
     return _ClassScan(images, others, loose)
+
+
+def _find_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) anywhere under ``folder``, sorted; hidden files and folders are left out."""
+    files = sorted(p for p in folder.rglob("*")
+                   if not any(_silent(part) for part in p.relative_to(folder).parts) and p.is_file())
+    return ([p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS],
+            [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS])
+
+
+def _not_images_warning(files: list[Path], folder: Path) -> str:
+    return f"skipped {_files_note(files, folder)} in {folder}: not {_EXTENSIONS} images"
 
 
 def _list_classes(folder: Path) -> dict[str, list[Path]]:
@@ -635,8 +644,7 @@ def _skip_warnings(scans: dict[str, _ClassScan], path: Path) -> list[str]:
         folder = path / split if split else path
         for name, files in scan.others.items():
             if files:
-                lines.append(f"skipped {_files_note(files, folder / name)} in {folder / name}: "
-                             f"not {_EXTENSIONS} images")
+                lines.append(_not_images_warning(files, folder / name))
         if scan.loose:
             where = f"{split}/<class>/" if split else "<class>/"
             lines.append(f"skipped {_files_note(scan.loose, folder)} directly in {folder}: only images in class "

@@ -28,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from autokd.data import IMAGE_EXTENSIONS, _decode_all, _list_classes
+from autokd.data import (IMAGE_EXTENSIONS, _decode_all, _find_images, _list_classes, _not_images_warning,
+                         _scan_classes, _skip_warnings)
 from autokd.errors import AutokdError
 from autokd.export import is_onnx, read_metadata
 
@@ -69,12 +70,15 @@ class Result:
 # --------------------------------------------------------------------------- inputs
 
 
-def collect_samples(paths: list[Path], classes: list[str]) -> list[Sample]:
+def collect_samples(paths: list[Path], classes: list[str], warnings: list[str] | None = None) -> list[Sample]:
     """The image files named by ``paths``, in order, with labels where a folder is laid out ``class/image``.
 
     A folder whose image-holding subfolders are all class names of the model is labelled; a folder
     with none is searched for images; a folder mixing class and other subfolders is refused.
+    Files in a folder that are not images are skipped, one line per folder appended to ``warnings``
+    (hidden files silently).
     """
+    warnings = [] if warnings is None else warnings
     samples: list[Sample] = []
     known = set(classes)
     for path in map(Path, paths):
@@ -93,9 +97,11 @@ def collect_samples(paths: list[Path], classes: list[str]) -> list[Sample]:
                               f"{' ...' if len(classes) > 10 else ''}), or pass the images themselves")
         if matched:
             samples += [Sample(f, c) for c in by_class for f in by_class[c]]
+            warnings += _skip_warnings({"": _scan_classes(path)}, path)
             continue
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not p.name.startswith(".") and p.is_file())
+        files, others = _find_images(path)
+        if others:
+            warnings.append(_not_images_warning(others, path))
         if not files:
             raise AutokdError(f"no images found under {path}", f"put {'/'.join(IMAGE_EXTENSIONS)} files in it")
         samples += [Sample(f) for f in files]

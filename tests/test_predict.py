@@ -167,3 +167,22 @@ def test_collect_samples_labels_class_folders(tmp_path):
     (tmp_path / "loose" / "y.jpg").write_bytes(b"")
     samples = collect_samples([tmp_path / "set", tmp_path / "loose"], ["cat", "dog", "bird"])
     assert [(s.path.name, s.label) for s in samples] == [("x.png", "cat"), ("x.png", "dog"), ("y.jpg", None)]
+
+
+def test_collect_samples_warns_once_per_folder_about_files_it_skips(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        (tmp_path / "set" / cls / "x.png").write_bytes(b"")
+    (tmp_path / "set" / "dog" / "notes.txt").write_text("x")
+    (tmp_path / "set" / "cat" / ".DS_Store").write_text("x")  # hidden: silent
+    (tmp_path / "loose" / "sub").mkdir(parents=True)
+    (tmp_path / "loose" / "y.jpg").write_bytes(b"")
+    for name in ("a.pdf", "sub/b.pdf"):
+        (tmp_path / "loose" / name).write_text("x")
+    warnings: list[str] = []
+    samples = collect_samples([tmp_path / "set", tmp_path / "loose"], ["cat", "dog"], warnings)
+    assert [s.path.name for s in samples] == ["x.png", "x.png", "y.jpg"]
+    assert warnings == [
+        f"skipped 1 file (notes.txt) in {tmp_path / 'set' / 'dog'}: not .jpg/.jpeg/.png/.bmp/.webp images",
+        f"skipped 2 files (e.g. a.pdf) in {tmp_path / 'loose'}: not .jpg/.jpeg/.png/.bmp/.webp images",
+    ]
