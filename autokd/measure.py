@@ -223,9 +223,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device | None = None) -> dict[str, str]:
-    """Where a number was measured: CPU model, GPU name, torch version."""
-    env = {"cpu_model": cpu_model(), "torch_version": torch.__version__, "python": platform.python_version()}
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Where a number was measured: CPU model and logical core count, GPU name, torch version."""
+    import os
+
+    env: dict[str, Any] = {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "torch_version": torch.__version__,
+                           "python": platform.python_version()}
     if device is not None and device.type == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(device)
     return env

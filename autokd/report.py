@@ -6,6 +6,7 @@ test accuracy side by side, and per-class and committee figures are the test spl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,25 +117,113 @@ def split_accuracy_cells(attrs: dict[str, Any]) -> list[str]:
     return [percent(attrs.get("validation_accuracy", attrs.get("accuracy"))), percent(attrs.get("test_accuracy"))]
 
 
-def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None) -> Table:
-    trials = pareto_trials(study)
-    table = Table(title=f"Pareto front of '{study.study_name}' ({len(trials)} of "
-                        f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials); "
-                        "chosen on validation, test reported only",
-                  title_justify="left")
-    for col, justify in (("trial", "right"), ("architecture", "left"), ("val acc", "right"), ("test acc", "right"),
-                         ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
-                         ("KD", "left"), ("epochs", "right"), ("compression", "left")):
+#: Columns of a table of trials: (header, justify); ``detail`` adds the last three (the HTML report's).
+_TRIAL_COLUMNS = (("trial", "right"), ("architecture", "left"), ("val acc", "right"), ("test acc", "right"),
+                  ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
+                  ("KD", "left"), ("epochs", "right"), ("compression", "left"))
+_DETAIL_COLUMNS = (("lr", "right"), ("weight decay", "right"), ("time", "right"))
+
+
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """How long a trial took: its recorded training and measuring time, else its start to finish in the database."""
+    recorded = trial.user_attrs.get("trial_seconds")
+    if recorded is not None:
+        return float(recorded)
+    if trial.datetime_start is not None and trial.datetime_complete is not None:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return None
+
+
+def duration(seconds: float | None) -> str:
+    """``8.4 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _trials_table(title: str, trials: list[FrozenTrial], teacher: dict[str, Any] | None, detail: bool,
+                  extra: tuple[str, dict[int, str]] | None = None) -> Table:
+    """One row per trial (the teacher first, dimmed); ``extra``: a last column's header and cells by trial number."""
+    table = Table(title=title, title_justify="left")
+    columns = _TRIAL_COLUMNS + (_DETAIL_COLUMNS if detail else ()) + (((extra[0], "left"),) if extra else ())
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     if teacher:
         table.add_row("teacher", architecture(teacher), *split_accuracy_cells(teacher),
                       human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
-                      f"{teacher.get('latency_ms', 0):.3f}", "-", "-", "-", style="dim")
+                      f"{teacher.get('latency_ms', 0):.3f}", *["-"] * (len(columns) - 8), style="dim")
     for t in trials:
         a = trial_figures(t)
-        table.add_row(str(t.number), architecture(a), *split_accuracy_cells(a), human(a.get("params")),
-                      human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
-                      _kd(a), str(a.get("config", {}).get("epochs", "-")), _compression(a))
+        cfg = a.get("config", {})
+        cells = [str(t.number), architecture(a), *split_accuracy_cells(a), human(a.get("params")),
+                 human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
+                 _kd(a), str(cfg.get("epochs", "-")), _compression(a)]
+        if detail:
+            cells += [_number(cfg.get("lr")), _number(cfg.get("weight_decay")), duration(trial_seconds(t))]
+        if extra:
+            cells.append(extra[1].get(t.number, ""))
+        table.add_row(*cells)
+    return table
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3g}"
+
+
+def pareto_table(study: optuna.Study, teacher: dict[str, Any] | None = None, detail: bool = False) -> Table:
+    """The Pareto front, most accurate first, below the teacher; ``detail``: learning rate, weight decay and
+    time too."""
+    trials = pareto_trials(study)
+    title = (f"Pareto front of '{study.study_name}' ({len(trials)} of "
+             f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials); "
+             "chosen on validation, test reported only")
+    return _trials_table(title, trials, teacher, detail)
+
+
+def off_front_table(study: optuna.Study, detail: bool = True) -> Table:
+    """The complete trials off the Pareto front, most accurate first, each with a front trial that beats it
+    (no worse on every objective) or the constraint it breaks."""
+    front = pareto_trials(study)
+    numbers = {t.number for t in front}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    off = sorted((t for t in complete if t.number not in numbers),
+                 key=lambda t: (-float(t.user_attrs.get("accuracy", 0.0)), t.number))
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
+
+    def why(trial: FrozenTrial) -> str:
+        broken = [name for name, value in (trial.constraints or {}).items() if value > 0]
+        if broken:
+            return f"breaks {', '.join(broken)}"
+        for other in front:
+            if all(s * a >= s * b for s, a, b in zip(signs, other.values, trial.values)):
+                return f"trial {other.number}"
+        return "-"
+
+    title = (f"Trials off the front of '{study.study_name}' ({len(off)}), most accurate on validation first; "
+             "each beside a front trial no worse on every objective")
+    return _trials_table(title, off, None, detail, ("beaten by", {t.number: why(t) for t in off}))
+
+
+def unfinished_table(study: optuna.Study) -> Table | None:
+    """Failed and pruned trials with why (the first line of the error; the full traceback is in the log)."""
+    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED)),
+                    key=lambda t: t.number)
+    if not trials:
+        return None
+    table = Table(title=f"Failed and pruned trials ({len(trials)}); the full error is in each trial's log",
+                  title_justify="left")
+    for col, justify in (("trial", "right"), ("state", "left"), ("architecture", "left"), ("reason", "left"),
+                         ("time", "right"), ("log", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for t in trials:
+        a = t.user_attrs
+        reason = a.get("failed_because") or (f"pruned at epoch {a['epoch']}" if "epoch" in a else "unknown")
+        table.add_row(str(t.number), t.state.name, architecture(a) if a.get("architecture") else "-",
+                      str(reason).splitlines()[0] if str(reason).strip() else "unknown",
+                      duration(trial_seconds(t)), a.get("log_path") or "-")
     return table
 
 
@@ -443,20 +532,89 @@ def _tick(value: float, unit: str) -> str:
     return f"{value:.3g}{unit}"
 
 
-def _labels(ax: Any, points: list[tuple[str, float, float]], near: tuple[float, float] = (0.07, 0.035)
-            ) -> list[tuple[str, float, float]]:
-    """Join the labels of points that sit close together (``near``: fraction of the axes' width, height): ``3,10,15``."""
-    groups: list[list[Any]] = []
-    to_axes = ax.transAxes.inverted()
-    for text, x, y in points:
-        fx, fy = to_axes.transform(ax.transData.transform((x, y)))
-        for g in groups:
-            if abs(g[1] - fx) < near[0] and abs(g[2] - fy) < near[1]:
-                g[0].append(text)
-                break
-        else:
-            groups.append([[text], fx, fy, x, y])
-    return [(",".join(g[0]), g[3], g[4]) for g in groups]
+@dataclass
+class PointLabel:
+    """A label to draw beside one marker: its text, the marker's data position and radius (points)."""
+
+    text: str
+    x: float
+    y: float
+    radius: float
+    color: str = "0.25"
+    priority: int = 1  # lower first: it gets the free places next to its marker
+
+
+#: Where a label may sit around its marker, in order of preference: right, up-right, up, ... (x, y signs).
+_DIRECTIONS = ((1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1), (-1, 0), (0, 1), (0, -1))
+#: Gaps (points) between a marker's edge and its label: the first ring beside it, the others further out on
+#: a leader line.
+_GAPS = (1.5, 7.0, 13.0, 20.0, 28.0, 38.0)
+
+
+def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 7) -> list[Any]:
+    """Draw each label beside its own marker, where it covers no marker and no other label.
+
+    Labels are placed one at a time (``priority`` first) at the cheapest spot of rings around their
+    marker: covering a marker or a label costs most, then lying nearer another marker than its
+    own, leaving the axes, and distance. A label that had to move out of the first ring gets a thin
+    leader line to its marker. Call after the figure's layout is final (positions are in pixels).
+    Returns the annotations, in the order of ``labels``.
+    """
+    import numpy as np
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0  # pixels per point
+    centres = np.array([ax.transData.transform((lab.x, lab.y)) for lab in labels]).reshape(-1, 2)
+    radii = np.array([lab.radius * px for lab in labels])
+    frame = ax.get_window_extent(renderer)
+    boxes: list[tuple[float, float, float, float]] = []  # placed labels (x0, y0, x1, y1), pixels
+    drawn: list[Any] = [None] * len(labels)
+
+    def overlap(box: tuple[float, float, float, float], other: tuple[float, float, float, float]) -> float:
+        width = min(box[2], other[2]) - max(box[0], other[0])
+        return max(0.0, width) * max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+
+    def distances(box: tuple[float, float, float, float]) -> Any:
+        """From the box to every marker's edge (0 inside it)."""
+        dx = np.maximum(0.0, np.maximum(box[0] - centres[:, 0], centres[:, 0] - box[2]))
+        dy = np.maximum(0.0, np.maximum(box[1] - centres[:, 1], centres[:, 1] - box[3]))
+        return np.maximum(0.0, np.hypot(dx, dy) - radii)
+
+    for i in sorted(range(len(labels)), key=lambda k: (labels[k].priority, k)):
+        lab, (cx, cy), r = labels[i], centres[i], radii[i]
+        probe = ax.text(0, 0, lab.text, fontsize=fontsize)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = extent.width, extent.height
+        area = max(w * h, 1.0)
+        best: tuple[float, tuple[float, float, float, float], int] | None = None
+        for ring, gap in enumerate(_GAPS):
+            reach = r + gap * px
+            for preference, (ux, uy) in enumerate(_DIRECTIONS):
+                slant = 0.72 if ux and uy else 1.0
+                mx = cx + ux * (reach * slant + w / 2)
+                my = cy + uy * (reach * slant + h / 2)
+                box = (mx - w / 2, my - h / 2, mx + w / 2, my + h / 2)
+                near = distances(box)
+                own = near[i]
+                near[i] = np.inf
+                covered = sum(overlap(box, b) for b in boxes) + sum(
+                    overlap(box, (x - q, y - q, x + q, y + q)) for k, ((x, y), q) in enumerate(zip(centres, radii))
+                    if k != i)
+                outside = area - overlap(box, (frame.x0, frame.y0, frame.x1, frame.y1))
+                cost = (40.0 * covered / area + (8.0 if near.min() < own + 1.0 else 0.0) + 3.0 * outside / area
+                        + 1.5 * ring + 0.05 * preference)
+                if best is None or cost < best[0]:
+                    best = (cost, box, ring)
+        _, box, ring = best
+        boxes.append(box)
+        leader = dict(arrowstyle="-", color=lab.color, lw=0.6, alpha=0.8, shrinkA=0, shrinkB=lab.radius + 0.5) \
+            if ring > 0 else None
+        drawn[i] = ax.annotate(lab.text, (lab.x, lab.y), xytext=((box[0] - cx) / px, (box[1] - cy) / px),
+                               textcoords="offset points", ha="left", va="bottom", fontsize=fontsize,
+                               color=lab.color, zorder=5, annotation_clip=False, arrowprops=leader)
+    return drawn
 
 
 def _pyplot() -> Any:
@@ -485,15 +643,23 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None) -> Path:
-    """Validation accuracy against each cost objective of the study, one panel each.
+def dominated_in(points: dict[int, tuple[float, float]]) -> set[int]:
+    """The trials of ``{number: (cost, accuracy)}`` that another trial beats in this 2-D view: no more
+    cost and no less accuracy, better in one."""
+    return {n for n, (x, y) in points.items()
+            if any(ox <= x and oy >= y and (ox < x or oy > y) for m, (ox, oy) in points.items() if m != n)}
 
-    The study's Pareto trials are red, the others grey; the panel's own front is a step line;
-    markers tell single students, committees (pair, cascade: any
-    ``kind`` but ``single``) and compressed students apart; every point carries its trial
-    number. Axis ranges follow the bulk of the trials: a point beyond them is drawn hollow on the
-    edge, its label pointing the way it lies.
-    """
+
+#: How a trial is coloured on the Pareto plot: (face colour, edge colour, legend label).
+_FRONT = ("tab:red", "tab:red", "Pareto front (all objectives)")
+_FRONT_ELSEWHERE = ("#f7b6b2", "tab:red", "Pareto front via another objective (dominated in this panel)")
+_OTHER = ("0.72", "0.45", "other trial")
+#: Marker shapes are drawn black in the legend: a shape, not a colour, tells the kinds apart.
+_SHAPE_COLOR = "k"
+
+
+def pareto_figure(study: optuna.Study, teacher: dict[str, Any] | None = None) -> Any:
+    """The figure :func:`pareto_plot` saves (matplotlib ``Figure``; close it after use)."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -502,6 +668,8 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
     figures = {t.number: trial_figures(t) for t in complete}
     costs = cost_objectives(study)
     fig, axes = plt.subplots(1, len(costs), figsize=(5.6 * len(costs), 4.8), squeeze=False)
+    shown: set[str] = set()  # legend entries with something drawn
+    panel_labels: list[tuple[Any, list[PointLabel]]] = []
     for ax, key in zip(axes[0], costs):
         label, log = OBJECTIVE_AXES.get(key, (key, False))
         pts = [(t.number, figures[t.number].get(key), 100 * figures[t.number].get("accuracy", 0.0)) for t in complete]
@@ -516,25 +684,33 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
             arrow = ("←" if x < xlim[0] else "→" if x > xlim[1] else "") + ("↓" if y < ylim[0] else "↑" if y > ylim[1] else "")
             return min(max(x, xlim[0]), xlim[1]), min(max(y, ylim[0]), ylim[1]), arrow
 
-        labels: list[tuple[str, float, float]] = []
+        labels: list[PointLabel] = []
         step = _step_front([(x, y) for _, x, y in pts])
         if step:
             xs = [clip(x, y)[0] for x, y in step] + [xlim[1]]
             ys = [clip(x, y)[1] for x, y in step] + [clip(*step[-1])[1]]
             ax.step(xs, ys, where="post", color="tab:red", alpha=0.45, lw=1.3, zorder=1)
-        for n, x, y in pts:
-            cx, cy, arrow = clip(x, y)
-            marker = _KIND_MARKERS[student_kind(figures[n])][0]
-            color = "tab:red" if n in front else "0.55"
-            ax.scatter([cx], [cy], marker=marker, s=42 if n in front else 26, zorder=3, clip_on=False,
-                       facecolors="none" if arrow else color, edgecolors=color, linewidths=1.2)
-            labels.append((f"{n}{arrow}", cx, cy))
-        if teacher and teacher.get(key) and teacher.get("accuracy") is not None:
-            cx, cy, arrow = clip(teacher[key], 100 * teacher["accuracy"])
-            ax.scatter([cx], [cy], marker="*", s=170, zorder=3, edgecolors="k", clip_on=False,
-                       facecolors="none" if arrow else "k")
-            ax.annotate(f"teacher{arrow}", (cx, cy), xytext=(-6, 6), textcoords="offset points", fontsize=7,
-                        ha="right")
+            shown.add("step")
+        beaten = dominated_in({n: (x, y) for n, x, y in pts})
+        for n, x, y in sorted(pts, key=lambda p: (p[0] in front, p[0] in front and p[0] not in beaten)):
+            cx, cy, arrow = clip(x, y)  # front members drawn last: on top of any grey neighbour
+            style = _OTHER if n not in front else _FRONT_ELSEWHERE if n in beaten else _FRONT
+            shown.add(style[2])
+            shown.add(student_kind(figures[n]))
+            if arrow:
+                shown.add("edge")
+            size = 42 if n in front else 26
+            ax.scatter([cx], [cy], marker=_KIND_MARKERS[student_kind(figures[n])][0], s=size,
+                       zorder=4 if n in front else 3, clip_on=False, facecolors="white" if arrow else style[0],
+                       edgecolors=style[1], linewidths=1.2)
+            labels.append(PointLabel(f"{n}{arrow}", cx, cy, radius=size ** 0.5 / 2 + 0.6,
+                                     color="#b22222" if n in front else "0.3", priority=1 if n in front else 2))
+        if ref:
+            cx, cy, arrow = clip(*ref[0])
+            ax.scatter([cx], [cy], marker="*", s=170, zorder=4, edgecolors="k", clip_on=False,
+                       facecolors="white" if arrow else "k")
+            labels.append(PointLabel(f"teacher{arrow}", cx, cy, radius=170 ** 0.5 / 2, color="k", priority=0))
+            shown.add("teacher")
         ax.set_xscale("log" if log else "linear")
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
@@ -543,25 +719,43 @@ def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None 
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3, which="major")
-        for text, x, y in _labels(ax, labels):
-            ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.2", zorder=4)
-    kinds = {student_kind(f) for f in figures.values()}
+        panel_labels.append((ax, labels))
     committees = sorted({trial_kind(f) for f in figures.values()} - {"single"})
     names = {**{k: label for k, (_, label) in _KIND_MARKERS.items()},
              "committee": f"committee ({', '.join(committees)})"}
-    handles = [Line2D([], [], ls="", marker=_KIND_MARKERS[k][0], color="0.4", label=names[k])
-               for k in ("single", "committee", "compressed") if k in kinds]
-    handles += [Line2D([], [], ls="", marker="o", color="tab:red", label="Pareto (all objectives)"),
-                Line2D([], [], ls="", marker="o", color="0.55", label="other trial"),
-                Line2D([], [], color="tab:red", alpha=0.45, label="front of this panel"),
-                Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", label="beyond the axis (on the edge)")]
-    if teacher:
+    handles = []
+    if shown & {"committee", "compressed"}:  # one kind alone needs no key to its shape
+        handles += [Line2D([], [], ls="", marker=_KIND_MARKERS[k][0], color=_SHAPE_COLOR, label=names[k])
+                    for k in ("single", "committee", "compressed") if k in shown]
+    handles += [Line2D([], [], ls="", marker="o", mfc=face, mec=edge, mew=1.2, label=name)
+                for face, edge, name in (_FRONT, _FRONT_ELSEWHERE, _OTHER) if name in shown]
+    if "step" in shown:
+        handles.append(Line2D([], [], color="tab:red", alpha=0.45, label="front of this panel"))
+    if "edge" in shown:
+        handles.append(Line2D([], [], ls="", marker="o", mfc="white", mec="0.3",
+                              label="beyond the axis (on the edge, arrow in its label)"))
+    if "teacher" in shown:
         handles.append(Line2D([], [], ls="", marker="*", color="k", markersize=10, label="teacher"))
     bottom = _legend_below(fig, handles, [h.get_label() for h in handles])
     fig.suptitle(f"autokd study '{study.study_name}': {len(front)} Pareto of {len(complete)} complete trials "
                  "(labels: trial numbers)", fontsize=10)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    return _save(fig, path)
+    for ax, labels in panel_labels:  # after the layout: labels are placed in pixels
+        place_labels(ax, labels)
+    return fig
+
+
+def pareto_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None) -> Path:
+    """Validation accuracy against each cost objective of the study, one panel each.
+
+    The study's Pareto trials are red (pale red where another trial beats them in this panel's two
+    figures: they are on the front through another objective), the others grey; the panel's own
+    front is a step line; markers tell single students, committees (pair, cascade: any ``kind``
+    but ``single``) and compressed students apart; every point carries its own trial number, beside
+    it or on a leader line. Axis ranges follow the bulk of the trials: a point beyond them is drawn
+    hollow on the edge, its label pointing the way it lies.
+    """
+    return _save(pareto_figure(study, teacher), path)
 
 
 def per_class_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | None = None,
@@ -607,11 +801,47 @@ def per_class_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | No
     return _save(fig, path)
 
 
+def run_starts(study: optuna.Study) -> list[tuple[int, str]]:
+    """Where each search run after the first began: (its first trial's number, ``resumed`` or ``another driver``).
+
+    A run is one driver process (``autokd search``), named on every trial it started (the system
+    attribute :data:`autokd.search.study.DRIVER_ATTR`). A run is ``resumed`` when it started after
+    every trial finished by the runs before it, ``another driver`` when it ran beside them.
+    Studies written before the attribute existed have no run starts.
+    """
+    from autokd.search.study import DRIVER_ATTR
+
+    runs: dict[str, list[FrozenTrial]] = {}
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        driver = trial.system_attrs.get(DRIVER_ATTR)
+        if driver and trial.datetime_start is not None:
+            runs.setdefault(driver, []).append(trial)
+    starts: list[tuple[int, str]] = []
+    earlier: list[FrozenTrial] = []
+    for trials in runs.values():  # in order of each run's first trial
+        first = trials[0]
+        if earlier:
+            finished = [t.datetime_complete for t in earlier
+                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete is not None]
+            beside = any(done > first.datetime_start for done in finished)
+            starts.append((first.number, "another driver" if beside else "resumed"))
+        earlier += trials
+    return starts
+
+
 def history_plot(study: optuna.Study, path: Path) -> Path | None:
-    """Each objective against trial number, with the best so far as a step line. None before any trial completes."""
+    """Each objective against trial number, with the best so far as a step line and a dashed line
+    where each later run of the search began (:func:`run_starts`). None before any trial completes."""
+    fig = history_figure(study)
+    return None if fig is None else _save(fig, path)
+
+
+def history_figure(study: optuna.Study) -> Any:
+    """The figure :func:`history_plot` saves (matplotlib ``Figure``; close it after use), or None."""
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     if not complete:
         return None
+    starts = run_starts(study)
     objectives = list(study.user_attrs.get("objectives") or ["accuracy", "params", "latency_ms"])
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(objectives), figsize=(4.6 * len(objectives), 3.8), squeeze=False)
@@ -641,21 +871,26 @@ def history_plot(study: optuna.Study, path: Path) -> Path | None:
         ax.xaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(
             nbins=8, integer=True))
         ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)  # the first and last trial off the frame
+        for number, how in starts:
+            ax.axvline(number - 0.5, color="tab:green", ls="--", lw=1.1, zorder=1, label="a later run began")
+            ax.annotate(how, (number - 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(-2, -3),
+                        textcoords="offset points", rotation=90, ha="right", va="top", fontsize=7, color="tab:green")
         ax.set_xlabel("trial number")
         ax.set_ylabel(label.replace("validation accuracy", "val. accuracy"))
         ax.set_title(f"{name} ({'higher' if maximize else 'lower'} is better)", fontsize=9)
         ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:  # one legend for all panels, below them: none covers a point
+    handles, names = [], []
+    for ax in axes[0]:  # one legend for all panels, below them: none covers a point
         for handle, name in zip(*ax.get_legend_handles_labels()):
             if name not in names:
                 handles.append(handle)
                 names.append(name)
     bottom = _legend_below(fig, handles, names)
-    fig.suptitle(f"Optimisation history of '{study.study_name}' ({len(complete)} complete trials; "
+    runs = f" in {len(starts) + 1} runs" if starts else ""
+    fig.suptitle(f"Optimisation history of '{study.study_name}' ({len(complete)} complete trials{runs}; "
                  "points beyond the axis drawn hollow on its edge)", fontsize=10)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    return _save(fig, path)
+    return fig
 
 
 def write_plots(study: optuna.Study, folder: Path, teacher: dict[str, Any] | None = None) -> list[Path]:
@@ -719,8 +954,9 @@ def table_html(table: Table) -> str:
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _environment() -> list[tuple[str, str]]:
-    """Versions and hardware of the machine writing the report."""
+def _environment(study: optuna.Study | None = None) -> list[tuple[str, str]]:
+    """Versions and hardware of the machine writing the report, then where the study's trials were measured."""
+    import os
     import platform
 
     import torch
@@ -728,11 +964,36 @@ def _environment() -> list[tuple[str, str]]:
     from autokd import __version__
     from autokd.measure import cpu_model
 
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = f"{os.cpu_count()} logical" + (f", {usable} usable by this process" if usable != os.cpu_count() else "")
     rows = [("autokd", __version__), ("torch", torch.__version__), ("optuna", optuna.__version__),
-            ("python", platform.python_version()), ("CPU", cpu_model())]
+            ("python", platform.python_version()), ("CPU", cpu_model()), ("CPU cores", cores),
+            ("torch threads", str(torch.get_num_threads()))]
     if torch.cuda.is_available():
         rows.append(("GPU", torch.cuda.get_device_name(0)))
+    if study is not None:
+        rows += _measured_on(study)
     return rows
+
+
+def _measured_on(study: optuna.Study) -> list[tuple[str, str]]:
+    """Each machine the complete trials were measured on (CPU model, cores where recorded, latency threads)."""
+    from collections import Counter
+
+    machines: Counter[str] = Counter()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = trial_figures(trial)
+        if not a.get("cpu_model"):
+            continue
+        where = [str(a["cpu_model"])]
+        if a.get("cpu_cores"):
+            where.append(f"{a['cpu_cores']} cores")
+        if a.get("gpu_name"):
+            where.append(str(a["gpu_name"]))
+        if a.get("latency_threads"):
+            where.append(f"latency on {a['latency_threads']} thread{'s' * (a['latency_threads'] != 1)}")
+        machines[", ".join(where)] += 1
+    return [("trials measured on", f"{where} ({count} trials)") for where, count in machines.most_common()]
 
 
 def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path:
@@ -754,7 +1015,11 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
         data = base64.b64encode(plot.read_bytes()).decode("ascii")
         parts.append(f"<h2>{escape(titles.get(plot.stem, plot.stem))}</h2>"
                      f'<img alt="{escape(plot.stem)}" src="data:image/png;base64,{data}">')
-    parts.append("<h2>Pareto front</h2>" + table_html(pareto_table(study, teacher)))
+    parts.append("<h2>Pareto front</h2>" + table_html(pareto_table(study, teacher, detail=True)))
+    parts.append("<h2>Trials off the front</h2>" + table_html(off_front_table(study)))
+    unfinished = unfinished_table(study)
+    if unfinished is not None:
+        parts.append("<h2>Failed and pruned trials</h2>" + table_html(unfinished))
     parts.append("<h2>Per-class accuracy</h2>"
                  + table_html(per_class_table(study, study.user_attrs.get("classes"), teacher,
                                               top=len(pareto_trials(study)))))
@@ -768,7 +1033,7 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
         parts.append("<h2>Committees (pairs, cascades)</h2>" + table_html(committee_table(study, top=None)) + warnings)
     parts.append("<h2>Study settings</h2><pre>" + escape(_settings_yaml(study_cfg)) + "</pre>")
     parts.append("<h2>Versions and hardware</h2><table><tbody>"
-                 + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _environment())
+                 + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _environment(study))
                  + "</tbody></table>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>autokd report: {escape(study.study_name)}</title><style>{_HTML_STYLE}</style></head>"

@@ -69,15 +69,40 @@ def test_version_and_flags_shown_the_typer_way():
     assert "--html" in runner.invoke(app, ["report", "--help"]).output
 
 
+# --------------------------------------------------------------------------- a real study, resumed
+
+@pytest.fixture(scope="module")
+def resumed_study(tmp_path_factory, tiny_teacher):
+    """A real tiny study searched twice, the second time as a new process with a higher budget (a resume).
+
+    One learning rate of the space (1e4) diverges; the second run starts with a queued trial at
+    that rate, so the study always holds a failed trial with its recorded reason.
+    """
+    import subprocess
+    import sys
+
+    from tests.tiny import TINY_SPACE
+
+    folder = tmp_path_factory.mktemp("resumed")
+    space = {**TINY_SPACE, "train": {**TINY_SPACE["train"], "epochs": 1, "lr": {"choices": [0.03, 0.05, 0.1, 1.0e4]}}}
+    path = write_tiny_study(folder, name="resumed", space=space, teacher={"checkpoint": str(tiny_teacher)},
+                            objectives=["accuracy", "params", "latency_ms"], n_trials=3)
+    first = runner.invoke(app, ["search", str(path)], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    storage = f"sqlite:///{folder / 'resumed' / 'study.db'}"
+    optuna.load_study(study_name="resumed", storage=storage).enqueue_trial({"lr": 1.0e4})
+    second = subprocess.run([sys.executable, "-m", "autokd", "search", str(path), "--n-trials", "6"],
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return path, optuna.load_study(study_name="resumed", storage=storage)
+
+
 @pytest.mark.slow
-def test_html_report_is_self_contained(tmp_path):
-    study_path = write_tiny_study(tmp_path, objectives=["accuracy", "params", "latency_ms"])
-    searched = runner.invoke(app, ["search", str(study_path)], catch_exceptions=False)
-    assert searched.exit_code == 0, searched.output
-    out = tmp_path / "tiny"
+def test_html_report_is_self_contained(resumed_study, tmp_path):
+    study_path, study = resumed_study
+    out = study_path.parent / "resumed"
     from optuna.artifacts import get_all_artifact_meta
 
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         (meta,) = get_all_artifact_meta(trial, storage=study._storage)
         assert meta.mimetype == "application/octet-stream"  # not the guess from .pt (a SNES page table)
@@ -88,9 +113,9 @@ def test_html_report_is_self_contained(tmp_path):
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count('src="data:image/png;base64,') == 3
     assert not re.search(r"(?:src|href)=\"(?!data:)", page) and "http://" not in page and "https://" not in page
-    assert "<table>" in page and "Pareto front of &#x27;tiny&#x27;" in page and "Per-class test accuracy" in page
+    assert "<table>" in page and "Pareto front of &#x27;resumed&#x27;" in page and "Per-class test accuracy" in page
     assert "<th>val acc</th>" in page and "<th>test acc</th>" in page
-    assert "name: tiny" in page and "objectives:" in page  # the study's settings (study.yaml)
+    assert "name: resumed" in page and "objectives:" in page  # the study's settings (study.yaml)
     for name in ("autokd", "torch", "optuna", "python"):
         assert f"<th>{name}</th>" in page
     assert cpu_model() in page
@@ -137,3 +162,108 @@ def test_the_legend_fits_under_one_panel_or_several(panels: int):
     assert canvas.x0 <= legend.x0 and legend.x1 <= canvas.x1     # not cut at either side
     assert legend.y1 < axes_bottom                              # below the panels, covering no point
     plt.close(fig)
+
+
+def _label_boxes(fig):
+    """Per panel: {label text: (annotation, its box in pixels)} and the dots' centres in pixels."""
+    from matplotlib.text import Annotation
+
+    renderer = fig.canvas.get_renderer()
+    panels = []
+    for ax in fig.axes:
+        labels = [a for a in ax.texts if isinstance(a, Annotation)]
+        dots = [ax.transData.transform(xy) for c in ax.collections for xy in c.get_offsets()]
+        panels.append((ax, {a.get_text(): (a, a.get_window_extent(renderer)) for a in labels}, dots,
+                       len(labels)))
+    return panels
+
+
+@pytest.mark.slow
+def test_every_trial_is_labelled_once_beside_its_own_dot(resumed_study):
+    import numpy as np
+
+    from autokd.report import cost_objectives, pareto_figure, pareto_trials, teacher_info, trial_figures
+
+    _, study = resumed_study
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    front = {t.number for t in pareto_trials(study)}
+    assert front and len(complete) > len(front)  # both kinds of point are drawn
+    fig = pareto_figure(study, teacher_info(study))
+    try:
+        for (ax, labels, dots, count), key in zip(_label_boxes(fig), cost_objectives(study)):
+            numbers = {text.rstrip("←→↑↓"): text for text in labels if text[0].isdigit()}
+            assert count == len(labels) == len(complete) + 1  # one label per trial (never "3,11") and the teacher's
+            assert set(numbers) == {str(t.number) for t in complete}
+            for trial in complete:
+                annotation, box = labels[numbers[str(trial.number)]]
+                figures = trial_figures(trial)
+                if numbers[str(trial.number)] == str(trial.number):  # inside the axes: at the trial's own figures
+                    assert annotation.xy == pytest.approx((figures[key], 100 * figures["accuracy"]))
+                own = ax.transData.transform(annotation.xy)
+                gap = [np.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1)) for x, y in dots]
+                mine = np.hypot(max(box.x0 - own[0], 0, own[0] - box.x1), max(box.y0 - own[1], 0, own[1] - box.y1))
+                # beside its own dot (no other dot nearer, bar one at the same spot) or on a leader line to it
+                assert annotation.arrow_patch is not None or mine <= min(gap) + 1.0 or \
+                    all(np.hypot(*(d - own)) < 2 or g >= mine for d, g in zip(dots, gap)), trial.number
+                if trial.number in front:
+                    assert annotation.get_color() != "0.3"  # front labels are in the front's colour
+            boxes = [box for _, box in labels.values()]
+            for i, a in enumerate(boxes):  # no label covers another
+                assert not any(a.overlaps(b) for b in boxes[i + 1:])
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+@pytest.mark.slow
+def test_history_marks_where_the_resumed_run_began(resumed_study):
+    from autokd.report import history_figure, run_starts
+    from autokd.search.study import DRIVER_ATTR
+
+    _, study = resumed_study
+    trials = sorted(study.trials, key=lambda t: t.number)
+    first_driver = trials[0].system_attrs[DRIVER_ATTR]
+    resumed_at = min(t.number for t in trials if t.system_attrs.get(DRIVER_ATTR, first_driver) != first_driver)
+    assert run_starts(study) == [(resumed_at, "resumed")]
+    fig = history_figure(study)
+    try:
+        for ax in fig.axes:
+            marks = [t for t in ax.texts if t.get_text() == "resumed"]
+            assert len(marks) == 1 and marks[0].xy[0] == resumed_at - 0.5
+            assert any(list(line.get_xdata()) == [resumed_at - 0.5] * 2 for line in ax.lines)
+        assert "in 2 runs" in fig._suptitle.get_text()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+@pytest.mark.slow
+def test_html_lists_trials_off_the_front_and_failed_ones_with_why(resumed_study):
+    from html import escape
+
+    from autokd.report import pareto_trials
+
+    path, study = resumed_study
+    result = runner.invoke(app, ["report", str(path), "--html"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = (path.parent / "resumed" / "report.html").read_text()
+    front = {t.number for t in pareto_trials(study)}
+    complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    off = page[page.index("<h2>Trials off the front</h2>"):]
+    off = off[:off.index("<h2>", 4)]
+    rows = re.findall(r'<tr><td class="num">(\d+)</td>', off)
+    assert sorted(map(int, rows)) == sorted(complete - front) and complete - front
+    for header in ("lr", "weight decay", "time", "beaten by"):
+        assert f"<th>{header}</th>" in off
+    assert "<th>lr</th>" in page[:page.index("<h2>Trials off the front</h2>")]  # the front's table too
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert any("diverged" in t.user_attrs["failed_because"] for t in failed)
+    section = page[page.index("<h2>Failed and pruned trials</h2>"):]
+    for trial in failed:
+        reason = trial.user_attrs["failed_because"].splitlines()[0]
+        assert f'<tr><td class="num">{trial.number}</td><td>FAIL</td>' in section
+        assert escape(reason) in section and escape(trial.user_attrs["log_path"]) in section
+    assert re.search(r"<th>CPU cores</th><td>\d+ logical", page)
+    assert re.search(r"<th>trials measured on</th><td>[^<]+\d+ cores", page)
