@@ -567,19 +567,23 @@ def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 7) -> list
     px = fig.dpi / 72.0  # pixels per point
     centres = np.array([ax.transData.transform((lab.x, lab.y)) for lab in labels]).reshape(-1, 2)
     radii = np.array([lab.radius * px for lab in labels])
+    markers = np.column_stack([centres - radii[:, None], centres + radii[:, None]])  # (x0, y0, x1, y1) each
     frame = ax.get_window_extent(renderer)
-    boxes: list[tuple[float, float, float, float]] = []  # placed labels (x0, y0, x1, y1), pixels
+    frame_box = np.array([[frame.x0, frame.y0, frame.x1, frame.y1]])
+    placed = np.empty((0, 4))  # the labels drawn so far, pixels
+    # Every spot around a marker: ring by ring, each direction in order of preference.
+    rings = np.repeat(np.arange(len(_GAPS)), len(_DIRECTIONS))
+    gaps = np.repeat(np.array(_GAPS), len(_DIRECTIONS)) * px
+    ux, uy = np.tile(np.array(_DIRECTIONS, dtype=float).T, len(_GAPS))
+    slant = np.where((ux != 0) & (uy != 0), 0.72, 1.0)
+    preference = np.tile(np.arange(len(_DIRECTIONS)), len(_GAPS))
     drawn: list[Any] = [None] * len(labels)
 
-    def overlap(box: tuple[float, float, float, float], other: tuple[float, float, float, float]) -> float:
-        width = min(box[2], other[2]) - max(box[0], other[0])
-        return max(0.0, width) * max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
-
-    def distances(box: tuple[float, float, float, float]) -> Any:
-        """From the box to every marker's edge (0 inside it)."""
-        dx = np.maximum(0.0, np.maximum(box[0] - centres[:, 0], centres[:, 0] - box[2]))
-        dy = np.maximum(0.0, np.maximum(box[1] - centres[:, 1], centres[:, 1] - box[3]))
-        return np.maximum(0.0, np.hypot(dx, dy) - radii)
+    def overlaps(spots: Any, others: Any) -> Any:
+        """Area each spot (S, 4) shares with each of ``others`` (O, 4), summed over them: (S,)."""
+        width = np.minimum(spots[:, None, 2], others[None, :, 2]) - np.maximum(spots[:, None, 0], others[None, :, 0])
+        height = np.minimum(spots[:, None, 3], others[None, :, 3]) - np.maximum(spots[:, None, 1], others[None, :, 1])
+        return (np.clip(width, 0, None) * np.clip(height, 0, None)).sum(axis=1)
 
     for i in sorted(range(len(labels)), key=lambda k: (labels[k].priority, k)):
         lab, (cx, cy), r = labels[i], centres[i], radii[i]
@@ -588,29 +592,25 @@ def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 7) -> list
         probe.remove()
         w, h = extent.width, extent.height
         area = max(w * h, 1.0)
-        best: tuple[float, tuple[float, float, float, float], int] | None = None
-        for ring, gap in enumerate(_GAPS):
-            reach = r + gap * px
-            for preference, (ux, uy) in enumerate(_DIRECTIONS):
-                slant = 0.72 if ux and uy else 1.0
-                mx = cx + ux * (reach * slant + w / 2)
-                my = cy + uy * (reach * slant + h / 2)
-                box = (mx - w / 2, my - h / 2, mx + w / 2, my + h / 2)
-                near = distances(box)
-                own = near[i]
-                near[i] = np.inf
-                covered = sum(overlap(box, b) for b in boxes) + sum(
-                    overlap(box, (x - q, y - q, x + q, y + q)) for k, ((x, y), q) in enumerate(zip(centres, radii))
-                    if k != i)
-                outside = area - overlap(box, (frame.x0, frame.y0, frame.x1, frame.y1))
-                cost = (40.0 * covered / area + (8.0 if near.min() < own + 1.0 else 0.0) + 3.0 * outside / area
-                        + 1.5 * ring + 0.05 * preference)
-                if best is None or cost < best[0]:
-                    best = (cost, box, ring)
-        _, box, ring = best
-        boxes.append(box)
+        mx = cx + ux * ((r + gaps) * slant + w / 2)
+        my = cy + uy * ((r + gaps) * slant + h / 2)
+        spots = np.column_stack([mx - w / 2, my - h / 2, mx + w / 2, my + h / 2])
+        # From each spot to each marker's edge (0 inside it): a label nearer another marker than its own is ambiguous.
+        dx = np.clip(np.maximum(spots[:, None, 0] - centres[None, :, 0], centres[None, :, 0] - spots[:, None, 2]), 0, None)
+        dy = np.clip(np.maximum(spots[:, None, 1] - centres[None, :, 1], centres[None, :, 1] - spots[:, None, 3]), 0, None)
+        near = np.clip(np.hypot(dx, dy) - radii[None, :], 0, None)
+        own = near[:, i].copy()
+        near[:, i] = np.inf
+        others = np.delete(markers, i, axis=0)
+        covered = overlaps(spots, placed) + overlaps(spots, others)
+        outside = area - overlaps(spots, frame_box)
+        ambiguous = near.min(axis=1, initial=np.inf) < own + 1.0
+        cost = 40.0 * covered / area + 8.0 * ambiguous + 3.0 * outside / area + 1.5 * rings + 0.05 * preference
+        best = int(np.argmin(cost))
+        box = spots[best]
+        placed = np.vstack([placed, box])
         leader = dict(arrowstyle="-", color=lab.color, lw=0.6, alpha=0.8, shrinkA=0, shrinkB=lab.radius + 0.5) \
-            if ring > 0 else None
+            if rings[best] > 0 else None
         drawn[i] = ax.annotate(lab.text, (lab.x, lab.y), xytext=((box[0] - cx) / px, (box[1] - cy) / px),
                                textcoords="offset points", ha="left", va="bottom", fontsize=fontsize,
                                color=lab.color, zorder=5, annotation_clip=False, arrowprops=leader)
