@@ -596,8 +596,9 @@ def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 7) -> list
         my = cy + uy * ((r + gaps) * slant + h / 2)
         spots = np.column_stack([mx - w / 2, my - h / 2, mx + w / 2, my + h / 2])
         # From each spot to each marker's edge (0 inside it): a label nearer another marker than its own is ambiguous.
-        dx = np.clip(np.maximum(spots[:, None, 0] - centres[None, :, 0], centres[None, :, 0] - spots[:, None, 2]), 0, None)
-        dy = np.clip(np.maximum(spots[:, None, 1] - centres[None, :, 1], centres[None, :, 1] - spots[:, None, 3]), 0, None)
+        x, y = centres[None, :, 0], centres[None, :, 1]
+        dx = np.clip(np.maximum(spots[:, None, 0] - x, x - spots[:, None, 2]), 0, None)
+        dy = np.clip(np.maximum(spots[:, None, 1] - y, y - spots[:, None, 3]), 0, None)
         near = np.clip(np.hypot(dx, dy) - radii[None, :], 0, None)
         own = near[:, i].copy()
         near[:, i] = np.inf
