@@ -1,4 +1,4 @@
-"""The ``autokd`` command line: search, report, export, teacher train, dashboard.
+"""The ``autokd`` command line; ``autokd --help`` lists its commands (:func:`command_names`).
 
 Every user error is an :class:`AutokdError`, printed as one line on stderr with exit code 2 (a
 traceback only with ``--debug``), raised before the study or its folder is touched.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import inspect
 import os
 import re
 import shutil
@@ -20,13 +21,13 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autokd.config import StudyConfig, TeacherRecipe, load_study_config
 from autokd.errors import AutokdError, SearchFailed
 
-app = typer.Typer(add_completion=False, no_args_is_help=False,
-                  help="autokd: search, report, export, teacher train, dashboard.")
+app = typer.Typer(add_completion=False, no_args_is_help=False)  # its help names the commands: _finish_help()
 teacher_app = typer.Typer(help="Train teacher checkpoints.")
 app.add_typer(teacher_app, name="teacher")
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -101,9 +102,8 @@ def guarded(fn: Callable) -> Callable:
                 raise
             errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            errors.print("interrupted: the running trial was marked FAIL; completed trials are kept in the study. "
-                         "Run the same command again to continue.")
+        except KeyboardInterrupt as err:
+            errors.print(getattr(err, "message", "interrupted"), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except OSError as err:  # a disk that filled up or turned read-only mid-run: one line, not a traceback
             if _state["debug"] or err.errno not in _WRITE_ERRORS:
@@ -182,18 +182,78 @@ def write_snapshot(cfg: StudyConfig) -> Path:
     return target
 
 
-def resolve_study(study: Optional[str]) -> StudyConfig:
+def resolve_study(study: Optional[str], command: str = "search") -> StudyConfig:
     """A study YAML path, a study output folder, or the name of a study under ./runs."""
+    return load_study_config(study_file(study, command))
+
+
+def study_file(study: Optional[str], command: str = "search") -> Optional[Path]:
+    """The YAML that ``study`` (as typed) names; ``None`` for the built-in study.
+
+    A folder that is no study output folder is refused with what it holds: its YAML files and
+    the ``autokd COMMAND`` to run on one of them.
+    """
     if study is None:
-        return load_study_config(None)
+        return None
     path = Path(study)
     if path.is_file():
-        return load_study_config(path)
+        return path
     for folder in (path, Path("runs") / study):
         if (folder / "study.yaml").is_file():
-            return load_study_config(folder / "study.yaml")
-    raise AutokdError(f"no study file or study folder '{study}'",
+            return folder / "study.yaml"
+    if path.is_dir():
+        yamls = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not yamls:
+            raise AutokdError(f"folder '{study}' is not a study output folder (no study.yaml) and holds no YAML "
+                              "files", "pass a study YAML (studies/NAME.yaml), its output folder, or a name under "
+                                       "./runs")
+        shown = ", ".join(p.name for p in yamls[:6]) + (f" and {len(yamls) - 6} more" if len(yamls) > 6 else "")
+        example = next((p for p in yamls if _looks_like_study(p)), yamls[0])
+        raise AutokdError(f"folder '{study}' holds YAML files ({shown}) but is not a study output folder "
+                          "(no study.yaml)", f"name the study file, e.g. '{_command_line(command, example)}'")
+    raise AutokdError(f"'{study}' is neither a study file, a study output folder, nor a study under ./runs",
                       "pass a study YAML (studies/NAME.yaml), its output folder, or a name under ./runs")
+
+
+def _looks_like_study(path: Path) -> bool:
+    """A study YAML has study keys at its top level (a search space has ``students``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "students" not in data and bool({"name", "dataset", "teacher"} & set(data))
+
+
+def _command_line(command: str, study: Path) -> str:
+    """``autokd COMMAND STUDY`` as the user would type it (``predict`` takes its study as ``--study``)."""
+    return f"autokd predict --study {study} --trial N IMAGES" if command == "predict" else f"autokd {command} {study}"
+
+
+def storage_origin(study: Optional[str], storage: Optional[str]) -> str:
+    """Where a command's storage URL came from, as the user would look for it (named in storage errors)."""
+    from autokd.search.storage import ENV_STORAGE, env_storage
+
+    if storage is not None:
+        return "--storage"
+    path = study_file(study, "report")
+    if path is not None and load_study_config(path).storage is not None:
+        return f"'storage:' in {path}"
+    if env_storage():
+        return ENV_STORAGE
+    return "the default SQLite file of the output folder (--output, or 'output:' in the study file)"
+
+
+@contextlib.contextmanager
+def storage_named(origin: str) -> Any:
+    """Storage errors inside name ``origin``, where the URL came from, in their fix."""
+    from autokd.search.storage import StorageUnavailable
+
+    try:
+        yield
+    except StorageUnavailable as err:
+        raise err.from_origin(origin) from None
 
 
 # --------------------------------------------------------------------------- search
@@ -249,7 +309,8 @@ def search(
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     driver = contextlib.ExitStack()
     try:
-        optuna_study = open_study(cfg)  # a changed objective is refused before the lock file is touched
+        with storage_named(storage_origin(study, storage)):
+            optuna_study = open_study(cfg)  # a changed objective is refused before the lock file is touched
         driver.enter_context(single_sqlite_driver(cfg))  # a second driver on one SQLite file stops here
     except AutokdError:
         driver.close()
@@ -257,25 +318,60 @@ def search(
             shutil.rmtree(cfg.output_dir)
         raise
     with driver:
-        _search(cfg, space, data, optuna_study)
+        try:
+            _search(cfg, space, data, optuna_study)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(optuna_study) from None
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``autokd search``: ``message`` names the trials this driver marked FAIL (to resume)."""
+
+    def __init__(self, optuna_study: Any):
+        from autokd.search.study import interrupted_trials
+
+        try:
+            numbers = interrupted_trials(optuna_study)
+        except Exception:  # the database itself went away: say what is known
+            numbers = None
+        kept = "completed trials are kept in the study. Run the same command again to continue."
+        if numbers is None:
+            self.message = f"interrupted: trials that were running are marked FAIL; {kept}"
+        elif not numbers:
+            self.message = f"interrupted before a trial started: no trial was marked FAIL; {kept}"
+        else:
+            listed = ", ".join(map(str, numbers))
+            self.message = (f"interrupted: {len(numbers)} running trial{'s' * (len(numbers) > 1)} ({listed}) "
+                            f"{'were' if len(numbers) > 1 else 'was'} marked FAIL and will be resumed by the next "
+                            f"run; {kept}")
+        super().__init__(self.message)
 
 
 def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
     """The search proper, once this process holds the study: run it, print the front, judge the outcome."""
     from autokd.search.storage import redact_url
 
-    console.print(f"[bold]study[/] {cfg.name}  [bold]storage[/] {redact_url(cfg.storage_url)}  "
-                  f"[bold]dataset[/] {data.name} ({len(data.train_labels)} train / {len(data.val_labels)} validation / "
-                  f"{len(data.test_labels)} test, "
-                  f"{data.channels}x{data.image_size}x{data.image_size})")
+    print_items(["[bold]study[/] " + escape(cfg.name), "[bold]storage[/] " + escape(redact_url(cfg.storage_url)),
+                 f"[bold]dataset[/] {escape(data.name)} ({len(data.train_labels):,} train / "
+                 f"{len(data.val_labels):,} validation / {len(data.test_labels):,} test, "
+                 f"{data.channels}x{data.image_size}x{data.image_size})"])
     write_snapshot(cfg)
     started = time.perf_counter()
+    teacher_seconds: list[float] = []
+
+    def prepare() -> Any:
+        # The teacher is trained (or loaded) once by this driver; Ray workers only load its checkpoint.
+        begun = time.perf_counter()
+        try:
+            return prepare_context(optuna_study, cfg, data)
+        finally:
+            teacher_seconds.append(time.perf_counter() - begun)
+
     from autokd.search import make_executor, run_search
 
-    # The teacher is trained (or loaded) once by this driver; Ray workers only load its checkpoint.
-    told = run_search(optuna_study, cfg, space, make_executor(cfg.executor.kind), console=console,
-                      prepare=lambda: prepare_context(optuna_study, cfg, data))
-    console.print(f"search wall time {time.perf_counter() - started:.1f} s")
+    told = run_search(optuna_study, cfg, space, make_executor(cfg.executor.kind), console=console, prepare=prepare)
+    if teacher_seconds:  # else the study's budget was already spent: nothing ran
+        console.print(wall_time_line(time.perf_counter() - started, teacher_seconds[0]), markup=False, highlight=False)
     from autokd.report import failure_summary, pareto_table
 
     console.print(pareto_table(optuna_study, optuna_study.user_attrs.get("teacher")))
@@ -287,13 +383,35 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
         errors.print(f"warning: {failures}", markup=False, highlight=False, soft_wrap=True)
 
 
+def wall_time_line(seconds: float, teacher_seconds: float) -> str:
+    """``search wall time 514.6 s (teacher 380.2 s, trials 134.4 s)``: the trials part is the progress bar's time."""
+    return (f"search wall time {seconds:.1f} s (teacher {teacher_seconds:.1f} s, "
+            f"trials {max(0.0, seconds - teacher_seconds):.1f} s)")
+
+
+def print_items(items: list[str], sep: str = "  ", indent: str = "  ") -> None:
+    """Print rich-markup ``items`` on as few lines as the console's width allows, breaking only between items."""
+    from rich.text import Text
+
+    lines: list[str] = []
+    for item in items:
+        if lines and Text.from_markup(lines[-1] + sep + item).cell_len <= console.width:
+            lines[-1] += sep + item
+        else:
+            lines.append((indent if lines else "") + item)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> Any:
     """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
     from autokd.context import build_context
     from autokd.measure import measure_model
 
+    # transient: gone when done; not drawn at all where it could not be erased (a log file, a pipe)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
+                  TextColumn("{task.fields[info]}"), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
         task = progress.add_task("teacher", total=cfg.teacher.epochs, info="")
 
         def on_teacher_epoch(epoch: int, metrics: dict) -> None:
@@ -306,9 +424,9 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
         figures = measure_model(context.teacher, context)
         optuna_study.set_user_attr("teacher", {**summary, **figures, "architecture": " + ".join(summary["members"])})
         optuna_study.set_user_attr("classes", list(context.data.classes))
-    console.print(f"teacher {' + '.join(summary['members'])}: validation accuracy "
-                  f"{100 * summary['validation_accuracy']:.2f}%, test {100 * summary['test_accuracy']:.2f}%, "
-                  f"{summary['params']:,} params")
+    print_items([f"teacher {escape(' + '.join(summary['members']))}:",
+                 f"validation accuracy {100 * summary['validation_accuracy']:.2f}%,",
+                 f"test {100 * summary['test_accuracy']:.2f}%,", f"{summary['params']:,} params"], sep=" ")
     return context
 
 
@@ -335,7 +453,7 @@ def check(
     from autokd.space import SearchSpace
     from autokd.teacher import validate_teacher
 
-    cfg = resolve_study(study).with_overrides(dataset=dataset, data_root=data_root, image_size=image_size)
+    cfg = resolve_study(study, "check").with_overrides(dataset=dataset, data_root=data_root, image_size=image_size)
     space_path = cfg.resolve(cfg.search_space)
     space = SearchSpace.load(space_path)
     info = inspect_dataset(**study_data_source(cfg))
@@ -385,21 +503,23 @@ def _describe_teacher(cfg: StudyConfig) -> str:
 # --------------------------------------------------------------------------- report, export, dashboard
 
 
-def _open_existing(study: Optional[str], storage: Optional[str]) -> tuple[StudyConfig, Any]:
+def _open_existing(study: Optional[str], storage: Optional[str], command: str) -> tuple[StudyConfig, Any]:
     """The stored study, read only: a wrong or empty database is refused before Optuna could create its tables."""
     from autokd.search.storage import redact_url, stored_study_names
     from autokd.search.study import open_study
 
-    cfg = _storage_from_env(resolve_study(study).with_overrides(storage=storage))
+    cfg = _storage_from_env(resolve_study(study, command).with_overrides(storage=storage))
     if cfg.storage is None and not (cfg.output_dir / "study.db").exists():
         raise AutokdError(f"study '{cfg.name}' has no database at {cfg.output_dir / 'study.db'}",
                           "run 'autokd search' for it first, or pass --storage URL")
-    names = stored_study_names(cfg.storage_url)
-    if cfg.name not in (names or []):
-        empty = " (it holds no Optuna tables)" if names is None else ""
-        raise AutokdError(f"no study named '{cfg.name}' in {redact_url(cfg.storage_url)}{empty}",
-                          f"run 'autokd search' first, or pick one of: {', '.join(names or []) or '(none stored)'}")
-    return cfg, open_study(cfg, create=False, heartbeat=False)
+    with storage_named(storage_origin(study, storage)):
+        names = stored_study_names(cfg.storage_url)
+        if cfg.name not in (names or []):
+            empty = " (it holds no Optuna tables)" if names is None else ""
+            raise AutokdError(f"no study named '{cfg.name}' in {redact_url(cfg.storage_url)}{empty}",
+                              f"run 'autokd search' first, or pick one of: "
+                              f"{', '.join(names or []) or '(none stored)'}")
+        return cfg, open_study(cfg, create=False, heartbeat=False)
 
 
 @app.command()
@@ -414,7 +534,7 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
 
     if out is not None:
         check_output_file(out, "--out")
-    cfg, optuna_study = _open_existing(study, storage)
+    cfg, optuna_study = _open_existing(study, storage, "report")
     print_report(optuna_study, cfg, console)
     if html or out is not None:
         target = out or cfg.output_dir / "report.html"
@@ -440,7 +560,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
         raise AutokdError(f"unknown export format '{format}'", f"use one of {', '.join(FORMATS)}")
     if out is not None:
         check_output_file(out, "--out")
-    cfg, optuna_study = _open_existing(study, storage)
+    cfg, optuna_study = _open_existing(study, storage, "export")
     frozen, weights = _trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
     data = load_study_data(cfg, show_progress=False)
@@ -474,7 +594,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
 
 @app.command()
 @guarded
-def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES...",
+def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES",
                                               help="An export (.onnx, or TorchScript .ts) then image files or folders; "
                                                    "with --study/--trial, only images."),
             study: Optional[str] = typer.Option(None, "--study", help="Run this study's trial (with --trial) instead."),
@@ -520,7 +640,7 @@ def _trial_runner(study: str, trial: int, storage: Optional[str]) -> Any:
     from autokd.predict import module_runner
     from autokd.report import trial_figures
 
-    cfg, optuna_study = _open_existing(study, storage)
+    cfg, optuna_study = _open_existing(study, storage, "predict")
     frozen, weights = _trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
     metadata = export_metadata(payload, classes=optuna_study.user_attrs.get("classes"), study=cfg.name, trial=trial,
@@ -577,7 +697,7 @@ def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, outp
 
     from autokd.search.local import artifact_store
 
-    cfg, optuna_study = _open_existing(study, storage)
+    cfg, optuna_study = _open_existing(study, storage, "dashboard")
     console.print(f"optuna-dashboard for '{cfg.name}' at http://{host}:{port}/dashboard/ (Ctrl-C stops it)")
     optuna_dashboard.run_server(optuna_study._storage, host=host, port=port, artifact_store=artifact_store(cfg))
 
@@ -604,15 +724,15 @@ def teacher_train(
     label_smoothing: Optional[float] = typer.Option(None, help=f"Default {_RECIPE.label_smoothing} (off)."),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="Random crop (default: the dataset's)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random flip (default: the dataset's)."),
-    seed: int = typer.Option(0),
-    data_root: Optional[str] = typer.Option(None),
-    download: bool = typer.Option(False, "--download"),
+    seed: int = typer.Option(0, help="Seed of the data split, initialisation and augmentation."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
+    download: bool = typer.Option(False, "--download", help="Allow torchvision to download the dataset."),
 ) -> None:
     """Train a teacher on labels and save it as a weights-only checkpoint (the study file's teacher recipe)."""
     from autokd.checkpoint import save_checkpoint
     from pydantic import ValidationError
 
-    from autokd.config import _validation_error
+    from autokd.config import _validation_error, option_flag
     from autokd.models import build_model
     from autokd.teacher import train_teacher
     from autokd.context import augment_policy, load_study_data
@@ -624,7 +744,8 @@ def teacher_train(
     try:
         recipe = TeacherRecipe(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as err:
-        raise _validation_error("command line", "option", err, TeacherRecipe) from None
+        raise _validation_error("command line", "option", err, TeacherRecipe,
+                                flags={k: option_flag(k) for k in given}) from None
     cfg = StudyConfig(dataset=dataset, data_root=data_root, download=download, seed=seed)
     data = load_study_data(cfg)
     print_warnings(data.warnings)
@@ -682,6 +803,47 @@ def hide_argv_password() -> bool:
                  "stays in shell history; set AUTOKD_STORAGE=URL, or use ~/.pgpass or PGPASSWORD, instead",
                  markup=False, highlight=False, soft_wrap=True)
     return True
+
+
+# --------------------------------------------------------------------------- help
+
+
+def command_names(typer_app: typer.Typer = app, prefix: str = "") -> list[str]:
+    """Every command as typed, in registration order: ``search``, ..., ``teacher train``."""
+    from typer.main import get_command_name
+
+    names = [prefix + (info.name or get_command_name(info.callback.__name__)) for info in typer_app.registered_commands]
+    for group in typer_app.registered_groups:
+        names += command_names(group.typer_instance, f"{prefix}{group.name} ")
+    return names
+
+
+def plain_help(doc: Optional[str]) -> str:
+    """A docstring as ``--help`` shows it: paragraphs reflowed by the terminal, no reStructuredText.
+
+    This typer keeps a docstring's line breaks after its first paragraph, and its rich markup
+    would read ``[...]`` as a style; ````x```` and ``:class:`x``` become plain text.
+    """
+    text = inspect.cleandoc(doc or "")
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"'\1'", text)
+    paragraphs = (" ".join(line.strip() for line in block.splitlines()) for block in re.split(r"\n\s*\n", text))
+    return escape("\n\n".join(p for p in paragraphs if p))
+
+
+def _finish_help(typer_app: typer.Typer = app) -> None:
+    """Give every command its docstring as clean help, and the top level the list of commands."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = plain_help(info.callback.__doc__)
+    for group in typer_app.registered_groups:
+        _finish_help(group.typer_instance)
+    if typer_app is app:
+        app.info.help = ("autokd: a search for the best knowledge-distilled student network. Commands: "
+                         f"{', '.join(command_names())}.")
+
+
+_finish_help()
 
 
 def main() -> None:

@@ -229,13 +229,24 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
 
 
 def _validation_error(path: Path | str, what: str, err: ValidationError, model: type[BaseModel],
-                      prefix: tuple[str, ...] = ()) -> AutokdError:
-    """One line for pydantic's first error: the key, the value and, for a number, its allowed range."""
+                      prefix: tuple[str, ...] = (), flags: dict[str, str] | None = None) -> AutokdError:
+    """One line for pydantic's first error: the key, the value and, for a number, its allowed range.
+
+    ``flags`` maps a key to the command-line option that set it (``n_trials`` -> ``--n-trials``):
+    an error in such a key names the option as typed, not the key.
+    """
     first = err.errors()[0]
     key = _dotted(prefix + tuple(first["loc"])) or "(top level)"
     value, msg = first.get("input"), first["msg"].removeprefix("Value error, ")
     rule = _field_rule(model, first["loc"])
     problem = rule.problem(value) if rule is not None else None
+    flag = (flags or {}).get(key)
+    if flag is not None:
+        shown = f"{flag} {value}" if isinstance(value, (str, int, float)) else flag
+        if problem:
+            return AutokdError(f"{shown} {problem}: must be {rule}", f"pass {flag} {rule}")
+        expected = (first.get("ctx") or {}).get("expected")
+        return AutokdError(f"{shown}: {msg}", f"pass {flag} {expected}" if expected else f"correct {flag}")
     if problem:
         text = f"{key} = {value!r} {problem}: must be {rule}"
     elif first["type"] == "extra_forbidden":
@@ -244,8 +255,12 @@ def _validation_error(path: Path | str, what: str, err: ValidationError, model: 
         text = f"{key} = {value!r}: {msg}"
     else:
         text = f"key '{key}': {msg}"
+    where = Path(str(path)).name
+    if flags:  # the study file was valid alone: a flag given with it made this combination invalid
+        where = f"the study file or the options {', '.join(sorted(set(flags.values())))}"
     return AutokdError(f"{what} {path}: {text}",
-                       f"correct '{key}' in {Path(str(path)).name} (docs/study-file.md lists what each key may be)")
+                       f"correct '{key}' in {where} (docs/study-file.md lists what each key may be)")
+
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -490,22 +505,31 @@ class StudyConfig(_Strict):
                                min_seconds=self.latency_min_seconds)
 
     def with_overrides(self, **overrides: Any) -> "StudyConfig":
-        """CLI flags win over the YAML; ``None`` means 'not given'."""
+        """CLI flags win over the YAML; ``None`` means 'not given'. Each keyword is the option's name
+        (``n_trials`` is ``--n-trials``, ``executor`` is ``--executor``); an invalid value is refused naming it."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        flags = {k: option_flag(k) for k in given}
         executor_keys = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha"}
         executor = {k: given.pop(k) for k in list(given) if k in executor_keys}
         if "executor" in given:
             executor["kind"] = given.pop("executor")
+        flags = {("executor.kind" if k == "executor" else f"executor.{k}" if k in executor_keys else k): f
+                 for k, f in flags.items()}
         data = self.model_dump()
         data.update(given)
         data["executor"] = {**data["executor"], **executor}
         try:
             return StudyConfig(**data)
         except ValidationError as err:
-            raise _validation_error("command line", "option", err, StudyConfig) from None
+            raise _validation_error("command line", "option", err, StudyConfig, flags=flags) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def option_flag(name: str) -> str:
+    """The command-line option of a keyword argument, as typed: ``n_trials`` -> ``--n-trials``."""
+    return "--" + name.replace("_", "-")
 
 
 def load_study_config(path: str | Path | None) -> StudyConfig:

@@ -186,8 +186,10 @@ def test_out_of_range_study_value_is_one_line_naming_key_value_and_range(tmp_pat
 
 def test_cli_flag_out_of_range_names_the_option(tmp_path):
     cfg = load_study_config(write_tiny_study(tmp_path))
-    with pytest.raises(AutokdError, match="executor.max_concurrent = 0 is out of range: must be an integer >= 1"):
+    with pytest.raises(AutokdError) as info:
         cfg.with_overrides(max_concurrent=0)
+    assert str(info.value) == ("error: --max-concurrent 0 is out of range: must be an integer >= 1; "
+                               "fix: pass --max-concurrent an integer >= 1")
 
 
 def test_rule_descriptions_and_problems():

@@ -118,6 +118,8 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, ti
     assert len([line for line in log.splitlines() if "interrupted" in line]) == 1, log[-3000:]
     trials = load(study).trials
     [interrupted] = [t for t in trials if t.state == TrialState.FAIL]
+    assert f"interrupted: 1 running trial ({interrupted.number}) was marked FAIL" in log, log[-3000:]
+    assert not (tmp_path / "out" / "study.db.driver.lock").exists()  # removed on Ctrl-C too
     [queued] = [t for t in trials if t.state == TrialState.WAITING]
     assert queued.user_attrs["retry_of"] == interrupted.number and queued.user_attrs.get("resume_from")
 

@@ -180,7 +180,7 @@ def test_drivers_starting_together_on_a_fresh_postgres_database_all_open_the_stu
 def test_an_unreachable_database_keeps_its_one_line():
     line = one_error_line(runner.invoke(app, ["report", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/x"]))
     assert line.startswith("error: cannot open storage postgresql+psycopg://postgres@127.0.0.1:1/x: ")
-    assert line.endswith("fix: start the database or correct the storage URL (--storage)")
+    assert line.endswith("fix: start the database server, or correct the host and port in the URL in --storage")
 
 
 # --------------------------------------------------------------------------- Ray: resources and addresses

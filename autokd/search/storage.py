@@ -111,8 +111,7 @@ def _parse(url: str) -> URL:
     try:
         return make_url(url)
     except ArgumentError:
-        raise AutokdError(f"storage URL {redact_url(url)} is not a valid SQLAlchemy URL",
-                          "use e.g. sqlite:///runs/study.db or postgresql+psycopg://user@host/db") from None
+        raise StorageUnavailable(f"storage URL {redact_url(url)} is not a valid SQLAlchemy URL", "invalid") from None
 
 
 def _engine_kwargs(parsed: URL) -> dict[str, Any]:
@@ -130,16 +129,63 @@ def _engine_kwargs(parsed: URL) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
-def _cannot_open(url: str, parsed: URL, err: BaseException) -> AutokdError:
-    reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+#: What a connection error's message says, by kind, in the words of libpq, psycopg, MySQL and SQLite.
+_ERROR_KINDS = (
+    ("no-password", ("no password supplied", "password is required", "password required")),
+    ("login", ("password authentication failed", "authentication failed", "role \"", "no pg_hba.conf entry",
+               "access denied for user", "invalid authorization")),
+    ("no-database", ("database \"", "unknown database")),
+    ("unreachable", ("connection refused", "could not connect", "timeout expired", "timed out",
+                     "failed to resolve host", "could not translate host name", "name or service not known",
+                     "no route to host", "network is unreachable", "can't connect", "server closed the connection")),
+)
+
+
+class StorageUnavailable(AutokdError):
+    """The study's database cannot be opened; ``kind`` says why (``login``, ``no-password``,
+    ``no-database``, ``unreachable``, ``driver`` or ``other``), and the fix follows from it.
+
+    The message never holds the password. ``from_origin`` names where the URL came from
+    (``--storage``, ``AUTOKD_STORAGE``, the study file), which only the command line knows.
+    """
+
+    def __init__(self, problem: str, kind: str, origin: str = "the storage URL", password_from_env: bool = False):
+        self.kind, self.origin, self.password_from_env = kind, origin, password_from_env
+        super().__init__(problem, _advice(kind, origin, password_from_env))
+
+    def from_origin(self, origin: str) -> "StorageUnavailable":
+        return StorageUnavailable(self.problem, self.kind, origin, self.password_from_env)
+
+
+def _advice(kind: str, origin: str, password_from_env: bool) -> str:
+    where = f"the URL in {origin}" if origin != "the storage URL" else origin
+    password = f" (the password came from {ENV_STORAGE})" if password_from_env else ""
+    return {
+        "login": f"check the user name and password{password}: correct {where}, or the password in "
+                 f"{ENV_STORAGE}, ~/.pgpass or PGPASSWORD",
+        "no-password": f"give the password in {ENV_STORAGE} (the full URL), ~/.pgpass or PGPASSWORD, or correct {where}",
+        "no-database": f"create the database (e.g. createdb NAME), or correct the database name in {where}",
+        "unreachable": f"start the database server, or correct the host and port in {where}",
+        "invalid": f"write {where} as e.g. sqlite:///runs/study.db or postgresql+psycopg://user@host/db",
+        "driver": f"install the database driver (pip install 'psycopg[binary]'), or correct the scheme in {where}",
+    }.get(kind, f"correct {where}")
+
+
+def _error_kind(reason: str, err: BaseException) -> str:
+    if isinstance(err, ImportError):
+        return "driver"
+    text = reason.lower()
+    return next((kind for kind, words in _ERROR_KINDS if any(w in text for w in words)), "other")
+
+
+def _cannot_open(url: str, parsed: URL, err: BaseException, password_from_env: bool = False) -> StorageUnavailable:
+    text = str(getattr(err, "orig", None) or err).strip()
+    reason = (text.splitlines() or [type(err).__name__])[0]
     for secret in (parsed.password, parsed.query.get("password")):
         if secret:
-            reason = reason.replace(str(secret), "***")
-    fix = "start the database or correct the storage URL (--storage)"
-    if "password" in reason.lower() and parsed.password is None:
-        fix = (f"give the password in {ENV_STORAGE} (the full URL), ~/.pgpass or PGPASSWORD, "
-               "or correct the storage URL (--storage)")
-    return AutokdError(f"cannot open storage {redact_url(url)}: {reason[:200]}", fix)
+            reason, text = reason.replace(str(secret), "***"), text.replace(str(secret), "***")
+    return StorageUnavailable(f"cannot open storage {redact_url(url)}: {reason[:200]}", _error_kind(text, err),
+                              password_from_env=password_from_env and parsed.password is not None)
 
 
 @contextlib.contextmanager
@@ -184,7 +230,7 @@ def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> o
     Example:
         >>> open_storage("postgresql+psycopg://autokd@db.example/studies")  # doctest: +SKIP
     """
-    url = with_env_password(url)
+    given, url = url, with_env_password(url)
     parsed = _parse(url)
     engine_kwargs = _engine_kwargs(parsed)
     for attempt in range(_SCHEMA_RETRIES):
@@ -204,9 +250,9 @@ def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> o
         except SQLAlchemyError as err:
             if attempt + 1 < _SCHEMA_RETRIES and _is_creation_race(err):
                 continue  # the tables exist now: the next attempt only checks them
-            raise _cannot_open(url, parsed, err) from None
+            raise _cannot_open(url, parsed, err, given != url) from None
         except (ImportError, ValueError) as err:
-            raise _cannot_open(url, parsed, err) from None
+            raise _cannot_open(url, parsed, err, given != url) from None
     raise AssertionError("unreachable")
 
 
@@ -216,7 +262,7 @@ def stored_study_names(url: str) -> list[str] | None:
     Reads only: unlike :func:`open_storage` it never creates a table, nor a SQLite file, so
     ``autokd report`` and ``export`` on a wrong or empty database leave it as they found it.
     """
-    url = with_env_password(url)
+    given, url = url, with_env_password(url)
     parsed = _parse(url)
     engine_kwargs = _engine_kwargs(parsed)
     if parsed.get_backend_name() == "sqlite" and (not parsed.database or parsed.database == ":memory:"
@@ -233,7 +279,7 @@ def stored_study_names(url: str) -> list[str] | None:
         finally:
             engine.dispose()
     except (SQLAlchemyError, ImportError, ValueError) as err:
-        raise _cannot_open(url, parsed, err) from None
+        raise _cannot_open(url, parsed, err, given != url) from None
 
 
 def _sqlite_wal(engine: sqlalchemy.Engine) -> None:

@@ -337,6 +337,17 @@ def claim_trial(study: optuna.Study, trial_id: int) -> None:
         storage.record_heartbeat(trial_id)
 
 
+#: ``failed_because`` of a trial its driver stopped (Ctrl-C): the local executor's, then Ray's.
+STOPPED_REASONS = ("interrupted", "driver stopped")
+
+
+def interrupted_trials(study: optuna.Study) -> list[int]:
+    """Numbers of the trials this process claimed and then told FAIL because it was stopped (Ctrl-C)."""
+    me = driver_id()
+    return sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.system_attrs.get(DRIVER_ATTR) == me and t.user_attrs.get("failed_because") in STOPPED_REASONS)
+
+
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_cfg: StudyConfig) -> None:
     """Enqueue a failed trial's parameters again, to resume from its last epoch checkpoint.
 
@@ -421,7 +432,11 @@ def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
 
     SQLite serialises writers on a file lock; two drivers asking and telling at once end in
     "database is locked" under load, and SQLite files cannot be shared across machines anyway.
-    The lock is an ``flock`` beside the database, released by the kernel even on SIGKILL.
+    The lock is an ``flock`` on ``study.db.driver.lock`` beside the database, released by the
+    kernel even on SIGKILL (the file then stays, unlocked, and the next driver takes it over). On
+    any other exit (a normal finish, Ctrl-C, an error) the holder removes the file while still
+    holding the lock; a driver that opened the old file meanwhile notices that its lock is on a
+    removed file and takes the new one, so two drivers never hold different files.
     """
     from sqlalchemy.engine import make_url
 
@@ -429,23 +444,14 @@ def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         yield
         return
-    import fcntl
-
     lock_path = Path(url.database).with_name(Path(url.database).name + ".driver.lock")
     if str(lock_path) in _HELD_BY_THIS_PROCESS:  # re-entrant: the CLI holds it around the executor's own
         yield
         return
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise AutokdError(
-                f"study database {_safe(study_cfg)} is already driven by {holder}; "
-                "SQLite takes one driver at a time",
-                "wait for it to finish, or put the study on PostgreSQL "
-                "(--storage postgresql+psycopg://user@host/db) to run several drivers") from None
+    import fcntl
+
+    handle = _lock_driver_file(lock_path, study_cfg)
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
@@ -455,4 +461,33 @@ def single_sqlite_driver(study_cfg: StudyConfig) -> Iterator[None]:
             yield
         finally:
             _HELD_BY_THIS_PROCESS.discard(str(lock_path))
+            lock_path.unlink(missing_ok=True)  # still locked: nobody can take the file while it goes
             fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def _lock_driver_file(lock_path: Path, study_cfg: StudyConfig) -> Any:
+    """Open and ``flock`` the lock file that ``lock_path`` names now; refuse when another process holds it."""
+    import fcntl
+
+    while True:
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise AutokdError(
+                f"study database {_safe(study_cfg)} is already driven by {holder}; "
+                "SQLite takes one driver at a time",
+                "wait for it to finish, or put the study on PostgreSQL "
+                "(--storage postgresql+psycopg://user@host/db) to run several drivers") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()  # the previous holder removed this file as it finished: lock the one the path names now
