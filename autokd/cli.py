@@ -557,7 +557,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     from autokd.report import trial_figures
 
     if format not in FORMATS:
-        raise AutokdError(f"unknown export format '{format}'", f"use one of {', '.join(FORMATS)}")
+        raise AutokdError(f"--format {format} is not an export format", f"pass --format {' or '.join(FORMATS)}")
     if out is not None:
         check_output_file(out, "--out")
     cfg, optuna_study = _open_existing(study, storage, "export")
@@ -605,7 +605,8 @@ def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES",
     from autokd.predict import OUTPUT_FORMATS, collect_samples, load_images, open_model, score
 
     if format not in OUTPUT_FORMATS:
-        raise AutokdError(f"unknown output format '{format}'", f"use one of {', '.join(OUTPUT_FORMATS)}")
+        raise AutokdError(f"--format {format} is not an output format of predict",
+                          f"pass --format {', '.join(OUTPUT_FORMATS[:-1])} or {OUTPUT_FORMATS[-1]}")
     if (study is None) != (trial is None):
         raise AutokdError("--study and --trial go together", "pass both, or an exported MODEL file instead")
     if study is None:

@@ -130,6 +130,14 @@ def test_a_bad_teacher_train_option_names_the_option(tmp_path):
     assert not (tmp_path / "t.pt").exists()
 
 
+def test_a_bad_format_names_the_option(tmp_path):
+    study = write_tiny_study(tmp_path)
+    line = one_error_line(runner.invoke(app, ["export", str(study), "--trial", "0", "--format", "foo"]))
+    assert line == "error: --format foo is not an export format; fix: pass --format onnx or torchscript"
+    line = one_error_line(runner.invoke(app, ["predict", "m.onnx", "x.png", "--format", "xml"]))
+    assert line == "error: --format xml is not an output format of predict; fix: pass --format table, csv or json"
+
+
 # --------------------------------------------------------------------------- storage errors: kind and origin
 
 
