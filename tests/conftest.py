@@ -8,6 +8,47 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import TEST_SEED
+
+# --------------------------------------------------------------------------- other processors
+# Training is deterministic per processor, not across processors: another CPU rounds float sums
+# in another order and trains other networks. AUTOKD_TEST_SEED (tests/tiny.py) and
+# AUTOKD_TEST_THREADS perturb the runs the same way; AUTOKD_TEST_FIGURES=FILE records every
+# figure a test asserts after training. docs/testing.md: the procedure and the measured margins.
+
+
+def pytest_configure(config):
+    if os.environ.get("AUTOKD_TEST_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["AUTOKD_TEST_THREADS"]))
+
+
+def pytest_report_header(config):
+    if TEST_SEED or os.environ.get("AUTOKD_TEST_THREADS"):
+        return f"autokd: AUTOKD_TEST_SEED={TEST_SEED} AUTOKD_TEST_THREADS={os.environ.get('AUTOKD_TEST_THREADS', '-')}"
+
+
+@pytest.fixture
+def figure(request):
+    """``figure(name, value)`` returns ``value``; with ``AUTOKD_TEST_FIGURES=FILE`` it also appends it to FILE.
+
+    Wrap each figure an assertion compares after training, so a seed or thread sweep shows its spread.
+    """
+    import json
+
+    import torch
+
+    def record(name: str, value):
+        if os.environ.get("AUTOKD_TEST_FIGURES"):
+            row = {"test": request.node.nodeid, "figure": name, "value": float(value), "seed": TEST_SEED,
+                   "threads": torch.get_num_threads()}
+            with open(os.environ["AUTOKD_TEST_FIGURES"], "a") as out:
+                out.write(json.dumps(row) + "\n")
+        return value
+
+    return record
+
 
 def _cifar_tarball() -> Path | None:
     candidates = []
@@ -88,10 +129,10 @@ def tiny_teacher(tmp_path_factory) -> Path:
     from autokd.teacher import train_teacher
     from autokd.context import augment_policy, load_study_data
 
-    cfg = StudyConfig(dataset="digits")
+    cfg = StudyConfig(dataset="digits", seed=TEST_SEED)
     data = load_study_data(cfg, show_progress=False)
     net, acc = train_teacher(data, family="cnn5", knobs={"width": 0.25}, epochs=1, lr=0.1, batch_size=128,
-                             policy=augment_policy(cfg, data), device=torch.device("cpu"), seed=0)
+                             policy=augment_policy(cfg, data), device=torch.device("cpu"), seed=TEST_SEED)
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     save_checkpoint(path, net, family="cnn5", knobs=net.knobs, num_classes=data.num_classes,
                     in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from autokd.config import load_study_config
 from autokd.report import trial_figures
 from autokd.search.study import open_study
+from tests.tiny import TEST_SEED
 
 TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
 
@@ -44,7 +45,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
     study = {
         "name": name, "dataset": "digits", "teacher": {"checkpoint": str(teacher)} if teacher else TINY_TEACHER, "search_space": "space.yaml",
         "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5, "latency_min_seconds": 0,
-        "output": "out", "constraints": {"max_params": 100000},
+        "output": "out", "constraints": {"max_params": 100000}, "seed": TEST_SEED,
         "executor": {"kind": executor, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
                      "max_failures": max_failures, "asha": asha},
     }

@@ -37,7 +37,7 @@ def searched(tmp_path_factory):
     return study_path, folder / "tiny", first.output, second.output
 
 
-def test_search_stores_every_figure_and_resume_counts_study_total(searched):
+def test_search_stores_every_figure_and_resume_counts_study_total(searched, figure):
     study_path, out, first, second = searched
     assert "Pareto front of 'tiny'" in first
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
@@ -54,7 +54,7 @@ def test_search_stores_every_figure_and_resume_counts_study_total(searched):
         assert attrs["validation_accuracy"] == attrs["accuracy"] == trial.values[0]
         assert Path(attrs["weights_path"]).exists()
     teacher = study.user_attrs["teacher"]
-    assert teacher["accuracy"] > 0.5 and teacher["params"] > 0
+    assert figure("teacher accuracy", teacher["accuracy"]) > 0.5 and teacher["params"] > 0
     assert (out / "teacher.pt").exists() and (out / "study.yaml").exists()
     # the second call reused the stored teacher instead of training again
     assert "teacher cnn5" in second and study.user_attrs["objectives"] == ["accuracy", "params"]
@@ -72,7 +72,7 @@ def test_report_prints_front_and_writes_plot(searched):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_agrees_with_pytorch(searched, fmt, tmp_path):
+def test_export_agrees_with_pytorch(searched, fmt, tmp_path, figure):
     study_path, out, *_ = searched
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     number = study.best_trials[0].number
@@ -81,7 +81,7 @@ def test_export_agrees_with_pytorch(searched, fmt, tmp_path):
     assert result.exit_code == 0, result.output
     assert target.stat().st_size > 0
     agree = float(result.output.split("agree with PyTorch on")[1].split("%")[0])
-    assert agree >= 99.0
+    assert figure("agreement %", agree) >= 99.0
 
 
 def test_changed_objectives_are_refused_on_resume(searched, tmp_path):

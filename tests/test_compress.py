@@ -29,11 +29,17 @@ from autokd.context import build_context, build_student, distill_student
 from autokd.measure import measure_model
 from autokd.report import trial_figures
 from autokd.trial import compress_stage, run_trial
+from tests.tiny import TEST_SEED
 
 REPO = Path(__file__).resolve().parents[1]
 STUDENTS = {"vgg": StudentSpec.of("vgg", variant=7, width=0.5), "cnn5": StudentSpec.of("cnn5", width=1.0, hidden=128),
             "cnn5-head": StudentSpec.of("cnn5", width=0.25, hidden=512)}  # 16% and 74% of params in Linear
-TRAIN = TrainSpec(epochs=8, batch_size=64, lr=0.05)
+TRAIN = TrainSpec(epochs=8, batch_size=64, lr=0.05, seed=TEST_SEED)
+# Largest validation-accuracy drop allowed (144 images: 0.0069 each). Measured over seeds 0-9 and 1 and 2 threads:
+# int8 at most 0.0069, pruning at most 0.0556 (also what an Intel Xeon gave); a model the method breaks loses far
+# more. docs/testing.md has the table.
+INT8_MAX_DROP = 0.035
+PRUNE_MAX_DROP = 0.10
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,7 @@ def context(tmp_path_factory):
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     out = tmp_path_factory.mktemp("compress-study")
     study = StudyConfig(name="compress-test", teacher={"family": "cnn5", "epochs": 6, "lr": 0.05}, output=str(out),
-                        latency_runs=5, latency_min_seconds=0)
+                        latency_runs=5, latency_min_seconds=0, seed=TEST_SEED)
     return build_context(study, device=torch.device("cpu"), show_progress=False)
 
 
@@ -73,12 +79,12 @@ def roundtrip(model, spec: CompressSpec, name: str, context, tmp_path: Path):
 
 
 @pytest.mark.parametrize("mode", ["static", "qat"])
-def test_int8_is_under_a_third_of_fp32_and_keeps_accuracy(students, context, mode):
+def test_int8_is_under_a_third_of_fp32_and_keeps_accuracy(students, context, figure, mode):
     spec = CompressSpec("int8", quant_mode=mode, finetune_epochs=1 if mode == "qat" else 0)
     model, metrics, after = compress(students, context, "vgg", spec)
     assert metrics["compression"] == "int8" and "compression_skipped" not in metrics
     assert after["size_bytes"] <= 0.3 * metrics["uncompressed_size_bytes"]
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= INT8_MAX_DROP
     assert after["macs"] == metrics["uncompressed_macs"]  # int8 kernels counted, not vanished
     assert after["params"] == pytest.approx(metrics["uncompressed_params"], rel=0.01)
     assert metrics["uncompressed_bytes_per_param"] > 3.5 and metrics["bytes_per_param"] < 1.3
@@ -86,12 +92,12 @@ def test_int8_is_under_a_third_of_fp32_and_keeps_accuracy(students, context, mod
     assert "B/param" in metrics["compression_detail"]
 
 
-def test_int8_dynamic_quantizes_linear_layers_only(students, context):
+def test_int8_dynamic_quantizes_linear_layers_only(students, context, figure):
     model, metrics, after = compress(students, context, "cnn5-head", CompressSpec("int8", quant_mode="dynamic"))
     assert "Linear only" in metrics["compression_detail"]
     assert after["size_bytes"] < 0.6 * metrics["uncompressed_size_bytes"]  # 74% of the weights 4x smaller
     assert metrics["bytes_per_param"] < 0.6 * metrics["uncompressed_bytes_per_param"]
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.02
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= INT8_MAX_DROP
 
 
 @pytest.mark.parametrize("family", ["cnn5", "vgg"])
@@ -114,7 +120,7 @@ def test_int8_that_would_not_shrink_is_skipped(students, context, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["static", "qat"])
-def test_static_int8_onnx_is_qdq_and_keeps_accuracy_in_onnxruntime(students, context, tmp_path, mode):
+def test_static_int8_onnx_is_qdq_and_keeps_accuracy_in_onnxruntime(students, context, figure, tmp_path, mode):
     import onnx
 
     from autokd.export import exported_predictions
@@ -135,16 +141,17 @@ def test_static_int8_onnx_is_qdq_and_keeps_accuracy_in_onnxruntime(students, con
     assert path.stat().st_size < 0.35 * float_path.stat().st_size
     onnx_correct = int((exported_predictions(path, "onnx", images) == labels).sum())
     torch_correct = int((predict(model, images).argmax(1) == labels).sum())
-    assert abs(onnx_correct - torch_correct) <= 1  # onnxruntime's integer kernels round like torch's, within an image
+    # onnxruntime's integer kernels round like torch's: within 1% of the images (measured: at most 1 of 360)
+    assert figure("onnx-torch images", abs(onnx_correct - torch_correct)) <= 0.01 * len(labels)
 
 
 @pytest.mark.parametrize("importance", ["l1", "group_norm"])
-def test_structured_half_the_channels_removes_two_thirds_of_params(students, context, importance):
+def test_structured_half_the_channels_removes_two_thirds_of_params(students, context, figure, importance):
     spec = CompressSpec("structured", 0.5, 2, importance=importance)
     model, metrics, after = compress(students, context, "vgg", spec)
     assert after["params"] <= 0.35 * metrics["uncompressed_params"]
     assert after["macs"] <= 0.35 * metrics["uncompressed_macs"]
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= PRUNE_MAX_DROP
     assert metrics["channels_kept"] == metrics["channels_before"] // 2
 
 
@@ -171,12 +178,12 @@ def test_fisher_ranks_a_silenced_channel_lowest_where_l1_does_not(students, cont
     assert int(tp.importance.MagnitudeImportance(p=1)(group).argmin()) != 3
 
 
-def test_fisher_pruning_removes_channels_and_keeps_accuracy(students, context):
+def test_fisher_pruning_removes_channels_and_keeps_accuracy(students, context, figure):
     model, metrics, after = compress(students, context, "vgg", CompressSpec("fisher", 0.5, 2))
     assert metrics["compression"] == "fisher" and metrics["compression_detail"].startswith("fisher (")
     assert metrics["channels_kept"] == metrics["channels_before"] // 2
     assert after["params"] <= 0.35 * metrics["uncompressed_params"]
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= PRUNE_MAX_DROP
 
 
 def test_fisher_prunes_coupled_residual_channels(context):
@@ -209,7 +216,7 @@ def test_search_space_suggests_fisher_with_its_ratio():
     assert TrialConfig.from_params(config.to_params()) == config
 
 
-def test_structured_in_steps_reaches_the_same_channels(students, context, monkeypatch):
+def test_structured_in_steps_reaches_the_same_channels(students, context, figure, monkeypatch):
     import autokd.compress
 
     monkeypatch.setattr(autokd.compress, "STRUCTURED_STEPS", 3)
@@ -217,16 +224,16 @@ def test_structured_in_steps_reaches_the_same_channels(students, context, monkey
     assert metrics["prune_steps"] == 3 and "3 steps, ft 1+1+1 ep" in metrics["compression_detail"]
     assert metrics["channels_kept"] == metrics["channels_before"] // 2
     assert after["params"] <= 0.35 * metrics["uncompressed_params"]
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= PRUNE_MAX_DROP
     _, one_step, _ = compress(students, context, "vgg", CompressSpec("structured", 0.5, 1))
     assert one_step["prune_steps"] == 1  # capped at one step per fine-tuning epoch
 
 
-def test_lowrank_half_rank_on_vgg_cuts_macs(students, context):
+def test_lowrank_half_rank_on_vgg_cuts_macs(students, context, figure):
     model, metrics, after = compress(students, context, "vgg", CompressSpec("lowrank", 0.5, 2))
     assert after["macs"] <= 0.6 * metrics["uncompressed_macs"]
     assert metrics["layers_factorized"] >= 5
-    assert after["accuracy"] >= 0.8
+    assert figure("accuracy", after["accuracy"]) >= 0.7  # measured 0.854-0.965; chance is 0.1
 
 
 def test_lowrank_leaves_layers_dense_where_the_split_does_not_pay():
@@ -246,13 +253,13 @@ def test_lowrank_leaves_layers_dense_where_the_split_does_not_pay():
     assert factorize(rebuilt, 0.5, only=["0", "1"]) == {"0": 14, "1": 16}
 
 
-def test_unstructured_reports_sparsity_and_dense_compute(students, context):
+def test_unstructured_reports_sparsity_and_dense_compute(students, context, figure):
     model, metrics, after = compress(students, context, "cnn5", CompressSpec("unstructured", 0.8, 2))
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.02)  # stem and logits stay dense
     assert "runs dense" in metrics["compression_detail"]
     assert after["macs"] == metrics["uncompressed_macs"]  # no MAC saving is claimed for zeros
     assert after["size_bytes"] < 0.6 * metrics["uncompressed_size_bytes"]  # CSR file, measured
-    assert after["accuracy"] >= metrics["uncompressed_accuracy"] - 0.05
+    assert figure("accuracy drop", metrics["uncompressed_accuracy"] - after["accuracy"]) <= PRUNE_MAX_DROP
 
 
 @pytest.mark.parametrize("family,spec,formats", [
@@ -263,7 +270,7 @@ def test_unstructured_reports_sparsity_and_dense_compute(students, context):
     ("cnn5", CompressSpec("unstructured", 0.8, 1), ("onnx", "torchscript")),
     ("vgg", CompressSpec("lowrank", 0.5, 1), ("onnx", "torchscript")),
 ], ids=["int8-static", "int8-dynamic", "structured", "fisher", "unstructured", "lowrank"])
-def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, family, spec, formats):
+def test_checkpoint_roundtrip_and_export_agree(students, context, figure, tmp_path, family, spec, formats):
     model, metrics, _ = compress(students, context, family, spec)
     assert metrics["compression"] == spec.method, metrics.get("compression_skipped")
     loaded = roundtrip(model, spec, family, context, tmp_path)
@@ -274,7 +281,8 @@ def test_checkpoint_roundtrip_and_export_agree(students, context, tmp_path, fami
     example = images[:1].float() / 255.0
     for fmt in formats:
         path = export_model(loaded, fmt, tmp_path / f"model.{fmt}", example)
-        assert agreement(loaded, path, fmt, images) >= 0.99
+        # float exports: measured 1.0; int8 kernels differ between runtimes (measured down to 0.9944)
+        assert figure(f"{fmt} agreement", agreement(loaded, path, fmt, images)) >= (0.98 if spec.method == "int8" else 0.99)
 
 
 def test_dynamic_int8_onnx_says_use_torchscript(students, context, tmp_path):

@@ -61,7 +61,7 @@ def two_node_cluster():
 
 @pytest.mark.slow
 def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials(tmp_path, tiny_teacher,
-                                                                                 two_node_cluster):
+                                                                                 two_node_cluster, figure):
     study = write_study(tmp_path, n_trials=3, epochs=2, teacher=tiny_teacher)
     done = run_search(study, "--address", two_node_cluster)  # joins it: one trial per node at a time
     assert done.returncode == 0, done.stdout + done.stderr
@@ -73,7 +73,8 @@ def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials
     # Two workers at once: some trials overlapped in time.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in complete)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
-    assert load(study).user_attrs["teacher"]["accuracy"] > 0.2  # the driver stored the teacher's figures
+    # the driver stored the teacher's figures (a 1-epoch teacher: measured 0.257-0.563, chance 0.1)
+    assert figure("teacher accuracy", load(study).user_attrs["teacher"]["accuracy"]) > 0.15
 
 
 @pytest.mark.slow

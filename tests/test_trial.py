@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from autokd.checkpoint import load_checkpoint
 from autokd.config import DistillSpec, StudentSpec, TrainSpec, TrialConfig, load_study_config
 from autokd.context import build_context
+from autokd.export import load_trial_model
+from autokd.train import predict
 from autokd.trial import run_trial
-from tests.tiny import write_tiny_study
+from tests.tiny import TEST_SEED, write_tiny_study
 
 
 @pytest.fixture(scope="module")
@@ -18,32 +21,35 @@ def context(tmp_path_factory):
 
 
 @pytest.mark.parametrize("loss, path", [("kd", "cache"), ("fm", "cache"), ("hint", "live"), ("none", "none")])
-def test_every_loss_trains_and_measures(context, tmp_path, loss, path):
+def test_every_loss_trains_and_measures(context, tmp_path, loss, path, figure):
     config = TrialConfig(student=StudentSpec.of("resnet", depth=8, width=4),
                          distill=DistillSpec(loss=loss, alpha=0.8, temperature=3.0, hint_weight=0.5),
-                         train=TrainSpec(epochs=4 if loss == "fm" else 2, batch_size=64, lr=0.05))
+                         train=TrainSpec(epochs=4 if loss == "fm" else 2, batch_size=64, lr=0.05, seed=TEST_SEED))
     seen = []
     metrics = run_trial(config, context, work_dir=tmp_path, on_epoch=lambda e, m: seen.append(m["accuracy"]))
     assert metrics["teacher_path"] == path
     # the epoch curve and the objective are validation accuracy; test accuracy is recorded beside it
     assert len(seen) == config.train.epochs and metrics["accuracy"] == pytest.approx(seen[-1])
     assert metrics["validation_accuracy"] == metrics["accuracy"]
-    assert 0.0 < metrics["test_accuracy"] <= 1.0 and metrics["test_accuracy"] != metrics["accuracy"]
+    # measured on the test images, whatever the validation figure (the two may coincide: k/144 = j/360)
+    model, payload = load_trial_model(Path(metrics["weights_path"]))
+    test = context.data
+    on_test = float((predict(model, test.test_images).argmax(1) == test.test_labels).float().mean())
+    assert 0.0 < metrics["test_accuracy"] == pytest.approx(on_test, abs=1e-6)
     assert len(metrics["per_class_validation_accuracy"]) == len(metrics["per_class_test_accuracy"]) == 10
-    # a few epochs on digits: well above chance (0.1); function matching learns slowest (no labels, mixup)
-    assert metrics["accuracy"] > (0.2 if loss == "fm" else 0.3)
+    # a few epochs on digits: twice chance (0.1); measured 0.36-0.78 over seeds and threads (docs/testing.md)
+    assert figure("validation accuracy", metrics["accuracy"]) > 0.2
     assert metrics["macs"] > 1000 and metrics["latency_ms"] > 0 and metrics["size_bytes"] > 4 * metrics["params"]
-    payload = load_checkpoint(metrics["weights_path"])
     assert TrialConfig.from_json(payload["config"]) == config
 
 
-def test_study_teacher_is_trained_once_and_reused(tmp_path):
+def test_study_teacher_is_trained_once_and_reused(tmp_path, figure):
     cfg = load_study_config(write_tiny_study(tmp_path))
     first = build_context(cfg, show_progress=False)
     stamp = (cfg.output_dir / "teacher.pt").stat().st_mtime_ns
     second = build_context(cfg, show_progress=False)
     assert (cfg.output_dir / "teacher.pt").stat().st_mtime_ns == stamp
-    assert second.teacher_summary["accuracy"] == first.teacher_summary["accuracy"] > 0.8
+    assert second.teacher_summary["accuracy"] == figure("teacher accuracy", first.teacher_summary["accuracy"]) > 0.75
 
 
 def test_ensemble_teacher_reports_members_and_fits_weights(tmp_path):
