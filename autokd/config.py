@@ -45,11 +45,8 @@ LOSSES = ("kd", "fm", "hint", "fitnets", "none")
 #: How kd, hint and fitnets weight CE and KL: Hinton (alpha, T^2) or Distiller (student/distill weights).
 KD_WEIGHTINGS = ("hinton", "distiller")
 COMPRESSION_METHODS = ("none", "structured", "fisher", "unstructured", "lowrank", "int8")
-#: Keys of a search space's ``pairs`` section (docs/pairs.md): the routed pair's selector knobs
-#: (Optuna params ``selector.*``) and the routing knobs of both committee kinds (``router.*``).
-SELECTOR_KEYS = ("layers", "width", "family", "epochs", "lr")
-ROUTER_KEYS = ("rule", "combine", "target", "tolerance", "budget")
-PAIR_KEYS = ("kind", "reuse", "pool", "members") + SELECTOR_KEYS + ROUTER_KEYS
+#: Trial kinds of two students answering together (docs/pairs.md); every other trial is ``single``.
+COMMITTEE_KINDS = ("pair", "cascade")
 
 
 # --------------------------------------------------------------------------- value rules
@@ -131,6 +128,79 @@ class CompressSpec:
 
 
 @dataclass(frozen=True)
+class RouterKnobs:
+    """The routing knobs a committee trial set (Optuna params ``router.*``); ``None``: not set, the
+    default of :class:`autokd.committee.RouterSpec` applies."""
+
+    rule: str | None = None
+    combine: str | None = None
+    target: str | None = None
+    tolerance: float | None = None
+    budget: float | None = None
+
+
+@dataclass(frozen=True)
+class SelectorKnobs:
+    """The routed pair's selector knobs a trial set (Optuna params ``selector.*``); ``None``: not set,
+    the default of :class:`autokd.committee.SelectorSpec` applies."""
+
+    layers: int | None = None
+    width: int | None = None
+    family: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class ReusedMembers:
+    """A reuse committee's members: the finished single trials and their weight files, in the order
+    the search drew them (Optuna params ``selector.from_trial1``, ``selector.from_weights1``, ...)."""
+
+    trials: tuple[int, int]
+    weights: tuple[str, str]
+
+    def params(self) -> dict[str, Any]:
+        return {**{f"from_trial{i}": n for i, n in enumerate(self.trials, 1)},
+                **{f"from_weights{i}": w for i, w in enumerate(self.weights, 1)}}
+
+
+def given(knobs: RouterKnobs | SelectorKnobs) -> dict[str, Any]:
+    """The knobs that were set (not ``None``), in field order."""
+    return {k: v for k, v in dataclasses.asdict(knobs).items() if v is not None}
+
+
+#: Keys of a search space's ``pairs`` section (docs/pairs.md): the routed pair's selector knobs
+#: (Optuna params ``selector.*``) and the routing knobs of both committee kinds (``router.*``).
+SELECTOR_KEYS = tuple(f.name for f in dataclasses.fields(SelectorKnobs))
+ROUTER_KEYS = tuple(f.name for f in dataclasses.fields(RouterKnobs))
+REUSE_KEYS = ("from_trial1", "from_trial2", "from_weights1", "from_weights2")
+PAIR_KEYS = ("kind", "reuse", "pool", "members") + SELECTOR_KEYS + ROUTER_KEYS
+
+
+def _committee_params(router: RouterKnobs, selector: SelectorKnobs, reuse: ReusedMembers | None) -> dict[str, Any]:
+    """Optuna params of a committee's knobs, in key order: ``router.*`` for routing, ``selector.*`` for the rest."""
+    knobs = {**{k: ("router", v) for k, v in given(router).items()},
+             **{k: ("selector", v) for k, v in given(selector).items()},
+             **{k: ("selector", v) for k, v in (reuse.params() if reuse else {}).items()}}
+    return {f"{prefix}.{k}": v for k, (prefix, v) in sorted(knobs.items())}
+
+
+def _committee_knobs(params: dict[str, Any]) -> tuple[RouterKnobs, SelectorKnobs, ReusedMembers | None]:
+    """A committee's knobs from Optuna params (``selector.*``, ``router.*``; each known by its own key)."""
+    knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(("selector.", "router."))}
+    unknown = sorted(set(knobs) - set(ROUTER_KEYS + SELECTOR_KEYS + REUSE_KEYS))
+    if unknown:
+        raise AutokdError(f"trial param {unknown[0]!r} is not a committee knob",
+                          f"use {', '.join(ROUTER_KEYS + SELECTOR_KEYS)}")
+    reuse = None
+    if "from_weights1" in knobs:
+        reuse = ReusedMembers(trials=(knobs["from_trial1"], knobs["from_trial2"]),
+                              weights=(knobs["from_weights1"], knobs["from_weights2"]))
+    return (RouterKnobs(**{k: v for k, v in knobs.items() if k in ROUTER_KEYS}),
+            SelectorKnobs(**{k: v for k, v in knobs.items() if k in SELECTOR_KEYS}), reuse)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs, frozen; round-trips with Optuna's flat params.
 
@@ -144,9 +214,11 @@ class TrialConfig:
     distill: DistillSpec = field(default_factory=DistillSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     compress: CompressSpec = field(default_factory=CompressSpec)
-    kind: str = "single"
-    second: StudentSpec | None = None
-    selector: tuple[tuple[str, Any], ...] = ()
+    kind: str = "single"  # "single" or one of COMMITTEE_KINDS
+    second: StudentSpec | None = None  # a committee's second student
+    router: RouterKnobs = field(default_factory=RouterKnobs)  # a committee's routing
+    selector: SelectorKnobs = field(default_factory=SelectorKnobs)  # a routed pair's selector
+    reuse: ReusedMembers | None = None  # a reuse committee's finished members
 
     def to_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"kind": self.kind, "family": self.student.family}
@@ -154,7 +226,7 @@ class TrialConfig:
         if self.second is not None:
             params["family2"] = self.second.family
             params.update({f"second.{self.second.family}.{k}": v for k, v in self.second.knobs})
-        params.update({f"{'router' if k in ROUTER_KEYS else 'selector'}.{k}": v for k, v in self.selector})
+        params.update(_committee_params(self.router, self.selector, self.reuse))
         for prefix, spec in (("", self.distill), ("", self.train), ("compress.", self.compress)):
             params.update({prefix + k: v for k, v in dataclasses.asdict(spec).items()})
         return params
@@ -168,8 +240,7 @@ class TrialConfig:
             f2 = params["family2"]
             prefix = f"second.{f2}."
             second = StudentSpec.of(f2, **{k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)})
-        selector = tuple(sorted((k.split(".", 1)[1], v) for k, v in params.items()
-                                if k.startswith(("selector.", "router."))))
+        router, selector, reuse = _committee_knobs(params)
 
         def pick(cls: type, prefix: str = "") -> Any:
             names = {f.name for f in dataclasses.fields(cls)}
@@ -182,7 +253,9 @@ class TrialConfig:
             compress=pick(CompressSpec, "compress."),
             kind=params.get("kind", "single"),
             second=second,
+            router=router,
             selector=selector,
+            reuse=reuse,
         )
 
     def to_json(self) -> str:
@@ -193,20 +266,14 @@ class TrialConfig:
         return TrialConfig.from_params(json.loads(text))
 
     def describe(self) -> str:
-        arch = _describe_student(self.student)
+        """The trial's architecture in one line, e.g. ``cnn5(hidden=16,width=0.125) | vgg(variant=7) + selector``."""
+        from autokd.models import describe  # the models layer, and torch, only when asked (the CLI imports config)
+
+        arch = describe(self.student)
         if self.second is not None:
             how = "cascade" if self.kind == "cascade" else "selector"
-            arch = f"{arch} | {_describe_student(self.second)} + {how}"
+            arch = f"{arch} | {describe(self.second)} + {how}"
         return arch
-
-
-def _describe_student(spec: StudentSpec) -> str:
-    knobs = ",".join(f"{k}={_short(v)}" for k, v in spec.knobs)
-    return f"{spec.family}({knobs})"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 # --------------------------------------------------------------------------- YAML helpers

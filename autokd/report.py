@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autokd.config import StudyConfig
+from autokd.models import describe
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -45,7 +46,7 @@ def trial_line(trial: FrozenTrial) -> str:
         why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
         log = f" (log: {a['log_path']})" if a.get("log_path") else ""
         return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
-    return (f"trial {trial.number:>3} {architecture(a):<48} val {percent(a.get('validation_accuracy'))} "
+    return (f"trial {trial.number:>3} {describe(a.get('architecture', '?')):<48} val {percent(a.get('validation_accuracy'))} "
             f"test {percent(a.get('test_accuracy'))}  params {a['params']:>9,}  {a['latency_ms']:.3f} ms  "
             f"({a['trial_seconds']:.1f} s)")
 
@@ -74,15 +75,6 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto-optimal, feasible COMPLETE trials, most accurate first."""
     best = study.best_trials if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else []
     return sorted(best, key=lambda t: -float(t.user_attrs.get("accuracy", 0.0)))
-
-
-def architecture(attrs: dict[str, Any]) -> str:
-    """A trial's architecture with the knobs of each model in name order, e.g. ``cnn5(hidden=59,width=0.154)``
-    or ``cnn5(hidden=45,width=0.273) | vgg(variant=7,width=0.1) + selector``."""
-    import re
-
-    return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
-                  str(attrs.get("architecture", "?")))
 
 
 def _kd(attrs: dict[str, Any]) -> str:
@@ -152,13 +144,13 @@ def _trials_table(title: str, trials: list[FrozenTrial], teacher: dict[str, Any]
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     if teacher:
-        table.add_row("teacher", architecture(teacher), *split_accuracy_cells(teacher),
+        table.add_row("teacher", describe(teacher.get("architecture", "?")), *split_accuracy_cells(teacher),
                       human(teacher.get("params")), human(teacher.get("size_bytes"), "B"), human(teacher.get("macs")),
                       f"{teacher.get('latency_ms', 0):.3f}", *["-"] * (len(columns) - 8), style="dim")
     for t in trials:
         a = trial_figures(t)
         cfg = a.get("config", {})
-        cells = [str(t.number), architecture(a), *split_accuracy_cells(a), human(a.get("params")),
+        cells = [str(t.number), describe(a.get("architecture", "?")), *split_accuracy_cells(a), human(a.get("params")),
                  human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
                  _kd(a), str(cfg.get("epochs", "-")), _compression(a)]
         if detail:
@@ -221,7 +213,7 @@ def unfinished_table(study: optuna.Study) -> Table | None:
     for t in trials:
         a = t.user_attrs
         reason = a.get("failed_because") or (f"pruned at epoch {a['epoch']}" if "epoch" in a else "unknown")
-        table.add_row(str(t.number), t.state.name, architecture(a) if a.get("architecture") else "-",
+        table.add_row(str(t.number), t.state.name, describe(a["architecture"]) if a.get("architecture") else "-",
                       str(reason).splitlines()[0] if str(reason).strip() else "unknown",
                       duration(trial_seconds(t)), a.get("log_path") or "-")
     return table
@@ -280,7 +272,7 @@ def _members(a: dict[str, Any]) -> dict[str, list[Any]]:
     names = a.get("member_names") or a.get("students") or ["member 1", "member 2"]
     members = a.get("members") or []
     reused = len(members) == 2 and all(isinstance(m, int) for m in members)  # trial numbers, not specs
-    return {"names": [architecture({"architecture": n}) for n in names],
+    return {"names": [describe(n) for n in names],
             "trials": members if reused else [None, None],
             "val": a.get("member_validation_accuracy") or a.get("student_accuracy") or [None, None],
             "test": a.get("member_test_accuracy") or a.get("test_student_accuracy") or [None, None],
@@ -338,7 +330,7 @@ def committee_table(study: optuna.Study, top: int | None = 5) -> Table:
         best = best_single_within(study, float(a.get("macs", 0)))
         if best is not None:
             b = trial_figures(best)
-            table.add_row("", f"best single at <= MACs: trial {best.number} {architecture(b)}", *split_accuracy_cells(b),
+            table.add_row("", f"best single at <= MACs: trial {best.number} {describe(b.get('architecture', '?'))}", *split_accuracy_cells(b),
                           human(b.get("macs")), "", style="dim")
         else:
             table.add_row("", "best single at <= MACs: none that cheap", "", "", "", "", style="dim")
@@ -385,12 +377,12 @@ def compression_table(study: optuna.Study) -> Table | None:
     for t in trials:
         a = trial_figures(t)
         if a.get("compression_skipped"):
-            table.add_row(str(t.number), architecture(a), f"skipped: {a['compression_skipped']}",
+            table.add_row(str(t.number), describe(a.get("architecture", "?")), f"skipped: {a['compression_skipped']}",
                           *["-"] * len(_BEFORE_AFTER))
             continue
         cells = [_before_after(a.get(f"uncompressed_{metric}"), a.get(metric), unit) for _, metric, unit in _BEFORE_AFTER]
         detail = rounded(str(a.get("compression_detail", "")))
-        table.add_row(str(t.number), architecture(a), f"{_compression(a)}: {detail}", *cells)
+        table.add_row(str(t.number), describe(a.get("architecture", "?")), f"{_compression(a)}: {detail}", *cells)
     return table
 
 

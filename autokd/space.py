@@ -16,8 +16,9 @@ from typing import Annotated, Any, Sequence
 from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
 
 from autokd.compress import RATIO_BOUNDS, check_ratio, check_spec
-from autokd.config import (COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, ROUTER_KEYS, SELECTOR_KEYS, CompressSpec,
-                           DistillSpec, StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
+from autokd.config import (COMMITTEE_KINDS, COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, ROUTER_KEYS,
+                           SELECTOR_KEYS, CompressSpec, DistillSpec, ReusedMembers, RouterKnobs, SelectorKnobs,
+                           StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
 from autokd.errors import AutokdError
 from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
 from autokd.models import family_knobs, family_names, family_rules
@@ -47,7 +48,7 @@ VALUE_RULES: dict[str, Rule] = {
     "compress.method": Rule.one_of(*COMPRESSION_METHODS, noun="compression method"),
     "compress.ratio": Rule.number(at_least=0, below=1),
     "compress.finetune_epochs": Rule.integer(at_least=0),
-    "pairs.kind": Rule.one_of("single", "pair", "cascade", noun="trial kind"),
+    "pairs.kind": Rule.one_of("single", *COMMITTEE_KINDS, noun="trial kind"),
     "pairs.reuse": Rule.one_of(False, True),
     "pairs.pool": Rule.integer(at_least=2),
     "pairs.layers": Rule.integer(at_least=2, at_most=4),  # autokd.committee.SelectorSpec builds 2..4 blocks
@@ -108,7 +109,6 @@ class Dimension(_Strict):
 
 
 _PAIR_KINDS = Dimension(choices=["single", "pair"])  # a pairs section without 'kind' mixes singles and pairs
-COMMITTEE_KINDS = ("pair", "cascade")
 
 
 class SearchSpace:
@@ -261,8 +261,9 @@ class SearchSpace:
         if kind in COMMITTEE_KINDS:
             second = self.suggest_student(trial, prefix="second.", family_param="family2",
                                           family=members[1] if members else None)
+            router, selector = self._suggest_router(trial, kind)
             return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
-                               kind=kind, second=second, selector=self._suggest_router(trial, kind))
+                               kind=kind, second=second, router=router, selector=selector)
         compress = self._suggest_compress(trial)
         return TrialConfig(student=student, distill=DistillSpec(**distill), train=TrainSpec(**train),
                            compress=compress)
@@ -284,17 +285,17 @@ class SearchSpace:
             distill["hint_epochs"] = knob("hint_epochs")
         return distill
 
-    def _suggest_router(self, trial: Any, kind: str) -> tuple[tuple[str, Any], ...]:
+    def _suggest_router(self, trial: Any, kind: str) -> tuple[RouterKnobs, SelectorKnobs]:
         """A committee's routing knobs: the selector's (pairs) or the confidence rule's (cascades), then the target's."""
         keys = [k for k in (SELECTOR_KEYS if kind == "pair" else ("rule", "combine")) if k in self.pairs]
-        knobs = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in keys if k in SELECTOR_KEYS}
-        knobs.update({k: self._value(trial, f"router.{k}", self.pairs[k]) for k in keys if k in ROUTER_KEYS})
+        selector = {k: self._value(trial, f"selector.{k}", self.pairs[k]) for k in keys if k in SELECTOR_KEYS}
+        router = {k: self._value(trial, f"router.{k}", self.pairs[k]) for k in keys if k in ROUTER_KEYS}
         target = self._value(trial, "router.target", self.pairs["target"]) if "target" in self.pairs else "match"
-        knobs["target"] = target
+        router["target"] = target
         threshold_knob = "tolerance" if target == "match" else "budget"
         if threshold_knob in self.pairs:
-            knobs[threshold_knob] = self._value(trial, f"router.{threshold_knob}", self.pairs[threshold_knob])
-        return tuple(sorted(knobs.items()))
+            router[threshold_knob] = self._value(trial, f"router.{threshold_knob}", self.pairs[threshold_knob])
+        return RouterKnobs(**router), SelectorKnobs(**selector)
 
     @property
     def singles_first(self) -> bool:
@@ -324,7 +325,7 @@ class SearchSpace:
         i = trial.suggest_int("pair.first", 0, pool - 1) % len(candidates)
         j = (i + 1 + trial.suggest_int("pair.second", 0, pool - 2)) % len(candidates)
         j = j if j != i else (i + 1) % len(candidates)
-        return reuse_config(candidates[i], candidates[j], dict(self._suggest_router(trial, kind)), kind)
+        return reuse_config(candidates[i], candidates[j], *self._suggest_router(trial, kind), kind)
 
     def _suggest_compress(self, trial: Any) -> CompressSpec:
         method = self._value(trial, "compress.method", self.compress.get("method", "none"))
@@ -367,11 +368,12 @@ def _extremes(spec: Any) -> list[Any]:
     return [spec]
 
 
-def reuse_config(first: Any, second: Any, selector: dict[str, Any], kind: str = "pair") -> TrialConfig:
+def reuse_config(first: Any, second: Any, router: RouterKnobs, selector: SelectorKnobs,
+                 kind: str = "pair") -> TrialConfig:
     """The committee config that reuses two finished trials' students (``FrozenTrial``-like: number, user_attrs)."""
     a = TrialConfig.from_params(first.user_attrs["config"])
     b = TrialConfig.from_params(second.user_attrs["config"])
-    record = {"from_trial1": first.number, "from_trial2": second.number,
-              "from_weights1": first.user_attrs["weights_path"], "from_weights2": second.user_attrs["weights_path"]}
-    return dataclasses.replace(a, kind=kind, second=StudentSpec(b.student.family, b.student.knobs),
-                               selector=tuple(sorted({**selector, **record}.items())))
+    reuse = ReusedMembers(trials=(first.number, second.number),
+                          weights=(first.user_attrs["weights_path"], second.user_attrs["weights_path"]))
+    return dataclasses.replace(a, kind=kind, second=StudentSpec(b.student.family, b.student.knobs), router=router,
+                               selector=selector, reuse=reuse)

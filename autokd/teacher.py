@@ -26,13 +26,7 @@ from autokd.distill import Teacher, TeacherMember, final_linear, fit_ensemble_we
 from autokd.errors import AutokdError
 from autokd.hostlock import host_busy, host_idle, safe_point
 from autokd.measure import accuracy
-from autokd.models import build_model, family_knobs, family_rules
-from autokd.models.cnn import CNN5
-from autokd.models.densenet import DenseNet
-from autokd.models.googlenet import GoogLeNet, Inception
-from autokd.models.mobilenet import MobileNetV2
-from autokd.models.resnet import ResNet
-from autokd.models.vgg import VGG
+from autokd.models import build_model, family_knobs, family_rules, last_blocks
 from autokd.train import (AugmentPolicy, _autocast, _optimizer, _scheduler, augmented_batch, epoch_views, predict,
                           train_model)
 
@@ -240,30 +234,6 @@ def fit_head_on_validation(members: list[TeacherMember], data: ImageData, device
 
 
 # --------------------------------------------------------------------------- JointNet
-
-
-def last_blocks(net: nn.Module) -> list[nn.Module]:
-    """What JointNet unfreezes in one member: its last block and the classifier after it.
-
-    ResNets: the last residual block; VGG: the last conv + BN; 5-CNN: the last conv block;
-    DenseNet: the last dense layer and the final BN; GoogLeNet: the last inception module;
-    MobileNetV2: the final 1x1 conv + BN.
-    """
-    if isinstance(net, ResNet):
-        return [net.layers[-1][-1], net.linear]
-    if isinstance(net, VGG):
-        last = max(i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d))
-        return [net.features[last], net.features[last + 1], net.classifier]
-    if isinstance(net, CNN5):
-        return [net.features[-1], net.classifier]
-    if isinstance(net, DenseNet):
-        return [net.features[-1][-1], net.bn, net.linear]
-    if isinstance(net, GoogLeNet):
-        return [[m for m in net.layers if isinstance(m, Inception)][-1], net.linear]
-    if isinstance(net, MobileNetV2):
-        return [net.conv2, net.bn2, net.linear]
-    raise AutokdError(f"JointNet does not know the last block of a {type(net).__name__}",
-                      "use members of the resnet, vgg, cnn5, densenet, googlenet or mobilenetv2 families")
 
 
 def jointnet_parameters(teacher: Teacher) -> list[nn.Parameter]:

@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 from rich.console import Console
 from torch import nn
 
-from autokd.committee import Cascade, RoutedPair, SelectorSpec, build_selector, committee_outputs, reuse_sources, \
+from autokd.committee import Cascade, RoutedPair, SelectorSpec, build_selector, committee_outputs, \
     selector_scores, train_selector
-from autokd.config import StudentSpec, TrialConfig, load_study_config
+from autokd.config import ReusedMembers, RouterKnobs, SelectorKnobs, StudentSpec, TrialConfig, load_study_config
 from autokd.errors import AutokdError
 from autokd.export import exported_outputs, export_model, load_trial_model
-from autokd.report import architecture, trial_figures
+from autokd.models import describe
+from autokd.report import trial_figures
 from autokd.routing import choose_threshold, committee_cost, defer_score, out_of_fold, selector_targets
 from autokd.space import SearchSpace
 from autokd.train import AugmentPolicy, predict
@@ -225,9 +226,9 @@ def test_committee_trials_record_members_routing_and_costs(committee_study):
         own = {n: study.trials[n].user_attrs for n in a["members"]}
         assert a["member_test_accuracy"] == pytest.approx([own[n]["test_accuracy"] for n in a["members"]], abs=1e-6)
         assert a["member_macs"] == [own[n]["macs"] for n in a["members"]]
-        assert [architecture({"architecture": m}) for m in a["member_names"]] == [architecture(own[n]) for n in a["members"]]
+        assert a["member_names"] == [describe(own[n]["architecture"]) for n in a["members"]]
         rebuilt = TrialConfig.from_params(t.user_attrs["config"])  # the stored config alone rebuilds it
-        assert rebuilt.kind in ("pair", "cascade") and sorted(reuse_sources(rebuilt)) == sorted(
+        assert rebuilt.kind in ("pair", "cascade") and sorted(rebuilt.reuse.weights) == sorted(
             own[n]["weights_path"] for n in a["members"])
 
 
@@ -259,7 +260,7 @@ def test_report_puts_committees_beside_members_and_warns(committee_study):
             row = next(i for i, line in enumerate(lines) if re.match(rf"│\s+{t.number}\*?\s+│\s+(cascade|routed)", line))
             block = "\n".join(lines[row:row + 5])
             for role, n in zip(("cheap", "large"), members):
-                name = architecture(study.trials[n].user_attrs)
+                name = describe(study.trials[n].user_attrs["architecture"])
                 assert f"{role} member {name} (trial {n})" in block, (t.number, role, n, block)
     warnings = committee_warnings(study)
     for t in _committees(study):
@@ -271,8 +272,8 @@ def test_report_puts_committees_beside_members_and_warns(committee_study):
 
 def test_committee_config_round_trips_and_is_validated():
     cfg = TrialConfig(student=StudentSpec.of("cnn5", width=0.25), second=StudentSpec.of("vgg", width=0.0625),
-                      kind="cascade", selector=(("combine", "average"), ("rule", "margin"), ("target", "match"),
-                                                ("tolerance", 0.5)))
+                      kind="cascade", router=RouterKnobs(rule="margin", combine="average", target="match",
+                                                         tolerance=0.5))
     assert TrialConfig.from_params(cfg.to_params()) == cfg
     assert cfg.to_params()["router.rule"] == "margin"
     space = SearchSpace(COMMITTEE_SPACE)
@@ -280,8 +281,21 @@ def test_committee_config_round_trips_and_is_validated():
                                                      "cnn5.width": 0.2, "family2": "vgg", "router.rule": "margin",
                                                      "router.combine": "larger", "router.target": "budget",
                                                      "router.budget": 0.3, "loss": "none"}))
-    assert cascade.kind == "cascade" and dict(cascade.selector) == {"rule": "margin", "combine": "larger",
-                                                                    "target": "budget", "budget": 0.3}
+    assert cascade.kind == "cascade" and cascade.router == RouterKnobs(rule="margin", combine="larger", target="budget",
+                                                                       budget=0.3)
+    assert cascade.selector == SelectorKnobs() and cascade.reuse is None
+    stored = {"kind": "pair", "family": "cnn5", "cnn5.width": 0.25, "family2": "vgg", "second.vgg.width": 0.0625,
+              "router.budget": 0.4, "router.target": "budget", "selector.family": "separable",
+              "selector.from_trial1": 3, "selector.from_trial2": 0, "selector.from_weights1": "a.pt",
+              "selector.from_weights2": "b.pt", "selector.layers": 2}  # a reuse pair's params as a study stores them
+    pair = TrialConfig.from_params(stored)
+    assert (pair.router, pair.selector, pair.reuse) == (
+        RouterKnobs(target="budget", budget=0.4), SelectorKnobs(layers=2, family="separable"),
+        ReusedMembers(trials=(3, 0), weights=("a.pt", "b.pt")))
+    committee_params = {k: v for k, v in pair.to_params().items() if k.startswith(("router.", "selector."))}
+    assert committee_params == {k: v for k, v in stored.items() if k.startswith(("router.", "selector."))}
+    with pytest.raises(AutokdError, match="selector.bogus|'bogus'"):
+        TrialConfig.from_params({**stored, "selector.bogus": 1})
     with pytest.raises(AutokdError, match="trial kind"):
         SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": "triple"}})
     with pytest.raises(AutokdError, match="pairs.budget"):

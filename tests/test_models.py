@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from autokd.errors import AutokdError
-from autokd.models import FAMILIES, Family, build_model, family_knobs, family_names
+from autokd.checkpoint import deployable
+from autokd.config import StudentSpec
+from autokd.models import FAMILIES, Family, Registry, build_model, describe, family_knobs, family_names, last_blocks
 
 SHAPES = [(3, 32), (1, 8)]  # CIFAR and sklearn digits
 
@@ -182,3 +184,26 @@ def test_bad_knob_values_name_the_valid_range(family, knobs, hint):
 def test_bad_shapes_are_user_errors():
     with pytest.raises(AutokdError, match="in_channels"):
         build_model("cnn5", num_classes=10, in_channels=0, image_size=32)
+
+
+def test_one_description_for_a_model_a_spec_and_a_stored_text():
+    model = build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=0.27312, hidden=45)
+    assert describe(model) == describe(deployable(model, (0.5,), (0.5,))) == "cnn5(hidden=45,width=0.273)"
+    assert describe(StudentSpec.of("cnn5", width=0.27312, hidden=45)) == describe(model)
+    # stored texts (older records listed knobs in registry order): every model's knobs in name order
+    text = "cnn5(width=0.273,hidden=45) | vgg(width=0.1,variant=7) + selector"
+    assert describe(text) == "cnn5(hidden=45,width=0.273) | vgg(variant=7,width=0.1) + selector"
+    assert describe("resnet18(width=64) + vgg(width=1.0,variant=7)") == "resnet18(width=64) + vgg(variant=7,width=1.0)"
+    assert describe("mlp()") == "mlp()" and describe(None) == "None"
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_every_family_declares_its_structure_with_its_registration(family):
+    model = build_model(family, num_classes=10, in_channels=1, image_size=8)
+    assert model.hint_layer is FAMILIES.get(family).hint_layer(model)
+    assert list(model._modules)[-1] == "hint_layer"  # registered last: checkpoints keep their key order
+    assert last_blocks(model) == FAMILIES.get(family).last_blocks(model)
+    with pytest.raises(AutokdError, match="last block"):
+        last_blocks(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+    with pytest.raises(ValueError, match="hint_layer"):
+        Registry([Family("bare", lambda **_: torch.nn.Identity(), {}, "no hint layer")])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.measure import cpu_model
-from autokd.report import architecture, best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
+from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()
@@ -42,14 +42,6 @@ def test_objective_figures_read_as_people_read_them():
 def test_stored_text_is_rounded():
     assert rounded("rank 0.313031: 3/5 layers factorized, ft 1 ep") == "rank 0.313: 3/5 layers factorized, ft 1 ep"
     assert rounded("1234.56789 kept, 0.00012345 left, 1.25 B/param") == "1235 kept, 0.000123 left, 1.25 B/param"
-
-
-def test_knobs_in_name_order_in_every_model_of_a_committee():
-    text = "cnn5(width=0.273,hidden=45) | vgg(width=0.1,variant=7) + selector"
-    assert architecture({"architecture": text}) == "cnn5(hidden=45,width=0.273) | vgg(variant=7,width=0.1) + selector"
-    assert architecture({"architecture": "resnet18(width=64) + vgg(width=1.0,variant=7)"}) == \
-        "resnet18(width=64) + vgg(variant=7,width=1.0)"
-    assert architecture({"architecture": "mlp()"}) == "mlp()"
 
 
 def test_student_kinds():

@@ -33,11 +33,19 @@ class CNN5(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, num_classes),
         )
-        # FitNets hint: the output of the second conv block.
-        self.hint_layer = blocks[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (N, C, s, s) -> (N, classes)
+
+
+def hint_layer(net: CNN5) -> nn.Module:
+    """FitNets hint: the output of the second conv block."""
+    return net.features[1]
+
+
+def last_blocks(net: CNN5) -> list[nn.Module]:
+    """The last conv block and the MLP head."""
+    return [net.features[-1], net.classifier]
 
 
 def build_cnn5(*, num_classes: int, in_channels: int, image_size: int, width: float, hidden: int) -> nn.Module:

@@ -70,14 +70,22 @@ class DenseNet(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(planes, num_classes)
-        # FitNets hint: the output of the second dense block.
-        self.hint_layer = blocks[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(self.conv1(x))
         out = self.relu(self.bn(out))  # (N, C, h, w)
         out = self.pool(out).flatten(1)  # (N, C)
         return self.linear(out)
+
+
+def hint_layer(net: DenseNet) -> nn.Module:
+    """FitNets hint: the output of the second dense block."""
+    return net.features[2]
+
+
+def last_blocks(net: DenseNet) -> list[nn.Module]:
+    """The last dense layer and the final BN, then the classifier."""
+    return [net.features[-1][-1], net.bn, net.linear]
 
 
 def build_densenet(*, num_classes: int, in_channels: int, image_size: int, growth_rate: int, block_layers: int) -> nn.Module:

@@ -53,7 +53,6 @@ class GoogLeNet(nn.Module):
         stem = scaled(192, width)
         self.pre_layers = nn.Sequential(*_conv(in_channels, stem, 3))
         layers: list[nn.Module] = []
-        named: dict[str, Inception] = {}
         planes, size = stem, image_size
         for item in CONFIG:
             if item == "M":
@@ -61,21 +60,34 @@ class GoogLeNet(nn.Module):
                     layers.append(nn.MaxPool2d(3, stride=2, padding=1))
                     size = pooled(size, kernel=3, stride=2, padding=1)
                 continue
-            name, channels = item
+            _, channels = item
             block = Inception(planes, *(scaled(c, width) for c in channels))
-            named[name] = block
             layers.append(block)
             planes = block.out_planes
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(planes, num_classes)
-        # FitNets hint: inception c4, the middle of the nine modules.
-        self.hint_layer = named["c4"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(self.pre_layers(x))  # (N, C, h, w)
         out = self.pool(out).flatten(1)  # (N, C)
         return self.linear(out)
+
+
+def _inceptions(net: GoogLeNet) -> dict[str, Inception]:
+    """The inception modules by their name in ``CONFIG``."""
+    names = [item[0] for item in CONFIG if item != "M"]
+    return dict(zip(names, (m for m in net.layers if isinstance(m, Inception))))
+
+
+def hint_layer(net: GoogLeNet) -> nn.Module:
+    """FitNets hint: inception c4, the middle of the nine modules."""
+    return _inceptions(net)["c4"]
+
+
+def last_blocks(net: GoogLeNet) -> list[nn.Module]:
+    """The last inception module and the classifier."""
+    return [_inceptions(net)["b5"], net.linear]
 
 
 def build_googlenet(*, num_classes: int, in_channels: int, image_size: int, width: float) -> nn.Module:

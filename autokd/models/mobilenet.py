@@ -62,7 +62,6 @@ class MobileNetV2(nn.Module):
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU()
         blocks, in_planes, size = [], stem, image_size
-        hint = None
         for expansion, out, n, stage_stride in CONFIG:
             out_planes = make_divisible(out * width)
             for i in range(n):
@@ -70,15 +69,12 @@ class MobileNetV2(nn.Module):
                 size = pooled(size, kernel=3, stride=stride, padding=1)
                 blocks.append(Block(in_planes, out_planes, expansion, stride))
                 in_planes = out_planes
-            if out == 64:
-                hint = blocks[-1]  # FitNets hint: end of the 64-channel stage, mid-network
         self.layers = nn.Sequential(*blocks)
         last = make_divisible(1280 * max(1.0, width))
         self.conv2 = nn.Conv2d(in_planes, last, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(last)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(last, num_classes)
-        self.hint_layer = hint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -86,6 +82,21 @@ class MobileNetV2(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))  # (N, 1280, h, w)
         out = self.pool(out).flatten(1)  # (N, 1280)
         return self.linear(out)
+
+
+def hint_layer(net: MobileNetV2) -> nn.Module:
+    """FitNets hint: the end of the 64-channel stage, mid-network."""
+    end = 0
+    for _, out, n, _ in CONFIG:
+        end += n
+        if out == 64:
+            return net.layers[end - 1]
+    raise ValueError("MobileNetV2's CONFIG has no 64-channel stage")
+
+
+def last_blocks(net: MobileNetV2) -> list[nn.Module]:
+    """The final 1x1 conv + BN and the classifier."""
+    return [net.conv2, net.bn2, net.linear]
 
 
 def build_mobilenetv2(*, num_classes: int, in_channels: int, image_size: int, width: float) -> nn.Module:

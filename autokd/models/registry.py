@@ -1,15 +1,18 @@
-"""The student-family registry: a name, a builder and its knobs (with defaults).
+"""The student-family registry: a name, a builder, its knobs (with defaults) and its structure.
 
 Families are registered explicitly in ``autokd/models/__init__.py``, each with a :class:`Rule`
-per knob (what the knob may be); importing a family module registers nothing. The rules are the
-one source of truth: ``Registry.build`` checks the family name, the knob names, types and ranges,
-so builders check nothing, and ``SearchSpace`` checks every value a search space can suggest
-against the same rules before any training.
+per knob (what the knob may be) and where its FitNets hint layer and its last block are;
+importing a family module registers nothing. The rules are the one source of truth:
+``Registry.build`` checks the family name, the knob names, types and ranges, so builders check
+nothing, and ``SearchSpace`` checks every value a search space can suggest against the same
+rules before any training. :func:`describe` names a model, a spec or a stored description in one
+form.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -26,12 +29,16 @@ class Family:
     Attributes:
         name: registry key, e.g. ``"vgg"``.
         builder: ``builder(*, num_classes, in_channels, image_size, **knobs) -> nn.Module``; it
-            receives every knob (defaults filled in, types already coerced) and must set
-            ``hint_layer`` on the model it returns.
+            receives every knob (defaults filled in, types already coerced).
         knobs: knob name -> default value; the default's type (int, float, str) is the knob's type.
         description: one line for ``autokd families`` style listings.
         rules: knob name -> what the knob may be, e.g. ``Rule.number(above=0, at_most=8)``; every
             knob has one and every default satisfies it (checked at registration).
+        hint_layer: ``hint_layer(model) -> module``, a mid-network module of a built model whose
+            output is (N, C, H, W): the FitNets hint (``Registry.build`` sets ``model.hint_layer``);
+            every family declares one.
+        last_blocks: ``last_blocks(model) -> modules``, the model's last block and the classifier
+            after it: what JointNet unfreezes in a member (``None``: the family cannot be a member).
     """
 
     name: str
@@ -39,6 +46,8 @@ class Family:
     knobs: dict[str, object]
     description: str
     rules: dict[str, Rule] = field(default_factory=dict)
+    hint_layer: Callable[[nn.Module], nn.Module] | None = None
+    last_blocks: Callable[[nn.Module], list[nn.Module]] | None = None
 
 
 class Registry:
@@ -46,7 +55,7 @@ class Registry:
 
     Example:
         >>> reg = Registry([Family("tiny", build_tiny, {"width": 1.0}, "a tiny CNN",
-        ...                        {"width": Rule.number(above=0)})])
+        ...                        {"width": Rule.number(above=0)}, hint_layer=lambda net: net.features[1])])
         >>> model = reg.build("tiny", num_classes=10, in_channels=3, image_size=32, width=0.5)
     """
 
@@ -58,6 +67,8 @@ class Registry:
     def register(self, family: Family) -> None:
         if family.name in self._families:
             raise ValueError(f"family {family.name!r} is registered twice")
+        if family.hint_layer is None:
+            raise ValueError(f"family {family.name!r} declares no hint_layer")
         if set(family.rules) != set(family.knobs):
             raise ValueError(f"family {family.name!r} needs exactly one rule per knob, has {sorted(family.rules)}")
         for knob, default in family.knobs.items():
@@ -111,12 +122,36 @@ class Registry:
             if family.rules[key].problem(value):
                 raise AutokdError(f"{name} knob {key}={value!r} is invalid", f"{key} must be {family.rules[key]}")
         model = family.builder(**shape, **resolved)
-        hint = getattr(model, "hint_layer", None)
-        if not isinstance(hint, nn.Module):
-            raise TypeError(f"builder of family {name!r} did not set model.hint_layer")
+        # a submodule of its own name, after the model's others: its weights are in every checkpoint
+        model.hint_layer = family.hint_layer(model)
         model.family = name
         model.knobs = dict(resolved)
         return model
+
+    def last_blocks(self, model: nn.Module) -> list[nn.Module]:
+        """What JointNet unfreezes in a member built by this registry: its last block and the classifier."""
+        family = self._families.get(getattr(model, "family", None))
+        if family is None or family.last_blocks is None:
+            raise AutokdError(f"JointNet does not know the last block of a {type(model).__name__}",
+                              f"use members of the {', '.join(f.name for f in self if f.last_blocks)} families")
+        return family.last_blocks(model)
+
+
+def describe(arch: object) -> str:
+    """An architecture in one line, knobs in name order, e.g. ``cnn5(hidden=16,width=0.125)``.
+
+    ``arch``: a built model (bare or deployable, :func:`autokd.checkpoint.deployable`), anything
+    with ``family`` and ``knobs`` (a :class:`autokd.config.StudentSpec`), or a stored description,
+    whose every ``family(knobs)`` part is put in knob-name order (records that listed knobs in
+    registry order; ``cnn5(...) | vgg(...) + selector`` stays whole).
+    """
+    if isinstance(arch, nn.Sequential):
+        arch = arch[-1]
+    if not isinstance(arch, str) and hasattr(arch, "family") and hasattr(arch, "knobs"):
+        knobs = sorted(dict(arch.knobs).items())
+        return f"{arch.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in knobs)})"
+    return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
+                  str(arch))
 
 
 def _describe_knobs(knobs: dict[str, object]) -> str:

@@ -90,8 +90,6 @@ class ResNet(nn.Module):
         self.layers = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(in_planes, num_classes)
-        # FitNets hint: the output of the second stage, i.e. the middle of the network.
-        self.hint_layer = self.layers[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (N, w, H, W)
@@ -99,6 +97,16 @@ class ResNet(nn.Module):
             out = stage(out)
         out = self.pool(out).flatten(1)  # (N, C)
         return self.linear(out)
+
+
+def hint_layer(net: ResNet) -> nn.Module:
+    """FitNets hint: the output of the second stage, i.e. the middle of the network."""
+    return net.layers[1]
+
+
+def last_blocks(net: ResNet) -> list[nn.Module]:
+    """The last residual block and the classifier."""
+    return [net.layers[-1][-1], net.linear]
 
 
 # 6n+2 for n = 1..9, plus He et al.'s ResNet-110 (n = 18), a common teacher in published KD work.

@@ -24,7 +24,6 @@ class VGG(nn.Module):
     def __init__(self, config: list[int | str], *, width: float, num_classes: int, in_channels: int, image_size: int):
         super().__init__()
         layers: list[nn.Module] = []
-        relus: list[nn.Module] = []
         channels, size = in_channels, image_size
         for item in config:
             if item == "M":
@@ -33,20 +32,28 @@ class VGG(nn.Module):
                     size //= 2
                 continue
             out = scaled(int(item), width)
-            relu = nn.ReLU()
-            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), relu]
-            relus.append(relu)
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
             channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
-        # FitNets hint: the activation of the middle conv layer.
-        self.hint_layer = relus[len(relus) // 2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(x)  # (N, C, h, w)
         out = self.pool(out).flatten(1)  # (N, C)
         return self.classifier(out)
+
+
+def hint_layer(net: VGG) -> nn.Module:
+    """FitNets hint: the activation of the middle conv layer."""
+    relus = [m for m in net.features if isinstance(m, nn.ReLU)]
+    return relus[len(relus) // 2]
+
+
+def last_blocks(net: VGG) -> list[nn.Module]:
+    """The last conv + BN and the classifier."""
+    last = max(i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d))
+    return [net.features[last], net.features[last + 1], net.classifier]
 
 
 def build_vgg(*, num_classes: int, in_channels: int, image_size: int, variant: int, width: float) -> nn.Module:
