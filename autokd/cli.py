@@ -163,25 +163,6 @@ def _storage_from_env(cfg: StudyConfig) -> StudyConfig:
     return cfg.with_overrides(storage=env) if cfg.storage is None and env else cfg
 
 
-def write_snapshot(cfg: StudyConfig) -> Path:
-    """``OUTPUT/study.yaml``: the resolved study, written atomically and without the storage password.
-
-    Running ``autokd search OUTPUT`` again finds the password where it came from: ``AUTOKD_STORAGE``,
-    ``~/.pgpass`` or ``PGPASSWORD`` (a password typed in ``--storage`` must be given again).
-    """
-    from autokd.search.storage import strip_password
-
-    target = cfg.output_dir / "study.yaml"
-    text = cfg.model_copy(update={"storage": strip_password(cfg.storage)}).to_yaml()
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
 def resolve_study(study: Optional[str], command: str = "search") -> StudyConfig:
     """A study YAML path, a study output folder, or the name of a study under ./runs."""
     return load_study_config(study_file(study, command))
@@ -355,6 +336,8 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
                  f"[bold]dataset[/] {escape(data.name)} ({len(data.train_labels):,} train / "
                  f"{len(data.val_labels):,} validation / {len(data.test_labels):,} test, "
                  f"{data.channels}x{data.image_size}x{data.image_size})"])
+    from autokd.search.snapshot import write_snapshot
+
     write_snapshot(cfg)
     started = time.perf_counter()
     teacher_seconds: list[float] = []
@@ -372,9 +355,10 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
     told = run_search(optuna_study, cfg, space, make_executor(cfg.executor.kind), console=console, prepare=prepare)
     if teacher_seconds:  # else the study's budget was already spent: nothing ran
         console.print(wall_time_line(time.perf_counter() - started, teacher_seconds[0]), markup=False, highlight=False)
+    from autokd.record import study_teacher
     from autokd.report import failure_summary, pareto_table
 
-    console.print(pareto_table(optuna_study, optuna_study.user_attrs.get("teacher")))
+    console.print(pareto_table(optuna_study, study_teacher(optuna_study)))
     failures = failure_summary(told)
     if failures and not any(t.state.name in ("COMPLETE", "PRUNED") for t in told):
         raise SearchFailed(f"no trial finished: {failures}",
@@ -407,6 +391,7 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
     """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
     from autokd.context import build_context
     from autokd.measure import measure_model
+    from autokd.record import record_teacher, study_teacher
 
     # transient: gone when done; not drawn at all where it could not be erased (a log file, a pipe)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -419,11 +404,11 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
 
         context = build_context(cfg, on_teacher_epoch=on_teacher_epoch, data=data)
     summary = context.teacher_summary
-    stored = optuna_study.user_attrs.get("teacher")
+    stored = study_teacher(optuna_study)
     if not stored or stored.get("id") != summary["id"]:
         figures = measure_model(context.teacher, context)
-        optuna_study.set_user_attr("teacher", {**summary, **figures, "architecture": " + ".join(summary["members"])})
-        optuna_study.set_user_attr("classes", list(context.data.classes))
+        record_teacher(optuna_study, {**summary, **figures, "architecture": " + ".join(summary["members"])},
+                       list(context.data.classes))
     print_items([f"teacher {escape(' + '.join(summary['members']))}:",
                  f"validation accuracy {100 * summary['validation_accuracy']:.2f}%,",
                  f"test {100 * summary['test_accuracy']:.2f}%,", f"{summary['params']:,} params"], sep=" ")
@@ -531,6 +516,7 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
            out: Optional[Path] = typer.Option(None, help="The HTML report's file (implies --html).")) -> None:
     """Print the Pareto front and per-class accuracy; write pareto.png, per_class.png, history.png beside the study."""
     from autokd.report import html_report, print_report
+    from autokd.search.snapshot import study_settings
 
     if out is not None:
         check_output_file(out, "--out")
@@ -539,7 +525,7 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     if html or out is not None:
         target = out or cfg.output_dir / "report.html"
         check_output_file(target, "--out")
-        written = html_report(optuna_study, cfg, target)
+        written = html_report(optuna_study, cfg, target, study_settings(cfg))
         console.print(f"HTML report written to {written} ({written.stat().st_size:,} bytes; opens offline)")
 
 
@@ -554,7 +540,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     from autokd.export import (FORMATS, agreement, export_metadata, export_model, exported_outputs, load_trial_model,
                                sidecar_path)
     from autokd.context import load_study_data
-    from autokd.report import trial_figures
+    from autokd.record import study_classes, trial_figures
 
     if format not in FORMATS:
         raise AutokdError(f"--format {format} is not an export format", f"pass --format {' or '.join(FORMATS)}")
@@ -568,7 +554,7 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     out = out or cfg.output_dir / "exports" / f"trial{trial:05d}{suffix}"
     check_output_file(out, "--out")
     example = data.test_images[:1].float() / 255.0
-    metadata = export_metadata(payload, classes=optuna_study.user_attrs.get("classes") or list(data.classes),
+    metadata = export_metadata(payload, classes=study_classes(optuna_study) or list(data.classes),
                                study=cfg.name, trial=trial,
                                figures={"dataset": data.name, **trial_figures(frozen)})
     export_model(model, format, out, example, metadata=metadata)
@@ -627,11 +613,13 @@ def _trial_weights(cfg: StudyConfig, optuna_study: Any, trial: int) -> tuple[Any
     """A COMPLETE trial and its weights file (downloaded from the artifact store when not on this disk)."""
     from optuna.trial import TrialState
 
+    from autokd.record import weights_path
+
     trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if trial not in trials:
         raise AutokdError(f"study '{cfg.name}' has no COMPLETE trial {trial}",
                           f"pick one of {', '.join(map(str, sorted(trials))) or '(none)'}")
-    weights = Path(trials[trial].user_attrs["weights_path"])
+    weights = Path(weights_path(trials[trial]))
     return trials[trial], weights if weights.exists() else _download_weights(cfg, trials[trial])
 
 
@@ -639,12 +627,12 @@ def _trial_runner(study: str, trial: int, storage: Optional[str]) -> Any:
     """A COMPLETE trial's deployable model, described like its export would be."""
     from autokd.export import export_metadata, load_trial_model
     from autokd.predict import module_runner
-    from autokd.report import trial_figures
+    from autokd.record import study_classes, trial_figures
 
     cfg, optuna_study = _open_existing(study, storage, "predict")
     frozen, weights = _trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
-    metadata = export_metadata(payload, classes=optuna_study.user_attrs.get("classes"), study=cfg.name, trial=trial,
+    metadata = export_metadata(payload, classes=study_classes(optuna_study), study=cfg.name, trial=trial,
                                figures=trial_figures(frozen))
     return module_runner(model.eval(), metadata, f"study {cfg.name} trial {trial} (PyTorch)")
 
@@ -671,9 +659,10 @@ def _print_predictions(result: Any, runner: Any, format: str) -> None:
 def _download_weights(cfg: StudyConfig, trial: Any) -> Path:
     from optuna.artifacts import download_artifact
 
+    from autokd.record import weights_artifact
     from autokd.search.local import artifact_store
 
-    artifact = trial.user_attrs.get("weights_artifact")
+    artifact = weights_artifact(trial)
     if not artifact:
         raise AutokdError(f"trial {trial.number} has no stored weights", "re-run the trial")
     target = cfg.output_dir / "trials" / f"{trial.number:05d}" / "student.pt"

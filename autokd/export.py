@@ -128,7 +128,7 @@ def export_metadata(payload: dict, *, classes: list[str] | None, study: str | No
             ``num_classes``).
         classes: class names in output order (the study's ``classes`` attribute); None: indices.
         study, trial: where the model came from.
-        figures: the trial's figures (``autokd.report.trial_figures``).
+        figures: the trial's figures (``autokd.record.trial_figures``).
 
     Example:
         >>> meta = export_metadata(payload, classes=["cat", "dog"], study="pets", trial=3, figures=figures)

@@ -17,44 +17,15 @@ from rich.table import Table
 
 from autokd.config import StudyConfig
 from autokd.models import describe
-
-
-def human(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
-
-
-#: User attribute holding every figure of a trial beyond the few scalars stored on their own.
-METRICS_ATTR = "metrics"
-
-
-def trial_figures(trial: FrozenTrial) -> dict[str, Any]:
-    """Every figure of a trial: its user attributes with the ``metrics`` JSON attribute unpacked."""
-    figures = dict(trial.user_attrs)
-    figures.update(figures.pop(METRICS_ATTR, None) or {})
-    return figures
-
-
-def trial_line(trial: FrozenTrial) -> str:
-    """One line per finished trial, as a search prints it (both executors)."""
-    a = trial_figures(trial)
-    if trial.state != TrialState.COMPLETE:
-        why = a.get("failed_because") or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
-        log = f" (log: {a['log_path']})" if a.get("log_path") else ""
-        return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
-    return (f"trial {trial.number:>3} {describe(a.get('architecture', '?')):<48} val {percent(a.get('validation_accuracy'))} "
-            f"test {percent(a.get('test_accuracy'))}  params {a['params']:>9,}  {a['latency_ms']:.3f} ms  "
-            f"({a['trial_seconds']:.1f} s)")
+from autokd.readout import duration, format_objective, human, percent
+from autokd.record import (failed_because, is_duplicate, is_stopped, log_path, recorded_seconds, study_classes,
+                           study_objectives, study_teacher, trial_accuracy, trial_config, trial_driver, trial_figures,
+                           trial_kind, trial_macs)
 
 
 def failed_trials(told: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials that failed while training (not duplicates replaced before training, not interrupted ones)."""
-    return [t for t in told if t.state == TrialState.FAIL and "duplicate_of" not in t.user_attrs
-            and t.user_attrs.get("failed_because") not in ("interrupted", "driver stopped")]
+    return [t for t in told if t.state == TrialState.FAIL and not is_duplicate(t) and not is_stopped(t)]
 
 
 def failure_summary(told: list[FrozenTrial]) -> str | None:
@@ -64,9 +35,9 @@ def failure_summary(told: list[FrozenTrial]) -> str | None:
     failed = failed_trials(told)
     if not failed:
         return None
-    reasons = Counter(t.user_attrs.get("failed_because") or "unknown" for t in failed)
+    reasons = Counter(failed_because(t) or "unknown" for t in failed)
     reason, count = reasons.most_common(1)[0]
-    logs = sorted({t.user_attrs["log_path"] for t in failed if t.user_attrs.get("log_path")})
+    logs = sorted({log_path(t) for t in failed if log_path(t)})
     where = (f"; trial logs: {', '.join(logs[:3])}{' ...' if len(logs) > 3 else ''}" if logs else "")
     return (f"{len(failed)} of {len(told)} trials failed; commonest first error ({count}x): {reason}{where}")
 
@@ -74,7 +45,7 @@ def failure_summary(told: list[FrozenTrial]) -> str | None:
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto-optimal, feasible COMPLETE trials, most accurate first."""
     best = study.best_trials if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else []
-    return sorted(best, key=lambda t: -float(t.user_attrs.get("accuracy", 0.0)))
+    return sorted(best, key=lambda t: -trial_accuracy(t))
 
 
 def _kd(attrs: dict[str, Any]) -> str:
@@ -100,10 +71,6 @@ def _compression(attrs: dict[str, Any]) -> str:
     return f"{method} {setting}" + (" (skipped)" if attrs.get("compression_skipped") else "")
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def split_accuracy_cells(attrs: dict[str, Any]) -> list[str]:
     """Validation accuracy (what the front was chosen on) and test accuracy (reported only)."""
     return [percent(attrs.get("validation_accuracy", attrs.get("accuracy"))), percent(attrs.get("test_accuracy"))]
@@ -118,22 +85,12 @@ _DETAIL_COLUMNS = (("lr", "right"), ("weight decay", "right"), ("time", "right")
 
 def trial_seconds(trial: FrozenTrial) -> float | None:
     """How long a trial took: its recorded training and measuring time, else its start to finish in the database."""
-    recorded = trial.user_attrs.get("trial_seconds")
+    recorded = recorded_seconds(trial)
     if recorded is not None:
-        return float(recorded)
+        return recorded
     if trial.datetime_start is not None and trial.datetime_complete is not None:
         return (trial.datetime_complete - trial.datetime_start).total_seconds()
     return None
-
-
-def duration(seconds: float | None) -> str:
-    """``8.4 s``, ``3 min 05 s``, ``1 h 02 min``."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _trials_table(title: str, trials: list[FrozenTrial], teacher: dict[str, Any] | None, detail: bool,
@@ -182,7 +139,7 @@ def off_front_table(study: optuna.Study, detail: bool = True) -> Table:
     numbers = {t.number for t in front}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     off = sorted((t for t in complete if t.number not in numbers),
-                 key=lambda t: (-float(t.user_attrs.get("accuracy", 0.0)), t.number))
+                 key=lambda t: (-trial_accuracy(t), t.number))
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
 
     def why(trial: FrozenTrial) -> str:
@@ -211,7 +168,7 @@ def unfinished_table(study: optuna.Study) -> Table | None:
                          ("time", "right"), ("log", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for t in trials:
-        a = t.user_attrs
+        a = trial_figures(t)
         reason = a.get("failed_because") or (f"pruned at epoch {a['epoch']}" if "epoch" in a else "unknown")
         table.add_row(str(t.number), t.state.name, describe(a["architecture"]) if a.get("architecture") else "-",
                       str(reason).splitlines()[0] if str(reason).strip() else "unknown",
@@ -263,7 +220,7 @@ def committee_trials(study: optuna.Study, top: int | None = 5) -> list[FrozenTri
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     committees = [t for t in complete if trial_kind(trial_figures(t)) != "single"]
     front = {t.number for t in pareto_trials(study)}
-    ranked = sorted(committees, key=lambda t: (t.number not in front, -float(t.user_attrs.get("accuracy", 0.0))))
+    ranked = sorted(committees, key=lambda t: (t.number not in front, -trial_accuracy(t)))
     return ranked if top is None else ranked[:top]
 
 
@@ -282,8 +239,8 @@ def _members(a: dict[str, Any]) -> dict[str, list[Any]]:
 def best_single_within(study: optuna.Study, macs: float) -> FrozenTrial | None:
     """The single student with the best validation accuracy among those costing at most ``macs`` MACs."""
     singles = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if trial_kind(trial_figures(t)) == "single" and t.user_attrs.get("macs", float("inf")) <= macs]
-    return max(singles, key=lambda t: float(t.user_attrs.get("accuracy", 0.0)), default=None)
+               if trial_kind(trial_figures(t)) == "single" and trial_macs(t) <= macs]
+    return max(singles, key=trial_accuracy, default=None)
 
 
 def _routing(a: dict[str, Any]) -> str:
@@ -365,7 +322,7 @@ def compression_table(study: optuna.Study) -> Table | None:
     None when no Pareto trial asked for compression. A trial whose method could not handle its
     network shows the reason (``compression_skipped``) instead of figures.
     """
-    trials = [t for t in pareto_trials(study) if t.user_attrs.get("config", {}).get("compress.method", "none") != "none"]
+    trials = [t for t in pareto_trials(study) if trial_config(t).get("compress.method", "none") != "none"]
     if not trials:
         return None
     table = Table(title="What compression bought (Pareto trials; before -> after, both measured)")
@@ -422,17 +379,6 @@ OBJECTIVE_AXES: dict[str, tuple[str, bool]] = {
 }
 
 
-def format_objective(name: str, value: float | None) -> str:
-    """One objective's value as a person reads it: ``97.22%``, ``12.3k``, ``48.1kB``, ``0.412 ms``."""
-    if value is None:
-        return "-"
-    if name == "accuracy":
-        return percent(value)
-    if name == "latency_ms":
-        return f"{value:.3f} ms"
-    return human(value, "B" if name == "size_bytes" else "")
-
-
 def best_so_far(trials: list[FrozenTrial], objectives: list[str],
                 directions: list[optuna.study.StudyDirection]) -> str:
     """The best value on each objective over ``trials`` (COMPLETE ones with values), e.g. for a progress bar.
@@ -453,13 +399,8 @@ def best_so_far(trials: list[FrozenTrial], objectives: list[str],
 
 def cost_objectives(study: optuna.Study) -> list[str]:
     """The study's objectives other than accuracy, in its order; ``params`` when accuracy is the only one."""
-    costs = [o for o in (study.user_attrs.get("objectives") or ["accuracy", "params", "latency_ms"]) if o != "accuracy"]
+    costs = [o for o in study_objectives(study) if o != "accuracy"]
     return costs or ["params"]
-
-
-def trial_kind(figures: dict[str, Any]) -> str:
-    """The trial's ``kind`` user attribute (``single``, ``pair``, ``cascade``, ...); its config's for older trials."""
-    return str(figures.get("kind") or figures.get("config", {}).get("kind") or "single")
 
 
 def student_kind(figures: dict[str, Any]) -> str:
@@ -765,7 +706,7 @@ def per_class_plot(study: optuna.Study, path: Path, teacher: dict[str, Any] | No
     if teacher and teacher.get(key):
         rows.insert(0, ("teacher", teacher[key]))
     n = max(len(v) for _, v in rows)
-    classes = [str(c) for c in (study.user_attrs.get("classes") or [])][:n]
+    classes = [str(c) for c in (study_classes(study) or [])][:n]
     classes += [str(i) for i in range(len(classes), n)]
     import numpy as np
 
@@ -798,15 +739,13 @@ def run_starts(study: optuna.Study) -> list[tuple[int, str]]:
     """Where each search run after the first began: (its first trial's number, ``resumed`` or ``another driver``).
 
     A run is one driver process (``autokd search``), named on every trial it started (the system
-    attribute :data:`autokd.search.study.DRIVER_ATTR`). A run is ``resumed`` when it started after
+    attribute :data:`autokd.record.DRIVER_ATTR`). A run is ``resumed`` when it started after
     every trial finished by the runs before it, ``another driver`` when it ran beside them.
     Studies written before the attribute existed have no run starts.
     """
-    from autokd.search.study import DRIVER_ATTR
-
     runs: dict[str, list[FrozenTrial]] = {}
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        driver = trial.system_attrs.get(DRIVER_ATTR)
+        driver = trial_driver(trial)
         if driver and trial.datetime_start is not None:
             runs.setdefault(driver, []).append(trial)
     starts: list[tuple[int, str]] = []
@@ -835,7 +774,7 @@ def history_figure(study: optuna.Study) -> Any:
     if not complete:
         return None
     starts = run_starts(study)
-    objectives = list(study.user_attrs.get("objectives") or ["accuracy", "params", "latency_ms"])
+    objectives = study_objectives(study)
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(objectives), figsize=(4.6 * len(objectives), 3.8), squeeze=False)
     for i, (ax, name) in enumerate(zip(axes[0], objectives)):
@@ -895,13 +834,13 @@ def write_plots(study: optuna.Study, folder: Path, teacher: dict[str, Any] | Non
 
 
 def teacher_info(study: optuna.Study) -> dict[str, Any] | None:
-    return study.user_attrs.get("teacher")
+    return study_teacher(study)
 
 
 def print_report(study: optuna.Study, study_cfg: StudyConfig, console: Console) -> Path:
     teacher = teacher_info(study)
     console.print(pareto_table(study, teacher))
-    console.print(per_class_table(study, study.user_attrs.get("classes"), teacher))
+    console.print(per_class_table(study, study_classes(study), teacher))
     compressed = compression_table(study)
     if compressed is not None:
         console.print(compressed)
@@ -989,9 +928,9 @@ def _measured_on(study: optuna.Study) -> list[tuple[str, str]]:
     return [("trials measured on", f"{where} ({count} trials)") for where, count in machines.most_common()]
 
 
-def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path:
+def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path, settings: str) -> Path:
     """One self-contained HTML file: plots embedded as base64 PNG, every report table, the study's
-    settings (its ``study.yaml``, written without a password), versions and hardware. Opens offline.
+    ``settings`` (its ``study.yaml``, without a password), versions and hardware. Opens offline.
     """
     import base64
     from datetime import datetime, timezone
@@ -1014,7 +953,7 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
     if unfinished is not None:
         parts.append("<h2>Failed and pruned trials</h2>" + table_html(unfinished))
     parts.append("<h2>Per-class accuracy</h2>"
-                 + table_html(per_class_table(study, study.user_attrs.get("classes"), teacher,
+                 + table_html(per_class_table(study, study_classes(study), teacher,
                                               top=len(pareto_trials(study)))))
     compressed = compression_table(study)
     if compressed is not None:
@@ -1024,7 +963,7 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
     if committee_trials(study):
         warnings = "".join(f"<p><b>warning:</b> {escape(line)}</p>" for line in committee_warnings(study))
         parts.append("<h2>Committees (pairs, cascades)</h2>" + table_html(committee_table(study, top=None)) + warnings)
-    parts.append("<h2>Study settings</h2><pre>" + escape(_settings_yaml(study_cfg)) + "</pre>")
+    parts.append("<h2>Study settings</h2><pre>" + escape(settings) + "</pre>")
     parts.append("<h2>Versions and hardware</h2><table><tbody>"
                  + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _environment(study))
                  + "</tbody></table>")
@@ -1034,16 +973,6 @@ def html_report(study: optuna.Study, study_cfg: StudyConfig, path: Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def _settings_yaml(study_cfg: StudyConfig) -> str:
-    """The study's ``study.yaml`` as written beside it (password-free); rebuilt the same way if missing."""
-    snapshot = study_cfg.output_dir / "study.yaml"
-    if snapshot.is_file():
-        return snapshot.read_text()
-    from autokd.search.storage import strip_password
-
-    return study_cfg.model_copy(update={"storage": strip_password(study_cfg.storage)}).to_yaml()
 
 
 def trial_counts(study: optuna.Study) -> str:

@@ -20,6 +20,7 @@ from autokd.config import (COMMITTEE_KINDS, COMPRESSION_METHODS, KD_WEIGHTINGS, 
                            SELECTOR_KEYS, CompressSpec, DistillSpec, ReusedMembers, RouterKnobs, SelectorKnobs,
                            StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
 from autokd.errors import AutokdError
+from autokd.record import trial_config, weights_path
 from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
 from autokd.models import family_knobs, family_names, family_rules
 from autokd.rules import Rule
@@ -371,9 +372,9 @@ def _extremes(spec: Any) -> list[Any]:
 def reuse_config(first: Any, second: Any, router: RouterKnobs, selector: SelectorKnobs,
                  kind: str = "pair") -> TrialConfig:
     """The committee config that reuses two finished trials' students (``FrozenTrial``-like: number, user_attrs)."""
-    a = TrialConfig.from_params(first.user_attrs["config"])
-    b = TrialConfig.from_params(second.user_attrs["config"])
+    a = TrialConfig.from_params(trial_config(first))
+    b = TrialConfig.from_params(trial_config(second))
     reuse = ReusedMembers(trials=(first.number, second.number),
-                          weights=(first.user_attrs["weights_path"], second.user_attrs["weights_path"]))
+                          weights=(weights_path(first), weights_path(second)))
     return dataclasses.replace(a, kind=kind, second=StudentSpec(b.student.family, b.student.knobs), router=router,
                                selector=selector, reuse=reuse)

@@ -24,6 +24,7 @@ import optuna
 import torch
 import yaml
 
+from autokd.record import study_teacher, trial_architecture, trial_config, trial_figures
 from autokd.report import pareto_trials
 from bench.common import cifar10_folder, median, write_result
 
@@ -79,17 +80,17 @@ def run(concurrency: int, args: argparse.Namespace, folder: Path, gpu: bool) -> 
     complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     finished = [t for t in loaded.get_trials() if t.state.is_finished()]
     search_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in complete)
-    front = [{"trial": t.number, "architecture": t.user_attrs.get("architecture"), "accuracy": t.user_attrs.get("accuracy"),
-              "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency_ms"),
-              "epochs": t.user_attrs.get("config", {}).get("epochs")} for t in pareto_trials(loaded)]
-    epochs = sum(t.user_attrs.get("config", {}).get("epochs", 0) for t in complete)
+    front = [{"trial": t.number, "architecture": trial_architecture(t), "accuracy": trial_figures(t).get("accuracy"),
+              "params": trial_figures(t).get("params"), "latency_ms": trial_figures(t).get("latency_ms"),
+              "epochs": trial_config(t).get("epochs")} for t in pareto_trials(loaded)]
+    epochs = sum(trial_config(t).get("epochs", 0) for t in complete)
     return {"concurrency": concurrency, "wall_seconds": round(wall, 1), "trials_complete": len(complete),
             "trials_finished": len(finished), "trials_per_hour": round(3600 * len(complete) / wall, 1),
             "student_epochs_per_minute": round(60 * epochs / wall, 2),
             "median_trial_seconds": round(median([(t.datetime_complete - t.datetime_start).total_seconds()
                                                   for t in complete]), 2),
             "trial_seconds_total": round(search_seconds, 1),
-            "teacher": loaded.user_attrs.get("teacher", {}).get("accuracy"),
+            "teacher": (study_teacher(loaded) or {}).get("accuracy"),
             "gpu_utilisation_median": median(util) if util else None, "pareto_front": front}
 
 

@@ -29,7 +29,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from autokd.report import trial_figures, trial_kind
+from autokd.record import trial_figures, trial_kind
 from bench.common import autokd_cli, cifar10_folder, write_result
 
 REPO = Path(__file__).resolve().parents[1]

@@ -69,11 +69,13 @@ def read_trials(study: Path) -> list[dict[str, Any]]:
     """Every COMPLETE trial's latency figures and times, straight from the SQLite study."""
     import optuna
 
+    from autokd.record import trial_figures
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     loaded = optuna.load_study(study_name="latency-isolation", storage=f"sqlite:///{study.parent / 'out/study.db'}")
     rows = []
     for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        a = {**t.user_attrs, **(t.user_attrs.get("metrics") or {})}  # older checkouts: no metrics attr
+        a = trial_figures(t)  # older checkouts: no metrics attr, the same figures
         rows.append({"number": t.number, "latency_ms": a["latency_ms"],
                      "latency_spread_ms": a.get("latency_spread_ms"), "latency_wait_s": a.get("latency_wait_s"),
                      "latency_alone": a.get("latency_alone"), "params": a.get("params"),

@@ -272,23 +272,23 @@ def read_study(study_name: str, output: Path) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from autokd.report import trial_figures
+    from autokd.record import failed_because, is_duplicate, study_teacher, trial_architecture, trial_config, trial_figures
 
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{output / 'study.db'}")
-    teacher = study.user_attrs.get("teacher", {})
+    teacher = study_teacher(study) or {}
     trials = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         figures = trial_figures(t)
-        trials.append({"number": t.number, "architecture": t.user_attrs.get("architecture"),
-                       "config": t.user_attrs.get("config", {}),
+        trials.append({"number": t.number, "architecture": trial_architecture(t),
+                       "config": trial_config(t),
                        "validation_accuracy": figures.get("validation_accuracy"),
                        "test_accuracy": figures.get("test_accuracy"), "params": figures.get("params"),
                        "compression": figures.get("compression"),
                        "size_bytes": figures.get("size_bytes"), "macs": figures.get("macs"),
                        "trial_seconds": figures.get("trial_seconds"),
                        **{k: figures[k] for k in ("member_names", "member_test_accuracy") if k in figures}})
-    failed = [t.user_attrs.get("failed_because", "?") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-              if "duplicate_of" not in t.user_attrs]
+    failed = [failed_because(t) or "?" for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if not is_duplicate(t)]
     keep = ("kind", "ensemble", "members", "member_validation_accuracy", "member_test_accuracy", "weights", "params",
             "validation_accuracy", "test_accuracy", "architecture")
     return {"teacher": {k: teacher.get(k) for k in keep if k in teacher}, "trials": trials, "failed_trials": failed}

@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from autokd.config import load_study_config
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 from autokd.search.study import open_study
 from tests.tiny import TEST_SEED
 

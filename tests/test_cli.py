@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autokd.cli import app
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()

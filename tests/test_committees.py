@@ -19,7 +19,7 @@ from autokd.config import ReusedMembers, RouterKnobs, SelectorKnobs, StudentSpec
 from autokd.errors import AutokdError
 from autokd.export import exported_outputs, export_model, load_trial_model
 from autokd.models import describe
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 from autokd.routing import choose_threshold, committee_cost, defer_score, out_of_fold, selector_targets
 from autokd.space import SearchSpace
 from autokd.train import AugmentPolicy, predict

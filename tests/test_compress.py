@@ -27,7 +27,7 @@ from autokd.export import agreement, export_model
 from autokd.train import predict
 from autokd.context import build_context, build_student, distill_student
 from autokd.measure import measure_model
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 from autokd.trial import compress_stage, run_trial
 from tests.tiny import TEST_SEED
 

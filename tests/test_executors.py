@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 from ray_support import kill_tree, load, run_search, start_search, wait_for, write_study
 
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")]
 

@@ -12,7 +12,8 @@ from ray_support import write_study
 
 from autokd.config import load_study_config
 from autokd.errors import AutokdError
-from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials
+from autokd.record import DRIVER_ATTR
+from autokd.search.study import open_study, reclaim_stale_trials
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")]
 

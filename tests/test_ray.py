@@ -22,8 +22,8 @@ from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, lo
                          wait_for, write_study)
 
 from autokd.config import load_study_config
-from autokd.report import trial_figures
-from autokd.search.study import DRIVER_ATTR, open_study, reclaim_stale_trials, single_sqlite_driver
+from autokd.record import DRIVER_ATTR, trial_figures
+from autokd.search.study import open_study, reclaim_stale_trials, single_sqlite_driver
 
 # Tests that ask() outside Study.optimize on a heartbeat storage, as the Ray driver does.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
@@ -149,7 +149,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_dashboard_serves_the_study_over_http(tmp_path):
-    from autokd.search.study import record_metrics
+    from autokd.record import record_result
 
     study = write_study(tmp_path)
     cfg = load_study_config(study)
@@ -158,7 +158,7 @@ def test_dashboard_serves_the_study_over_http(tmp_path):
     for acc in (0.5, 0.7):
         trial = s.ask()
         trial.suggest_float("lr", 0.01, 0.1)
-        s.tell(trial, record_metrics(trial, {"accuracy": acc, "params": 1000.0, "latency_ms": 0.1}, cfg))
+        s.tell(trial, record_result(trial, {"accuracy": acc, "params": 1000.0, "latency_ms": 0.1}, cfg))
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "autokd", "dashboard", str(study), "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.measure import cpu_model
-from autokd.report import best_so_far, cost_objectives, format_objective, robust_limits, rounded, student_kind
+from autokd.readout import format_objective
+from autokd.report import best_so_far, cost_objectives, robust_limits, rounded, student_kind
 from tests.tiny import write_tiny_study
 
 runner = CliRunner()
@@ -174,7 +175,8 @@ def _label_boxes(fig):
 def test_every_trial_is_labelled_once_beside_its_own_dot(resumed_study):
     import numpy as np
 
-    from autokd.report import cost_objectives, pareto_figure, pareto_trials, teacher_info, trial_figures
+    from autokd.record import trial_figures
+    from autokd.report import cost_objectives, pareto_figure, pareto_trials, teacher_info
 
     _, study = resumed_study
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -211,7 +213,7 @@ def test_every_trial_is_labelled_once_beside_its_own_dot(resumed_study):
 @pytest.mark.slow
 def test_history_marks_where_the_resumed_run_began(resumed_study):
     from autokd.report import history_figure, run_starts
-    from autokd.search.study import DRIVER_ATTR
+    from autokd.record import DRIVER_ATTR
 
     _, study = resumed_study
     trials = sorted(study.trials, key=lambda t: t.number)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.config import StudyConfig, load_study_config
-from autokd.report import trial_figures
+from autokd.record import trial_figures
 from autokd.space import SearchSpace
 from autokd.search.study import SpaceExhausted, open_study, propose
 from tests.tiny import TINY_SPACE, write_tiny_study

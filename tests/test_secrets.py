@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from ray_support import cmdline, descendants, wait_for, write_study
 
-from autokd.cli import _ARGV_PASSWORD, write_snapshot
+from autokd.cli import _ARGV_PASSWORD
+from autokd.search.snapshot import write_snapshot
 from autokd.config import StudyConfig, load_study_config
 from autokd.search import ray_reaper
 from autokd.search.storage import open_storage, redact_url, stored_study_names, strip_password, with_env_password

@@ -8,10 +8,10 @@
 from autokd.search.executor import Executor, run_search
 from autokd.search.local import LocalExecutor
 from autokd.search.storage import open_storage, redact_url
-from autokd.search.study import finished_count, open_study, record_metrics
+from autokd.search.study import finished_count, open_study
 
 __all__ = ["Executor", "LocalExecutor", "finished_count", "make_executor", "open_storage", "open_study",
-           "record_metrics", "redact_url", "run_search"]
+           "redact_url", "run_search"]
 
 
 def make_executor(kind: str) -> Executor:

@@ -25,7 +25,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 from autokd.config import StudyConfig
 from autokd.space import SearchSpace
-from autokd.report import format_objective, trial_line
+from autokd.readout import format_objective, trial_line
+from autokd.record import stored_objectives
 from autokd.search.study import finished_count, reclaim_stale_trials, single_sqlite_driver
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and sweeps for dead drivers).
@@ -76,7 +77,7 @@ class SearchProgress:
         self.bar = _BarsAndBest(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                 TextColumn("{task.fields[info]}"), console=console)
-        self.objectives = list(study.user_attrs.get("objectives") or study_cfg.objectives)
+        self.objectives = list(stored_objectives(study) or study_cfg.objectives)
         self.trials = self.bar.add_task(label, total=study_cfg.n_trials, completed=finished_count(study), info="")
         self.epochs: Any = None
         self.told: list[optuna.trial.FrozenTrial] = []

@@ -19,9 +19,10 @@ from rich.console import Console
 from autokd.config import StudyConfig, TrialConfig
 from autokd.space import SearchSpace
 from autokd.checkpoint import EpochCheckpointer
+from autokd.record import record_failed, record_result, record_start, record_weights_artifact, resume_from
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
 from autokd.search.study import (Budget, SpaceExhausted, claim_trial, epoch_checkpoint, finished_count, give_back,
-                                 propose, record_metrics, requeue, trial_dir)
+                                 propose, requeue, trial_dir)
 from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
 
 #: A torch checkpoint has no registered MIME type; guessing from ``.pt`` gives ``application/vnd.snesdev-page-table``.
@@ -42,12 +43,9 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
     Ctrl-C (or any other exception) tells the trial FAIL and re-enqueues its parameters, so the
     next run resumes it from its last epoch checkpoint; then the exception goes on.
     """
-    trial.set_user_attr("config", config.to_params())
-    trial.set_user_attr("architecture", config.describe())
-    trial.set_user_attr("teacher_accuracy", context.teacher_summary.get("accuracy"))
-    trial.set_user_attr("executor", "local")
+    record_start(trial, config, context.teacher_summary.get("accuracy"), "local")
     work_dir = trial_dir(study_cfg, trial.number)
-    resume_from = trial.user_attrs.get("resume_from")
+    resumed = resume_from(trial)
 
     def epoch_hook(epoch: int, metrics: dict[str, Any]) -> None:
         if len(study_cfg.objectives) == 1 and "accuracy" in metrics:  # Optuna keeps curves of 1-objective studies only
@@ -58,20 +56,19 @@ def run_one(study: optuna.Study, trial: optuna.Trial, config: TrialConfig, study
     try:
         metrics = run_trial(config, context, work_dir=work_dir, on_epoch=epoch_hook,
                             checkpointer=EpochCheckpointer(epoch_checkpoint(study_cfg, trial.number)),
-                            resume_from=Path(resume_from) if resume_from else None)
+                            resume_from=Path(resumed) if resumed else None)
     except TRIAL_FAILURES as err:
         reason, log = record_failure(work_dir, err)
-        trial.set_user_attr("failed_because", reason)
-        trial.set_user_attr("log_path", str(log))
+        record_failed(trial, reason, str(log))
         return study.tell(trial, state=TrialState.FAIL)
     except BaseException:  # Ctrl-C or a bug: the trial must not stay RUNNING, and may resume
-        trial.set_user_attr("failed_because", "interrupted")
+        record_failed(trial, "interrupted")
         requeue(study, study.tell(trial, state=TrialState.FAIL), study_cfg)
         raise
-    values = record_metrics(trial, metrics, study_cfg)
+    values = record_result(trial, metrics, study_cfg)
     artifact_id = upload_artifact(artifact_store=artifact_store(study_cfg), file_path=metrics["weights_path"],
                                   study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)
-    trial.set_user_attr("weights_artifact", artifact_id)
+    record_weights_artifact(trial, artifact_id)
     return study.tell(trial, values)
 
 

@@ -11,7 +11,7 @@ It shares the in-process executor's protocol (:mod:`autokd.search.study`):
   configuration the study already finished or is running;
 * the budget is the *study's* total of finished trials, shared by every driver of the study;
 * the final metrics land on the Optuna trial as user attributes and constraints, with the same
-  values as the local executor (``record_metrics``), before the trial is told;
+  values as the local executor (``autokd.record.record_result``), before the trial is told;
 * a trial stopped by ASHA is told PRUNED with its last metrics; one interrupted by a driver
   shutdown is told FAIL and re-enqueued; a failing trial (diverged, bad shape) is told FAIL;
 * each RUNNING trial carries its driver's identity and a heartbeat, so a later driver can tell a
@@ -39,11 +39,13 @@ from rich.console import Console
 
 from autokd.config import StudyConfig, TrialConfig
 from autokd.space import SearchSpace
+from autokd.record import (failed_because, record_failed, record_pruned, record_result, record_start,
+                           record_weights_artifact, resume_from, study_teacher)
 from autokd.search.executor import Heartbeat, SearchProgress, run_search
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
 from autokd.search.storage import strip_password
 from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, give_back,
-                                 propose, record_metrics, requeue, trial_dir)
+                                 propose, requeue, trial_dir)
 from autokd.trial import TRIAL_LOG
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
@@ -174,14 +176,10 @@ def _make_study_search_class() -> type:
             if self.budget.surplus(ot_trial.number):
                 self._give_back(trial_id, ot_trial)
                 return None
-            ot_trial.set_user_attr("config", trial_cfg.to_params())
-            ot_trial.set_user_attr("architecture", trial_cfg.describe())
-            ot_trial.set_user_attr("teacher_accuracy", self.teacher_accuracy)
-            ot_trial.set_user_attr("executor", "ray")
-            resume_from = ot_trial.user_attrs.get("resume_from")
+            record_start(ot_trial, trial_cfg, self.teacher_accuracy, "ray")
             return {META: {"number": ot_trial.number, "config": trial_cfg.to_json(),
                            "work_dir": str(trial_dir(self.study_cfg, ot_trial.number)),
-                           "resume_from": resume_from}}
+                           "resume_from": resume_from(ot_trial)}}
 
         def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
             """Another driver took the last slot between our check and our ask: undo this trial."""
@@ -198,7 +196,7 @@ def _make_study_search_class() -> type:
             if weights_path and Path(weights_path).is_file():
                 artifact_id = upload_artifact(artifact_store=artifact_store(self.study_cfg), file_path=weights_path,
                                               study_or_trial=ot_trial, mimetype=WEIGHTS_MIMETYPE)
-                ot_trial.set_user_attr("weights_artifact", artifact_id)
+                record_weights_artifact(ot_trial, artifact_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if isinstance(self.metric, str) and not result.get("final") and result.get(self.metric) is not None:
@@ -212,25 +210,23 @@ def _make_study_search_class() -> type:
             values = None
             if result.get("final") and not result.get("failed") and not error:
                 metrics = json.loads(result["metrics_json"])
-                values, state = record_metrics(ot_trial, metrics, self.study_cfg), TrialState.COMPLETE
+                values, state = record_result(ot_trial, metrics, self.study_cfg), TrialState.COMPLETE
                 self._upload_weights(ot_trial, metrics.get("weights_path"))
             elif result.get("failed") or error:
-                ot_trial.set_user_attr("failed_because", result.get("failed") or "worker failed too often")
-                ot_trial.set_user_attr("log_path", str(trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG))
+                record_failed(ot_trial, result.get("failed") or "worker failed too often",
+                              str(trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG))
                 state = TrialState.FAIL
                 self.budget.failed += 1
             elif trial_id in self.pruned_by_scheduler:
-                for key in ("accuracy", "epoch", "loss"):
-                    if result.get(key) is not None:
-                        ot_trial.set_user_attr(key, result[key])
+                record_pruned(ot_trial, result)
                 state = TrialState.PRUNED
             else:  # stopped by a driver shutdown: give its parameters to the next run
-                ot_trial.set_user_attr("failed_because", "driver stopped")
+                record_failed(ot_trial, "driver stopped")
                 state = TrialState.FAIL
             with self.lock:
                 frozen = self._ot_study.tell(ot_trial, values, state=state)
                 self._completed_trials.add(trial_id)
-            if frozen.user_attrs.get("failed_because") == "driver stopped":
+            if failed_because(frozen) == "driver stopped":
                 requeue(self._ot_study, frozen, self.study_cfg)
             self.on_told(frozen)
 
@@ -302,7 +298,7 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(optuna_study)
     budget = Budget(optuna_study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
     pruned: set[str] = set()
-    teacher = optuna_study.user_attrs.get("teacher") or {}
+    teacher = study_teacher(optuna_study) or {}
     searcher = _make_study_search_class()(optuna_study, study_cfg, space, budget=budget,
                                           teacher_accuracy=teacher.get("accuracy"), pruned_by_scheduler=pruned,
                                           on_told=progress.told_trial)

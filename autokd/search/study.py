@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import time
 from pathlib import Path
@@ -17,10 +16,12 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
+from autokd.config import StudyConfig, TrialConfig
 from autokd.space import SearchSpace
 from autokd.errors import AutokdError
-from autokd.report import METRICS_ATTR
+from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, queued_attrs, queued_kind,
+                           record_duplicate, record_failed, record_objectives, retry_attrs, stored_objectives,
+                           trial_accuracy, trial_config, trial_driver, weights_path)
 from autokd.search.storage import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -96,8 +97,8 @@ def finished_students(study: Any, limit: int) -> list[Any]:
 
     singles = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        cfg = t.user_attrs.get("config") or {}
-        path = t.user_attrs.get("weights_path")
+        cfg = trial_config(t)
+        path = weights_path(t)
         if cfg.get("kind", "single") != "single" or cfg.get("compress.method", "none") != "none":
             continue
         if not path or not Path(path).exists() or t.values is None:
@@ -109,7 +110,7 @@ def finished_students(study: Any, limit: int) -> list[Any]:
     def dominated(a: list[float]) -> bool:
         return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
 
-    key = lambda t: (-float(t.user_attrs.get("accuracy", 0.0)), t.number)  # noqa: E731
+    key = lambda t: (-trial_accuracy(t), t.number)  # noqa: E731
     front = sorted((t for t, v in scored if not dominated(v)), key=key)
     rest = sorted((t for t, v in scored if dominated(v)), key=key)
     return (front + rest)[:limit]
@@ -125,10 +126,9 @@ def queue_single_if_needed(study: optuna.Study, finished: int) -> None:
     ``finished``: reusable singles already finished. Singles running or queued count as coming (a
     crash between queueing and asking leaves a WAITING one, which the next proposal pops).
     """
-    coming = sum(t.params.get("kind") == "single" or t.system_attrs.get("fixed_params", {}).get("kind") == "single"
-                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+    coming = sum(queued_kind(t) == "single" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
     if finished + coming < REUSE_MEMBERS:
-        study.enqueue_trial({"kind": "single"}, user_attrs={"queued_because": "singles first: committees reuse them"})
+        study.enqueue_trial({"kind": "single"}, user_attrs=queued_attrs("singles first: committees reuse them"))
 
 
 def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> tuple[optuna.Trial, TrialConfig]:
@@ -150,13 +150,12 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> 
         study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
         trial = study.ask()
         config = space.suggest(trial, students)
-        if "retry_of" in trial.user_attrs:
+        if is_retry(trial):
             return trial, config
         twin = duplicate_of(study, trial)
         if twin is None:
             return trial, config
-        trial.set_user_attr("duplicate_of", twin)
-        trial.set_user_attr("failed_because", f"duplicate of trial {twin}: replaced before training")
+        record_duplicate(trial, twin)
         study.tell(trial, state=TrialState.FAIL)
     raise SpaceExhausted(f"the last {MAX_PROPOSALS} proposals all repeated configurations study "
                          f"'{study_cfg.name}' already holds: its search space looks exhausted",
@@ -217,10 +216,10 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
     if study.name in names:
         existing = optuna.load_study(study_name=study.name, storage=storage, sampler=make_sampler(study))
         stored = [d.name.lower() for d in existing.directions]
-        stored_objectives = existing.user_attrs.get("objectives")
-        if stored != study.directions or (stored_objectives and stored_objectives != study.objectives):
+        objectives = stored_objectives(existing)
+        if stored != study.directions or (objectives and objectives != study.objectives):
             raise AutokdError(
-                f"study '{study.name}' is stored with objectives {stored_objectives or stored}, "
+                f"study '{study.name}' is stored with objectives {objectives or stored}, "
                 f"the YAML asks for {study.objectives}",
                 "restore the original objectives, or give the study a new name")
         if existing.metric_names is None and create:  # a study created before metrics were named (search only)
@@ -231,7 +230,7 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
                           f"run 'autokd search' first, or pick one of: {', '.join(names) or '(none stored)'}")
     created = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
                                   sampler=make_sampler(study), load_if_exists=True)
-    created.set_user_attr("objectives", study.objectives)
+    record_objectives(created, study.objectives)
     created.set_metric_names(study.objectives)  # optuna-dashboard and study.metric_names show them
     return created
 
@@ -247,51 +246,7 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def objective_values(metrics: dict[str, Any], study: StudyConfig) -> list[float]:
-    return [float(metrics[name]) for name in study.objectives]
-
-
-def constraint_values(metrics: dict[str, Any], study: StudyConfig) -> dict[str, float]:
-    """Optuna convention: a constraint is satisfied when its value is <= 0."""
-    values = {}
-    for key, bound in study.constraints.items():
-        metric, kind = CONSTRAINTS[key]
-        value = float(metrics[metric])
-        values[key] = value - bound if kind == "max" else bound - value
-    return values
-
-
-#: Figures stored as user attributes of their own: what optuna-dashboard lists and reports filter on.
-#: Every other figure goes into one JSON attribute (``METRICS_ATTR``; read with ``trial_figures``).
-SCALAR_ATTRS = ("accuracy", "validation_accuracy", "test_accuracy", "params", "size_bytes", "macs", "latency_ms",
-                "kind", "compression", "weights_path", "trial_seconds")
-
-
-def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics fit for a user attribute: a non-finite float becomes None."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
-
-
-def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], study: StudyConfig) -> list[float]:
-    """Store a trial's figures (a few scalar attributes, one JSON attribute, its constraints); returns its objectives.
-
-    About a dozen database writes per trial instead of one per figure.
-    """
-    safe = json_safe(metrics)
-    for key in SCALAR_ATTRS:
-        if key in safe:
-            trial.set_user_attr(key, safe[key])
-    trial.set_user_attr(METRICS_ATTR, {k: v for k, v in safe.items() if k not in SCALAR_ATTRS})
-    for key, value in constraint_values(metrics, study).items():
-        trial.set_constraint(key, value)
-    return objective_values(metrics, study)
-
-
 # --------------------------------------------------------------------------- resume
-
-#: System attribute naming the driver process that holds a RUNNING trial ("host:pid:start").
-DRIVER_ATTR = "autokd:driver"
-
 
 def driver_id() -> str:
     """This process as ``host:pid:start-ticks``; the start time guards against a reused pid."""
@@ -337,15 +292,11 @@ def claim_trial(study: optuna.Study, trial_id: int) -> None:
         storage.record_heartbeat(trial_id)
 
 
-#: ``failed_because`` of a trial its driver stopped (Ctrl-C): the local executor's, then Ray's.
-STOPPED_REASONS = ("interrupted", "driver stopped")
-
-
 def interrupted_trials(study: optuna.Study) -> list[int]:
     """Numbers of the trials this process claimed and then told FAIL because it was stopped (Ctrl-C)."""
     me = driver_id()
     return sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if t.system_attrs.get(DRIVER_ATTR) == me and t.user_attrs.get("failed_because") in STOPPED_REASONS)
+                  if trial_driver(t) == me and is_stopped(t))
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_cfg: StudyConfig) -> None:
@@ -357,12 +308,8 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_cfg: Stu
     """
     if not trial.params:
         return
-    attrs: dict[str, Any] = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
     checkpoint = epoch_checkpoint(study_cfg, trial.number)
-    if checkpoint.is_file():
-        attrs["resume_from"] = str(checkpoint)
-    elif trial.user_attrs.get("resume_from"):  # killed again before its first new epoch
-        attrs["resume_from"] = trial.user_attrs["resume_from"]
+    attrs = retry_attrs(trial, checkpoint if checkpoint.is_file() else None)
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
@@ -372,12 +319,11 @@ def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
     It is told FAIL (``surplus``, never trained); a queued trial's fixed parameters go back in
     the queue for whichever driver has room.
     """
-    trial.set_user_attr("failed_because", "surplus: the study's budget was already full")
+    record_failed(trial, "surplus: the study's budget was already full")
     fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
     frozen = study.tell(trial, state=TrialState.FAIL)
     if fixed:
-        study.enqueue_trial(fixed, user_attrs={k: v for k, v in frozen.user_attrs.items()
-                                               if k in ("retry_of", "resume_from")})
+        study.enqueue_trial(fixed, user_attrs=carried_attrs(frozen))
 
 
 class RequeueStale:
@@ -410,7 +356,7 @@ def reclaim_stale_trials(study: optuna.Study, study_cfg: StudyConfig) -> list[in
     storage = study._storage
     reclaimed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _driver_is_dead(trial.system_attrs.get(DRIVER_ATTR)):
+        if not _driver_is_dead(trial_driver(trial)):
             continue
         try:
             storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
