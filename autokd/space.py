@@ -22,7 +22,7 @@ from autokd.config import (COMMITTEE_KINDS, COMPRESSION_METHODS, KD_WEIGHTINGS, 
 from autokd.errors import AutokdError
 from autokd.record import trial_config, weights_path
 from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
-from autokd.models import family_knobs, family_names, family_rules
+from autokd.models import check_knob_names, family_rules
 from autokd.rules import Rule
 
 #: What each search-space setting may be, by ``section.key`` (docs/study-file.md lists the same).
@@ -165,14 +165,12 @@ class SearchSpace:
             raise AutokdError(f"search space {self.source} has no students",
                               "add a 'students:' section mapping family names to knobs")
         for family, knobs in self.families.items():
-            if family not in family_names():
-                raise AutokdError(f"search space {self.source}: unknown family '{family}' under students",
-                                  f"use one of {', '.join(family_names())}")
-            known, rules = family_knobs(family), family_rules(family)
+            try:
+                rules = family_rules(family)  # timm/NAME and torchvision/NAME too; closest names on a typo
+            except AutokdError as err:
+                raise AutokdError(f"search space {self.source}: {err.problem} under students", err.fix) from None
+            check_knob_names(family, knobs, where=f"search space {self.source}: ")
             for knob, spec in knobs.items():
-                if knob not in known:
-                    raise AutokdError(f"search space {self.source}: family '{family}' has no knob '{knob}'",
-                                      f"use {', '.join(known) or 'no knobs'}")
                 self._check(f"students.{family}.{knob}", spec, rules[knob])
         for section, allowed in self.KEYS.items():
             for key, spec in getattr(self, section).items():

@@ -48,7 +48,7 @@ def test_conditional_knobs_only_for_the_sampled_family_and_loss():
 
 
 @pytest.mark.parametrize("space, message", [
-    ({"students": {"resnet99": {}}}, "unknown family 'resnet99'"),
+    ({"students": {"resnet99": {}}}, r"unknown model family 'resnet99' \(closest: resnet"),
     ({"students": {"cnn5": {"depth": 3}}}, "has no knob 'depth'"),
     ({"students": {"cnn5": {"width": {"float": [1.0, 0.5]}}}}, "low must be <= high"),
     ({"students": {"cnn5": {"width": {"float": [0.1, 0.5], "choices": [1]}}}}, "exactly one of"),

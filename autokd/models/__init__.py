@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from torch import nn
 
 from autokd.rules import Rule
@@ -27,8 +29,10 @@ from autokd.models.registry import Family, Registry, describe
 from autokd.models.resnet import CIFAR_DEPTHS, build_resnet, build_resnet18, build_resnet34, build_resnet50
 from autokd.models.vgg import CONFIGS as VGG_CONFIGS
 from autokd.models.vgg import build_vgg
+from autokd.models.zoo import is_zoo_name, zoo_family
 
-__all__ = ["FAMILIES", "Family", "Registry", "Rule", "build_model", "describe", "family_knobs", "family_names",
+__all__ = ["FAMILIES", "Family", "Registry", "Rule", "build_model", "check_knob_names", "describe", "family_knobs",
+           "family_names",
            "family_rules", "last_blocks"]
 
 
@@ -81,31 +85,39 @@ FAMILIES = Registry([
            "VGG 7/11/13/16 with BatchNorm and one linear classifier, channels x width",
            {"variant": Rule.one_of(*VGG_CONFIGS, noun="variant"), "width": Rule.number(above=0, at_most=8)},
            **_structure(vgg)),
-])
+], resolve=lambda name: zoo_family(name) if is_zoo_name(name) else None)
 
 
-def build_model(family: str, *, num_classes: int, in_channels: int, image_size: int, **knobs: object) -> nn.Module:
-    """Build a student network of a registered family.
+def build_model(family: str, *, num_classes: int, in_channels: int, image_size: int, weights: str | None = None,
+                **knobs: object) -> nn.Module:
+    """Build a network: the one door every model goes through (students, teachers, members).
 
     Args:
-        family: a name from ``family_names()``.
+        family: a name from ``family_names()``, or ``timm/NAME`` or ``torchvision/NAME``.
         num_classes: size of the output logits.
         in_channels: image channels (1 or 3).
         image_size: height = width of the input images in pixels.
+        weights: a state dict file (``.pt``, ``.pth``, ``.safetensors``) to start from; a head of
+            other classes is left new (``autokd.models.weights``). Built under
+            ``torch.device("meta")``, the file is only checked.
         **knobs: the family's knobs (see ``family_knobs``); missing ones take the defaults.
 
     Returns:
-        The model, with ``hint_layer``, ``family`` and ``knobs`` attributes.
+        The model, with ``hint_layer``, ``family`` and ``knobs`` attributes (and ``weights_info``,
+        what was loaded, when ``weights`` is given).
 
     Raises:
-        AutokdError: unknown family, unknown knob, or a knob value out of range.
+        AutokdError: unknown family, unknown knob, a knob value out of range, an image size the
+            model cannot take, or a weights file that is missing, corrupt or does not fit.
 
     Example:
         >>> model = build_model("resnet", num_classes=10, in_channels=3, image_size=32, depth=32)
         >>> model.knobs
         {'depth': 32, 'width': 16}
+        >>> build_model("torchvision/mobilenet_v2", num_classes=10, in_channels=1, image_size=8, width_mult=0.5)
     """
-    return FAMILIES.build(family, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **knobs)
+    return FAMILIES.build(family, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                          weights=weights, **knobs)
 
 
 def family_names() -> list[str]:
@@ -114,8 +126,14 @@ def family_names() -> list[str]:
 
 
 def family_knobs(family: str) -> dict[str, object]:
-    """Knob name -> default value for one family (a copy; raises AutokdError if unknown)."""
+    """Knob name -> default value for one family, ``timm/NAME`` and ``torchvision/NAME`` too (a copy;
+    raises AutokdError if unknown, with the closest names)."""
     return FAMILIES.knobs(family)
+
+
+def check_knob_names(family: str, knobs: Iterable[str], where: str = "") -> None:
+    """Refuse a knob the family does not have: one line with the closest knob names, prefixed by ``where``."""
+    FAMILIES.check_knob_names(family, knobs, where)
 
 
 def family_rules(family: str) -> dict[str, Rule]:

@@ -11,6 +11,7 @@ form.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import nn
 
 from autokd.rules import Rule
 from autokd.errors import AutokdError
+from autokd.models.weights import load_weights
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Family:
     rules: dict[str, Rule] = field(default_factory=dict)
     hint_layer: Callable[[nn.Module], nn.Module] | None = None
     last_blocks: Callable[[nn.Module], list[nn.Module]] | None = None
+    zoo: bool = False  # resolved by name from a model library: a model records only the knobs set
+
+
 
 
 class Registry:
@@ -59,8 +64,9 @@ class Registry:
         >>> model = reg.build("tiny", num_classes=10, in_channels=3, image_size=32, width=0.5)
     """
 
-    def __init__(self, families: Iterable[Family] = ()):
+    def __init__(self, families: Iterable[Family] = (), resolve: Callable[[str], Family | None] | None = None):
         self._families: dict[str, Family] = {}
+        self._resolve = resolve  # a family by a name not registered (``timm/NAME``), or None
         for family in families:
             self.register(family)
 
@@ -89,13 +95,13 @@ class Registry:
         return len(self._families)
 
     def get(self, name: str) -> Family:
-        try:
-            return self._families[name]
-        except (KeyError, TypeError):
-            raise AutokdError(
-                f"unknown model family {name!r}",
-                f"use one of: {', '.join(self.names())}",
-            ) from None
+        family = self._families.get(name) if isinstance(name, str) else None
+        family = family or (self._resolve(name) if self._resolve and isinstance(name, str) else None)
+        if family is None:
+            near = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
+            raise AutokdError(f"unknown model family {name!r}" + (f" (closest: {', '.join(near)})" if near else ""),
+                              f"use one of: {', '.join(self.names())}, or timm/NAME, torchvision/NAME")
+        return family
 
     def knobs(self, name: str) -> dict[str, object]:
         return dict(self.get(name).knobs)
@@ -103,14 +109,10 @@ class Registry:
     def rules(self, name: str) -> dict[str, Rule]:
         return dict(self.get(name).rules)
 
-    def build(self, name: str, *, num_classes: int, in_channels: int, image_size: int, **knobs: object) -> nn.Module:
+    def build(self, name: str, *, num_classes: int, in_channels: int, image_size: int, weights: str | None = None,
+              **knobs: object) -> nn.Module:
         family = self.get(name)
-        unknown = sorted(set(knobs) - set(family.knobs))
-        if unknown:
-            raise AutokdError(
-                f"model family {name!r} has no knob {', '.join(map(repr, unknown))}",
-                f"use only: {_describe_knobs(family.knobs)}",
-            )
+        self.check_knob_names(name, knobs)
         shape = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
         for key, value in shape.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -125,12 +127,25 @@ class Registry:
         # a submodule of its own name, after the model's others: its weights are in every checkpoint
         model.hint_layer = family.hint_layer(model)
         model.family = name
-        model.knobs = dict(resolved)
+        model.knobs = {k: v for k, v in resolved.items() if not family.zoo or k in knobs}
+        if weights is not None:  # on the meta device only checked: the file fits, nothing is copied
+            model.weights_info = load_weights(model, weights, num_classes=num_classes, family=name)
         return model
+
+    def check_knob_names(self, name: str, knobs: Iterable[str], where: str = "") -> None:
+        """Refuse a knob ``name`` does not have, with the closest knob names."""
+        known = self.get(name).knobs
+        unknown = [k for k in knobs if k not in known]
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], list(known), n=3, cutoff=0.5)
+            raise AutokdError(f"{where}model family {name!r} has no knob {unknown[0]!r}"
+                              + (f" (closest: {', '.join(near)})" if near else ""),
+                              f"use only: {_describe_knobs(known)}")
 
     def last_blocks(self, model: nn.Module) -> list[nn.Module]:
         """What JointNet unfreezes in a member built by this registry: its last block and the classifier."""
-        family = self._families.get(getattr(model, "family", None))
+        name = getattr(model, "family", None)
+        family = self._families.get(name) or (self._resolve(name) if self._resolve and isinstance(name, str) else None)
         if family is None or family.last_blocks is None:
             raise AutokdError(f"JointNet does not know the last block of a {type(model).__name__}",
                               f"use members of the {', '.join(f.name for f in self if f.last_blocks)} families")
@@ -161,8 +176,8 @@ def _describe_knobs(knobs: dict[str, object]) -> str:
 def _coerce(family: str, knob: str, value: object, default: object) -> object:
     """Coerce a knob to its default's type; Optuna hands back plain ints, floats and strings."""
     kind = type(default)
-    if isinstance(value, bool):
-        ok = False
+    if isinstance(value, bool) or kind is bool:
+        ok = isinstance(value, bool) and kind is bool
     elif kind is int:
         ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     elif kind is float:
