@@ -17,7 +17,7 @@ from torch import nn
 
 from autokd.errors import AutokdError
 from autokd.models import build_model
-from autokd.train import Normalize
+from autokd.models.normalize import Normalize
 
 FORMAT = "autokd-model/1"
 REQUIRED = ("family", "knobs", "num_classes", "in_channels", "image_size", "mean", "std", "state_dict")

@@ -51,8 +51,10 @@ import torch_pruning as tp
 from torch import nn
 
 from autokd.checkpoint import deployable
-from autokd.config import COMPRESSION_METHODS, CompressSpec, DistillSpec, TrialConfig
+from autokd.compress_rules import CHANNEL_METHODS, check_spec, quant_engine
+from autokd.config import CompressSpec, DistillSpec, TrialConfig
 from autokd.errors import AutokdError
+from autokd.hostlock import paced
 from autokd.measure import compact_state_dict, count_params, dense_state_dict, measure_model, serialized_size_bytes
 from autokd.models import build_model
 from autokd.train import train_model
@@ -61,18 +63,7 @@ if TYPE_CHECKING:
     from autokd.context import TrialContext
 
 FORMAT = "autokd-compressed/1"
-QUANT_MODES = ("static", "dynamic", "qat")
-IMPORTANCES = ("l1", "group_norm")
-#: ratio bounds per method (inclusive low, inclusive high); 0 would claim compression and do nothing.
-RATIO_BOUNDS: dict[str, tuple[float, float]] = {
-    "structured": (0.05, 0.95),
-    "fisher": (0.05, 0.95),
-    "unstructured": (0.05, 0.99),
-    "lowrank": (0.05, 0.95),
-}
 CALIBRATION_IMAGES = 1024
-#: channel-pruning methods: torch-pruning removes channels, the checkpoint stores their counts.
-CHANNEL_METHODS = ("structured", "fisher")
 #: fisher: training images (seeded sample, all classes) whose activations and gradients rank channels.
 FISHER_IMAGES = 512
 FISHER_BATCH = 128
@@ -91,47 +82,6 @@ LOWRANK_MAX_COST = 0.8
 FINETUNE_LR_SCALE = 0.2  # fine-tuning starts from a trained model: a fifth of the trial's peak lr
 
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def quant_engine() -> str | None:
-    """The CPU int8 engine of this machine (x86 / fbgemm on Intel-AMD, qnnpack on ARM), or None."""
-    engines = torch.backends.quantized.supported_engines
-    return next((e for e in ("x86", "fbgemm", "qnnpack") if e in engines), None)
-
-
-def check_spec(spec: CompressSpec, where: str = "compress") -> None:
-    """Raise AutokdError for a setting that cannot compress; called before any training."""
-    if spec.method not in COMPRESSION_METHODS:
-        raise AutokdError(f"{where}: unknown compression method '{spec.method}'",
-                          f"use {', '.join(COMPRESSION_METHODS)}")
-    if spec.method == "none":
-        return
-    if spec.method in RATIO_BOUNDS:
-        check_ratio(spec.method, spec.ratio, where)
-    if not isinstance(spec.finetune_epochs, int) or spec.finetune_epochs < 0:
-        raise AutokdError(f"{where}: finetune_epochs={spec.finetune_epochs!r} is invalid",
-                          "give an integer >= 0")
-    if spec.method == "structured" and spec.importance not in IMPORTANCES:
-        raise AutokdError(f"{where}: unknown importance '{spec.importance}'", f"use {', '.join(IMPORTANCES)}")
-    if spec.method == "int8":
-        if spec.quant_mode not in QUANT_MODES:
-            raise AutokdError(f"{where}: unknown quant_mode '{spec.quant_mode}'", f"use {', '.join(QUANT_MODES)}")
-        if quant_engine() is None:
-            raise AutokdError(f"{where}: int8 needs a quantized CPU engine and this torch build has none "
-                              f"(supported: {torch.backends.quantized.supported_engines})",
-                              "install a torch build with fbgemm/x86 or qnnpack, or drop int8 from compress.method")
-
-
-def check_ratio(method: str, ratio: Any, where: str = "compress") -> None:
-    low, high = RATIO_BOUNDS[method]
-    meaning = "share of channels removed" if method in CHANNEL_METHODS else (
-        "sparsity" if method == "unstructured" else "share of each layer's rank kept")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not low <= ratio <= high:
-        raise AutokdError(f"{where}: {method} ratio={ratio!r} is out of range ({meaning})",
-                          f"give compress.ratio in [{low}, {high}]")
 
 
 # --------------------------------------------------------------------------- the stage
@@ -195,8 +145,9 @@ def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "Tria
         distill = DistillSpec(loss="none")
     train = dataclasses.replace(config.train, epochs=epochs, lr=config.train.lr * FINETUNE_LR_SCALE)
     policy = context.policy_for(mixup=False)
-    result = train_model(model, context.train_images, context.train_labels, train=train, distill=distill,
-                         policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(False))
+    with paced() as pace:
+        result = train_model(model, context.train_images, context.train_labels, train=train, distill=distill,
+                             policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(False), pace=pace)
     model.eval()
     return result.seconds
 

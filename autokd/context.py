@@ -21,6 +21,7 @@ from autokd.checkpoint import EpochCheckpointer, deployable
 from autokd.config import LatencySettings, StudyConfig, TrialConfig
 from autokd.data import ImageData, load_dataset
 from autokd.distill import Teacher
+from autokd.hostlock import idle_during, paced
 from autokd.measure import accuracy
 from autokd.models import build_model
 from autokd.teacher import build_teacher
@@ -138,10 +139,12 @@ def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext
     """
     mixup = config.distill.loss == "fm"
     policy = context.policy_for(mixup)
-    result = train_model(
-        model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
-        policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
-        evaluate=lambda m: accuracy(predict(m, context.val_images), context.val_labels),
-        on_epoch=on_epoch, checkpointer=checkpointer, resume=resume, compile_model=context.compile)
+    with paced() as pace:  # gives way to a measurement elsewhere at every step; idle while reporting an epoch
+        result = train_model(
+            model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
+            policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
+            evaluate=lambda m: accuracy(predict(m, context.val_images, pace=pace), context.val_labels),
+            on_epoch=idle_during(on_epoch), checkpointer=checkpointer, resume=resume, compile_model=context.compile,
+            pace=pace)
     return {"train_seconds": result.seconds, "compile_seconds": result.compile_seconds,
             "teacher_path": result.teacher_path, "history": result.history}

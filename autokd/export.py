@@ -26,6 +26,7 @@ from torch import nn
 from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, write_atomically
 from autokd.compress import load_compressed
 from autokd.errors import AutokdError
+from autokd.hostlock import paced
 from autokd.committee import WithRoute, load_committee
 from autokd.train import predict
 
@@ -275,5 +276,6 @@ def exported_predictions(path: Path, fmt: str, images_u8: torch.Tensor, batch_si
 
 def agreement(model: nn.Module, path: Path, fmt: str, images_u8: torch.Tensor) -> float:
     """Share of images on which the exported file and the PyTorch model predict the same class."""
-    reference = predict(model, images_u8).argmax(1)
+    with paced() as pace:
+        reference = predict(model, images_u8, pace=pace).argmax(1)
     return float((exported_predictions(path, fmt, images_u8) == reference).float().mean())

@@ -31,6 +31,12 @@ opens its own (spawned processes, Ray workers included, start fresh anyway). ``f
 are released by the kernel when a process dies. With no other process around every call is a
 few uncontended syscalls. No device synchronisation is added: on CUDA a paused trainer's
 already-queued kernels may still finish during a measurement's warm-up. This module imports nothing from autokd, so any module may use it.
+
+The compute functions (:mod:`autokd.train`, :func:`autokd.teacher.train_jointnet`) know nothing of
+this lock: they take a ``pace`` step hook (default: no-op). Their callers at the edge of a trial,
+a teacher build, a committee or a measurement compute inside :func:`paced`, which is the one
+place that binds the two (a :func:`host_busy` scope yielding :func:`safe_point` as the hook), and
+hand epoch callbacks that wait on other processes through :func:`idle_during`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 try:
     import fcntl
@@ -51,6 +57,7 @@ except ImportError:  # no flock (Windows): every scope is a no-op and nothing is
     fcntl = None
 
 DEFAULT_TIMEOUT_S = 600.0
+F = TypeVar("F", bound=Callable)
 
 
 def lock_dir() -> Path | None:
@@ -224,6 +231,33 @@ def host_idle() -> Iterator[None]:
         with st.mutex:
             st.depth += saved
             _sync(st)
+
+
+@contextmanager
+def paced() -> Iterator[Callable[[], None]]:
+    """Compute in this scope: ``with paced() as pace: train_model(..., pace=pace)``.
+
+    A :func:`host_busy` scope that yields :func:`safe_point` as the step hook the compute
+    functions call between steps, so they give way to a measurement without knowing of the lock.
+    """
+    with host_busy():
+        yield safe_point
+
+
+def idle_during(callback: F | None) -> F | None:
+    """``callback`` run with this process not computing (:func:`host_idle`); ``None`` stays ``None``.
+
+    For epoch callbacks called inside :func:`paced`: reporting an epoch may wait on a driver, and a
+    measurement elsewhere need not wait for it.
+    """
+    if callback is None:
+        return None
+
+    def idle(*args, **kwargs):
+        with host_idle():
+            return callback(*args, **kwargs)
+
+    return idle  # type: ignore[return-value]
 
 
 def _acquire_alone(st: _State, deadline: float) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autokd.config import LatencySettings
-from autokd.hostlock import timed_alone
+from autokd.hostlock import paced, timed_alone
 from autokd.train import predict
 
 
@@ -260,7 +260,8 @@ def measure_model(model: nn.Module, context: Any) -> dict[str, Any]:
     ``accuracy`` is validation accuracy (what the search optimises); ``test_accuracy`` is for
     the report only.
     """
-    metrics = split_accuracies(lambda images: predict(model, images), context)
+    with paced() as pace:
+        metrics = split_accuracies(lambda images: predict(model, images, pace=pace), context)
     example = context.data.test_images[:1].float() / 255.0
     if context.device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
         gpu = latency_stats(model, example.to(context.device), context.latency)

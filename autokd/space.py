@@ -15,7 +15,7 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
 
-from autokd.compress import RATIO_BOUNDS, check_ratio, check_spec
+from autokd.compress_rules import RATIO_BOUNDS, check_ratio, check_spec
 from autokd.config import (COMMITTEE_KINDS, COMPRESSION_METHODS, KD_WEIGHTINGS, LOSSES, PAIR_KEYS, ROUTER_KEYS,
                            SELECTOR_KEYS, CompressSpec, DistillSpec, ReusedMembers, RouterKnobs, SelectorKnobs,
                            StudentSpec, TrainSpec, TrialConfig, _Strict, _validation_error, read_yaml)
@@ -28,7 +28,7 @@ from autokd.rules import Rule
 #: What each search-space setting may be, by ``section.key`` (docs/study-file.md lists the same).
 #: A student knob's rule is declared with its family (``autokd/models/__init__.py``); the
 #: method-specific ratio bounds, ``quant_mode`` and ``importance`` are checked by
-#: ``autokd.compress.check_spec``.
+#: ``autokd.compress_rules.check_spec``.
 VALUE_RULES: dict[str, Rule] = {
     "distill.loss": Rule.one_of(*LOSSES, noun="loss"),
     "distill.alpha": Rule.number(at_least=0, at_most=1),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +23,11 @@ from autokd.config import DistillSpec, StudyConfig, TeacherConfig, TeacherRecipe
 from autokd.data import ImageData
 from autokd.distill import Teacher, TeacherMember, final_linear, fit_ensemble_weights, fit_joint_head, jointnet_loss
 from autokd.errors import AutokdError
-from autokd.hostlock import host_busy, host_idle, safe_point
+from autokd.hostlock import idle_during, paced
 from autokd.measure import accuracy
 from autokd.models import build_model, family_knobs, family_rules, last_blocks
-from autokd.train import (AugmentPolicy, _autocast, _optimizer, _scheduler, augmented_batch, epoch_views, predict,
-                          train_model)
+from autokd.train import (AugmentPolicy, BatchLoss, EpochViews, Pace, augmented_batch, autocast, no_pace,
+                          optimization, predict, run_epochs, train_model)
 
 EpochCallback = Callable[[int, dict], None]
 
@@ -63,10 +62,12 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, policy: AugmentP
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
     watch = (data.val_images, data.val_labels) if data.has_validation else (data.test_images, data.test_labels)
     watch_images, watch_labels = watch[0].to(device), watch[1].to(device)
-    train_model(model, train_images, train_labels, train=recipe.train_spec(seed), distill=DistillSpec(loss="none"),
-                policy=recipe_policy(recipe, policy, data.image_size),
-                evaluate=lambda m: accuracy(predict(m, watch_images), watch_labels), on_epoch=on_epoch)
-    acc = accuracy(predict(model, test_images), test_labels)
+    with paced() as pace:
+        train_model(model, train_images, train_labels, train=recipe.train_spec(seed), distill=DistillSpec(loss="none"),
+                    policy=recipe_policy(recipe, policy, data.image_size),
+                    evaluate=lambda m: accuracy(predict(m, watch_images, pace=pace), watch_labels),
+                    on_epoch=idle_during(on_epoch), pace=pace)
+        acc = accuracy(predict(model, test_images, pace=pace), test_labels)
     return net.cpu(), acc
 
 
@@ -188,16 +189,21 @@ def _summary(teacher: Teacher, members: list[TeacherMember], paths: list[Path], 
               "test": (data.test_images.to(device), data.test_labels.to(device))}
     member_models = [_member_model(m).to(device) for m in members]
     combined = "jointnet" if teacher.joint is not None else "head" if teacher.head is not None else "average"
+    with paced() as pace:
+        member_accuracies = {f"member_{split}_accuracy": [accuracy(predict(model, images, pace=pace), labels)
+                                                          for model in member_models]
+                             for split, (images, labels) in splits.items()}
+        teacher_accuracies = {f"{split}_accuracy": accuracy(predict(teacher, images, pace=pace), labels)
+                              for split, (images, labels) in splits.items()}
     summary = {
         "kind": "ensemble" if len(members) > 1 else "single",
         "ensemble": {"average": "avnet", "head": "joint_head", "jointnet": "jointnet"}[combined]
                     if len(members) > 1 else None,
         "members": [m.description for m in members],
-        **{f"member_{split}_accuracy": [accuracy(predict(model, images), labels) for model in member_models]
-           for split, (images, labels) in splits.items()},
+        **member_accuracies,
         "weights": teacher.weights if combined == "average" else None,
         "params": sum(p.numel() for p in teacher.parameters()),
-        **{f"{split}_accuracy": accuracy(predict(teacher, images), labels) for split, (images, labels) in splits.items()},
+        **teacher_accuracies,
         "joint_head": combined != "average",
         "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}" for p in paths)
                             + f"{teacher.weights}+{combined}").encode()).hexdigest()[:12],
@@ -216,7 +222,8 @@ def _validation_logits(members: list[TeacherMember], data: ImageData,
     if not data.has_validation:
         raise ValueError("fitting ensemble weights needs data with a validation split")
     images = data.val_images.to(device)
-    return [predict(_member_model(m).to(device), images).cpu() for m in members], data.val_labels
+    with paced() as pace:
+        return [predict(_member_model(m).to(device), images, pace=pace).cpu() for m in members], data.val_labels
 
 
 def fit_weights_on_validation(members: list[TeacherMember], data: ImageData, device: torch.device,
@@ -252,52 +259,46 @@ def new_jointnet(members: list[TeacherMember], num_classes: int, seed: int = 0) 
     return Teacher(members, joint=joint)
 
 
-@host_busy()
 def train_jointnet(teacher: Teacher, data: ImageData, *, recipe: TeacherRecipe, policy: AugmentPolicy,
-                   device: torch.device, seed: int = 0, on_epoch: EpochCallback | None = None) -> list[dict]:
+                   device: torch.device, seed: int = 0, on_epoch: EpochCallback | None = None,
+                   pace: Pace = no_pace) -> list[dict]:
     """Train JointNet on the training split: members' last blocks and the joint head, on
     ``jointnet_loss`` (``CE(member 1) + CE(member 2) + ... + CE(joint)``). The epoch curve is the
     joint output's validation accuracy (when ``data`` has a validation split); the test split is
-    never read. Returns the per-epoch history."""
+    never read. ``pace()`` runs before every step. Returns the per-epoch history."""
     teacher.to(device)
     params = jointnet_parameters(teacher)
     spec = recipe.train_spec(seed)
     policy = recipe_policy(recipe, policy, data.image_size)
     images, labels = data.train_images.to(device), data.train_labels.to(device)
-    steps_per_epoch = max(1, len(images) // spec.batch_size)
-    optimizer = _optimizer(params, spec)
-    scheduler = _scheduler(optimizer, spec, steps_per_epoch)
-    order_gen = torch.Generator().manual_seed(seed)
+    optimizer, scheduler = optimization(params, spec, len(images))
     history = []
-    for epoch in range(spec.epochs):
+
+    def epoch_loss(epoch: int, views: EpochViews) -> BatchLoss:
         for net in teacher.members:  # the frozen trunk keeps its batch-norm statistics
             for block in last_blocks(net):
                 block.train()
-        views = epoch_views(policy, len(images), epoch).to(device)
-        order = torch.randperm(len(images), generator=order_gen).to(device)
-        total = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            safe_point()
-            index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
-            with _autocast(device):
+
+        def batch_loss(index: torch.Tensor) -> torch.Tensor:
+            with autocast(device):
                 logits, features = teacher.member_outputs(augmented_batch(images, index, views, policy))
-                loss = jointnet_loss(logits, teacher.combine(logits, features), labels[index],
+                return jointnet_loss(logits, teacher.combine(logits, features), labels[index],
                                      label_smoothing=spec.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach()
+        return batch_loss
+
+    def end_epoch(epoch: int, loss: float) -> None:
         teacher.eval()
-        metrics = {"epoch": epoch + 1, "loss": float(total) / steps_per_epoch}
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"JointNet training diverged at epoch {epoch + 1} (loss {metrics['loss']})")
+        metrics = {"epoch": epoch + 1, "loss": loss}
         if data.has_validation:
-            metrics["accuracy"] = accuracy(predict(teacher, data.val_images.to(device)), data.val_labels.to(device))
+            metrics["accuracy"] = accuracy(predict(teacher, data.val_images.to(device), pace=pace),
+                                           data.val_labels.to(device))
         history.append(metrics)
         if on_epoch is not None:
-            with host_idle():
-                on_epoch(epoch, metrics)
+            on_epoch(epoch, metrics)
+
+    run_epochs(images, epoch_loss, optimizer=optimizer, scheduler=scheduler, batch_size=spec.batch_size,
+               policy=policy, order_gen=torch.Generator().manual_seed(seed), epochs=range(spec.epochs),
+               end_epoch=end_epoch, pace=pace, diverged="JointNet training diverged at epoch {epoch} (loss {loss})")
     teacher.requires_grad_(False)
     return history
 
@@ -319,7 +320,9 @@ def _jointnet(path: Path, study: StudyConfig, data: ImageData, policy: AugmentPo
             net.load_state_dict(state)
         teacher.joint.load_state_dict(stored["joint"])
         return teacher.to(device).requires_grad_(False)
-    train_jointnet(teacher, data, recipe=recipe, policy=policy, device=device, seed=study.seed, on_epoch=on_epoch)
+    with paced() as pace:
+        train_jointnet(teacher, data, recipe=recipe, policy=policy, device=device, seed=study.seed,
+                       on_epoch=idle_during(on_epoch), pace=pace)
     save_state(path, {"recipe": key, "joint": {k: v.cpu() for k, v in teacher.joint.state_dict().items()},
                       "members": [{k: v.cpu() for k, v in net.state_dict().items()} for net in teacher.members]})
     return teacher

@@ -4,8 +4,12 @@ Augmentation follows a schedule that depends only on (policy seed, epoch, image 
 the trial, so the teacher's outputs for an epoch are the same for every trial of a study and can
 be computed once (:class:`TeacherLogitCache`). The order in which a trial visits images is its
 own (``TrainSpec.seed``). Everything runs on whatever device the tensors live on: CUDA when
-present, else CPU. Training and prediction mark the host busy and stop at a safe point each step
-or batch while another process times a model (:mod:`autokd.hostlock`).
+present, else CPU.
+
+One loop trains everything (:func:`run_epochs`): students (:func:`train_model`), FitNets' hint
+stage (:func:`fit_hint_stage`) and JointNet (:func:`autokd.teacher.train_jointnet`). Training and
+prediction call a ``pace`` hook before each step or batch (default: nothing); callers that must
+give way to a timed measurement pass one (:func:`autokd.hostlock.paced`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from torch import nn
 
 from autokd.config import DistillSpec, TrainSpec
 from autokd.distill import Teacher, ce_loss, distiller_kd_loss, fm_loss, hint_loss, kd_loss, make_hint_adapter
-from autokd.hostlock import host_busy, host_idle, safe_point
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -33,6 +36,15 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if prefer == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+#: A step hook: training and prediction call it before every step or batch (to give way to a
+#: measurement elsewhere on the host, :func:`autokd.hostlock.paced`).
+Pace = Callable[[], None]
+
+
+def no_pace() -> None:
+    """The default :data:`Pace`: nothing to give way to."""
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -140,18 +152,6 @@ def augmented_batch(images: torch.Tensor, index: torch.Tensor, views: EpochViews
     return x
 
 
-class Normalize(nn.Module):
-    """``(x01 - mean) / std`` as a module, so exported models take [0, 1] floats."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return (x01 - self.mean) / self.std
-
-
 # --------------------------------------------------------------------------- teacher cache
 
 
@@ -178,7 +178,7 @@ class TeacherLogitCache:
             return None
         return self.directory / f"{self.teacher_id}-{self.policy.key()}-n{len(self.images)}-e{epoch}.pt"
 
-    def epoch_logits(self, epoch: int, views: EpochViews) -> torch.Tensor:
+    def epoch_logits(self, epoch: int, views: EpochViews, pace: Pace = no_pace) -> torch.Tensor:
         if epoch in self._memory:
             self.hits += 1
             return self._memory[epoch]
@@ -192,7 +192,7 @@ class TeacherLogitCache:
                 logits = None
         if logits is None or logits.shape[0] != len(self.images):
             self.misses += 1
-            logits = predict_views(self.teacher, self.images, views, self.policy).half()
+            logits = predict_views(self.teacher, self.images, views, self.policy, pace=pace).half()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -202,39 +202,123 @@ class TeacherLogitCache:
         return logits
 
 
-@host_busy()
 @torch.inference_mode()
 def predict_views(model: nn.Module, images: torch.Tensor, views: EpochViews, policy: AugmentPolicy,
-                  batch_size: int = 512) -> torch.Tensor:
+                  batch_size: int = 512, pace: Pace = no_pace) -> torch.Tensor:
     """Outputs of ``model`` (taking [0, 1] input) on every image as the schedule views it. (N, K)"""
     outs = []
     for start in range(0, len(images), batch_size):
-        safe_point()
+        pace()
         index = torch.arange(start, min(start + batch_size, len(images)), device=images.device)
-        with _autocast(images.device):
+        with autocast(images.device):
             outs.append(model(augmented_batch(images, index, views, policy)).float())
     return torch.cat(outs)
 
 
-@host_busy()
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, pace: Pace = no_pace) -> torch.Tensor:
     """Logits of ``model`` (taking [0, 1] input) on un-augmented uint8 images. (N, K)"""
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
-        safe_point()
+        pace()
         x = images[start:start + batch_size].float() / 255.0
-        with _autocast(images.device):
+        with autocast(images.device):
             outs.append(model(x).float())
     return torch.cat(outs)
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; on CPU a disabled autocast (fp32)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
-# --------------------------------------------------------------------------- training loop
+# --------------------------------------------------------------------------- the training loop
+
+
+#: The loss of one batch, given the indices of its images in the training set.
+BatchLoss = Callable[[torch.Tensor], torch.Tensor]
+#: An epoch's setup: ``(epoch, views) -> BatchLoss`` (train modes, teacher logits of the epoch).
+EpochLoss = Callable[[int, EpochViews], BatchLoss]
+
+
+def _optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
+    """``train.optimizer`` over ``params``: AdamW, or SGD with Nesterov momentum; fused on CUDA."""
+    fused = {"fused": True} if params and params[0].is_cuda else {}
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, **fused)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, nesterov=True, weight_decay=train.weight_decay,
+                               **fused)
+    raise ValueError(f"unknown optimizer {train.optimizer!r}; use sgd or adamw")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, train: TrainSpec, epoch_steps: int):
+    """``train.schedule`` over ``train.epochs`` epochs of ``epoch_steps`` steps, stepped every step."""
+    total = max(1, train.epochs * epoch_steps)
+    if train.schedule == "onecycle" and total < 5:  # OneCycleLR divides by zero when its warm-up is < 2 steps
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=0.25)
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if train.schedule == "step":  # the classic CIFAR schedule: lr / 10 at 50% and again at 75% of training
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[total // 2, 3 * total // 4], gamma=0.1)
+    raise ValueError(f"unknown schedule {train.schedule!r}; use onecycle, cosine or step")
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Full batches per epoch (at least one); the last partial batch is dropped."""
+    return max(1, n_images // batch_size)
+
+
+def optimization(params: list[nn.Parameter], train: TrainSpec, n_images: int):
+    """``(optimizer, scheduler)`` from ``train`` for a run over ``n_images`` training images."""
+    optimizer = _optimizer(params, train)
+    return optimizer, _scheduler(optimizer, train, steps_per_epoch(n_images, train.batch_size))
+
+
+def run_epochs(images: torch.Tensor, epoch_loss: EpochLoss, *, optimizer: torch.optim.Optimizer, scheduler: Any,
+               batch_size: int, policy: AugmentPolicy, order_gen: torch.Generator, epochs: range,
+               end_epoch: Callable[[int, float], None] | None = None, pace: Pace = no_pace,
+               diverged: str = "training diverged at epoch {epoch} (loss {loss})") -> list[float]:
+    """The training loop: ``epochs`` of steps over ``images`` in the order ``order_gen`` draws.
+
+    Each epoch draws the policy's augmentation views, asks ``epoch_loss(epoch, views)`` for the
+    epoch's batch loss, visits the images in a fresh permutation and steps ``optimizer`` and
+    ``scheduler`` once per full batch, calling ``pace()`` before each step. Then
+    ``end_epoch(epoch, mean loss)``; a mean loss that is not finite raises ``FloatingPointError``
+    (``diverged`` formatted with the 1-based epoch and the loss). An ``epochs`` range starting
+    later (a resumed run) draws the permutations of the skipped epochs first, so the visiting
+    order is the same. Returns each epoch's mean loss.
+    """
+    device, n = images.device, len(images)
+    steps = steps_per_epoch(n, batch_size)
+    for _ in range(epochs.start):  # keep the visiting order identical on resume
+        torch.randperm(n, generator=order_gen)
+    means = []
+    for epoch in epochs:
+        views = epoch_views(policy, n, epoch).to(device)
+        batch_loss = epoch_loss(epoch, views)
+        order = torch.randperm(n, generator=order_gen).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            pace()
+            loss = batch_loss(order[step * batch_size:(step + 1) * batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+        means.append(float(total) / steps)
+        if not math.isfinite(means[-1]):
+            raise FloatingPointError(diverged.format(epoch=epoch + 1, loss=means[-1]))
+        if end_epoch is not None:
+            end_epoch(epoch, means[-1])
+    return means
+
+
+# --------------------------------------------------------------------------- students
 
 
 @dataclass
@@ -255,13 +339,12 @@ class Checkpointer(Protocol):
     def save(self, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> Any: ...
 
 
-@host_busy()
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
                 distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
                 logit_cache: TeacherLogitCache | None = None,
                 evaluate: Callable[[nn.Module], float] | None = None,
                 on_epoch: EpochCallback | None = None, checkpointer: Checkpointer | None = None,
-                resume: dict | None = None, compile_model: bool = False) -> TrainResult:
+                resume: dict | None = None, compile_model: bool = False, pace: Pace = no_pace) -> TrainResult:
     """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
 
     With ``distill.loss`` in kd/fm/hint/fitnets a ``teacher`` is required. Teacher outputs come from
@@ -271,88 +354,81 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
     it may raise to stop the trial (pruning, Ctrl-C). ``checkpointer.save`` runs after each epoch,
     before ``on_epoch``; ``resume`` (what it saved) continues a run at its next epoch with the
-    same optimizer, schedule and visiting order. Training holds the host busy
-    (:func:`autokd.hostlock.host_busy`) and gives way to a measurement at every step. On CUDA the
-    model runs channels_last with bf16 autocast and a fused optimizer; ``compile_model`` wraps it in
-    ``torch.compile`` and reports the first (compiling) step separately as ``compile_seconds``.
+    same optimizer, schedule and visiting order. ``pace()`` runs before every step (and every
+    batch of teacher logits). On CUDA the model runs channels_last with bf16 autocast and a fused
+    optimizer; ``compile_model`` wraps it in ``torch.compile`` and reports the first (compiling)
+    step separately as ``compile_seconds``.
     """
-    device = images.device
-    if device.type == "cuda":
+    if images.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    needs_teacher = distill.loss != "none"
-    if needs_teacher and teacher is None:
-        raise ValueError(f"loss {distill.loss!r} needs a teacher")
-    use_cache = needs_teacher and logit_cache is not None and distill.loss in ("kd", "fm", "fitnets")
-    result = TrainResult(teacher_path="cache" if use_cache else ("live" if needs_teacher else "none"))
-
+    use_cache = _teacher_source(distill, teacher, logit_cache)
+    result = TrainResult(teacher_path="cache" if use_cache else ("live" if distill.loss != "none" else "none"))
     if distill.loss == "fitnets" and distill.hint_epochs > 0 and not resume:
         result.hint_history = fit_hint_stage(model, images, teacher, train=train, policy=policy,
-                                             epochs=distill.hint_epochs)
+                                             epochs=distill.hint_epochs, pace=pace)
     params = list(model.parameters())
-    adapter, features = None, {}
+    adapter, features, hooks = None, {}, []
     if distill.loss == "hint":
         adapter, hooks = _attach_hint(model, teacher, images[:2].float() / 255.0, features)
         params += list(adapter.parameters())
-    steps_per_epoch = max(1, len(images) // train.batch_size)
-    optimizer = _optimizer(params, train)
-    scheduler = _scheduler(optimizer, train, steps_per_epoch)
-    start_epoch = int(resume["epoch"]) if resume else 0
+    optimizer, scheduler = optimization(params, train, len(images))
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-    order_gen = torch.Generator().manual_seed(train.seed)
-    for _ in range(start_epoch):  # keep the visiting order identical on resume
-        torch.randperm(len(images), generator=order_gen)
-
     forward = model
     if compile_model:
-        forward = torch.compile(model)
-        compile_started = time.perf_counter()
-        with _autocast(device):
-            forward(images[:train.batch_size].float() / 255.0).float().sum().backward()
-        optimizer.zero_grad(set_to_none=True)
-        result.compile_seconds = time.perf_counter() - compile_started
+        forward, result.compile_seconds = _compiled(model, images[:train.batch_size], optimizer)
 
-    started = time.perf_counter()
-    for epoch in range(start_epoch, train.epochs):
+    def epoch_loss(epoch: int, views: EpochViews) -> BatchLoss:
         model.train()
-        views = epoch_views(policy, len(images), epoch).to(device)
-        teacher_epoch = logit_cache.epoch_logits(epoch, views) if use_cache else None
-        order = torch.randperm(len(images), generator=order_gen).to(device)
-        total, count = torch.zeros((), device=device), 0
-        for step in range(steps_per_epoch):
-            safe_point()
-            index = order[step * train.batch_size:(step + 1) * train.batch_size]
+        teacher_epoch = logit_cache.epoch_logits(epoch, views, pace) if use_cache else None
+
+        def batch_loss(index: torch.Tensor) -> torch.Tensor:
             x = augmented_batch(images, index, views, policy)
-            with _autocast(device):
+            with autocast(images.device):
                 logits = forward(x)
-                if needs_teacher:
+                t_logits = None
+                if distill.loss != "none":
                     t_logits = teacher_epoch[index].float() if use_cache else teacher(x)
-                loss = _loss(distill, train, logits, t_logits if needs_teacher else None, labels[index],
-                             adapter, features)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach()
-            count += 1
-        metrics = {"epoch": epoch + 1, "loss": float(total) / max(count, 1)}
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {metrics['loss']})")
+                return _loss(distill, train, logits, t_logits, labels[index], adapter, features)
+        return batch_loss
+
+    def end_epoch(epoch: int, loss: float) -> None:
+        metrics = {"epoch": epoch + 1, "loss": loss}
         if evaluate is not None:
             metrics["accuracy"] = evaluate(model)
         result.history.append(metrics)
         if checkpointer is not None:
             checkpointer.save(epoch, model, optimizer, scheduler)
         if on_epoch is not None:
-            # Reporting may wait on the driver: not computing, so a measurement elsewhere need not wait.
-            with host_idle():
-                on_epoch(epoch, metrics)
+            on_epoch(epoch, metrics)
+
+    started = time.perf_counter()
+    run_epochs(images, epoch_loss, optimizer=optimizer, scheduler=scheduler, batch_size=train.batch_size,
+               policy=policy, order_gen=torch.Generator().manual_seed(train.seed),
+               epochs=range(int(resume["epoch"]) if resume else 0, train.epochs), end_epoch=end_epoch, pace=pace)
     result.seconds = time.perf_counter() - started
-    if adapter is not None:
-        for h in hooks:
-            h.remove()
+    for h in hooks:
+        h.remove()
     return result
+
+
+def _teacher_source(distill: DistillSpec, teacher: Teacher | None, logit_cache: TeacherLogitCache | None) -> bool:
+    """Whether the teacher's outputs come from ``logit_cache`` (the loss needs logits only); checks a teacher is given."""
+    needs_teacher = distill.loss != "none"
+    if needs_teacher and teacher is None:
+        raise ValueError(f"loss {distill.loss!r} needs a teacher")
+    return needs_teacher and logit_cache is not None and distill.loss in ("kd", "fm", "fitnets")
+
+
+def _compiled(model: nn.Module, first_batch: torch.Tensor, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, float]:
+    """``torch.compile(model)`` after one compiling forward/backward step; returns it and that step's seconds."""
+    forward = torch.compile(model)
+    started = time.perf_counter()
+    with autocast(first_batch.device):
+        forward(first_batch.float() / 255.0).float().sum().backward()
+    optimizer.zero_grad(set_to_none=True)
+    return forward, time.perf_counter() - started
 
 
 def _loss(distill: DistillSpec, train: TrainSpec, logits: torch.Tensor, t_logits: torch.Tensor | None,
@@ -392,9 +468,8 @@ class _HintReached(Exception):
     """Raised by a forward hook at the hint layer: stage 1 never runs the layers after it."""
 
 
-@host_busy()
 def fit_hint_stage(model: nn.Module, images: torch.Tensor, teacher: Teacher, *, train: TrainSpec,
-                   policy: AugmentPolicy, epochs: int) -> list[float]:
+                   policy: AugmentPolicy, epochs: int, pace: Pace = no_pace) -> list[float]:
     """FitNets stage 1 (Romero et al. 2015): regress the teacher's hint layer from the student's.
 
     Trains the student's layers up to and including its ``hint_layer`` (the "guided" layers)
@@ -404,7 +479,6 @@ def fit_hint_stage(model: nn.Module, images: torch.Tensor, teacher: Teacher, *, 
     augmentation schedule is the policy's for epochs ``0..epochs-1``. Returns the mean hint
     MSE of each epoch.
     """
-    device = images.device
     features: dict[str, torch.Tensor] = {}
 
     def stop(key: str):
@@ -429,63 +503,28 @@ def fit_hint_stage(model: nn.Module, images: torch.Tensor, teacher: Teacher, *, 
         with torch.no_grad():
             s_channels = run_to_hint(model, probe, "student").shape[1]
             t_channels = run_to_hint(teacher, probe, "teacher").shape[1]
-        regressor = make_hint_adapter(s_channels, t_channels).to(device)
+        regressor = make_hint_adapter(s_channels, t_channels).to(images.device)
         # Parameters after the hint layer get no gradient, and SGD/AdamW leave grad-less ones alone.
         params = list(model.parameters()) + list(regressor.parameters())
-        steps_per_epoch = max(1, len(images) // train.batch_size)
-        stage = dataclasses.replace(train, epochs=epochs)
-        optimizer = _optimizer(params, stage)
-        scheduler = _scheduler(optimizer, stage, steps_per_epoch)
-        order_gen = torch.Generator().manual_seed(train.seed + 1)  # not the stage-2 order
-        history = []
-        model.train()
-        for epoch in range(epochs):
-            views = epoch_views(policy, len(images), epoch).to(device)
-            order = torch.randperm(len(images), generator=order_gen).to(device)
-            total = torch.zeros((), device=device)
-            for step in range(steps_per_epoch):
-                safe_point()
-                index = order[step * train.batch_size:(step + 1) * train.batch_size]
+        optimizer, scheduler = optimization(params, dataclasses.replace(train, epochs=epochs), len(images))
+
+        def epoch_loss(epoch: int, views: EpochViews) -> BatchLoss:
+            model.train()
+
+            def batch_loss(index: torch.Tensor) -> torch.Tensor:
                 x = augmented_batch(images, index, views, policy)
-                with _autocast(device):
+                with autocast(images.device):
                     with torch.no_grad():
                         t_features = run_to_hint(teacher, x, "teacher")
-                    loss = hint_loss(run_to_hint(model, x, "student"), t_features, regressor)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += loss.detach()
-            history.append(float(total) / steps_per_epoch)
-            if not math.isfinite(history[-1]):
-                raise FloatingPointError(f"hint regression diverged at epoch {epoch + 1} (MSE {history[-1]})")
+                    return hint_loss(run_to_hint(model, x, "student"), t_features, regressor)
+            return batch_loss
+
+        return run_epochs(images, epoch_loss, optimizer=optimizer, scheduler=scheduler, batch_size=train.batch_size,
+                          policy=policy, order_gen=torch.Generator().manual_seed(train.seed + 1),  # not stage 2's order
+                          epochs=range(epochs), pace=pace, diverged="hint regression diverged at epoch {epoch} (MSE {loss})")
     finally:
         for h in hooks:
             h.remove()
-    return history
-
-
-def _optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
-    fused = {"fused": True} if params and params[0].is_cuda else {}
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, **fused)
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, nesterov=True, weight_decay=train.weight_decay,
-                               **fused)
-    raise ValueError(f"unknown optimizer {train.optimizer!r}; use sgd or adamw")
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, train: TrainSpec, steps_per_epoch: int):
-    total = max(1, train.epochs * steps_per_epoch)
-    if train.schedule == "onecycle" and total < 5:  # OneCycleLR divides by zero when its warm-up is < 2 steps
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if train.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=0.25)
-    if train.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if train.schedule == "step":  # the classic CIFAR schedule: lr / 10 at 50% and again at 75% of training
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[total // 2, 3 * total // 4], gamma=0.1)
-    raise ValueError(f"unknown schedule {train.schedule!r}; use onecycle, cosine or step")
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 from torch import nn
 
 from autokd.checkpoint import EpochCheckpointer, save_checkpoint
-from autokd.compress import check_spec, checkpoint_entry, compress_model
+from autokd.compress import checkpoint_entry, compress_model
+from autokd.compress_rules import check_spec
 from autokd.config import TrialConfig
 from autokd.context import TrialContext, build_student, distill_student
 from autokd.measure import environment, measure_model

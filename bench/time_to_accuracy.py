@@ -24,6 +24,7 @@ from autokd.measure import accuracy
 from autokd.models import build_model
 from autokd.teacher import load_member, train_teacher
 from autokd.distill import Teacher
+from autokd.hostlock import paced
 from autokd.train import AugmentPolicy, TeacherLogitCache, epoch_views, pick_device, predict, train_model
 from bench.common import cifar10_folder, write_result
 
@@ -56,14 +57,16 @@ def main() -> None:
     teacher = Teacher([member]).to(device)
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
     test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
-    teacher_acc = accuracy(predict(teacher, test_x), test_y)
+    with paced() as pace:
+        teacher_acc = accuracy(predict(teacher, test_x, pace=pace), test_y)
     epochs = args.epochs or (4 if cpu else 30)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = TeacherLogitCache(teacher, train_x, policy, "tta", Path(tmp))
         fill_started = time.perf_counter()
         for epoch in range(epochs):  # paid once per study, shared by every trial: timed apart
-            cache.epoch_logits(epoch, epoch_views(policy, len(train_x), epoch).to(device))
+            with paced() as pace:
+                cache.epoch_logits(epoch, epoch_views(policy, len(train_x), epoch).to(device), pace)
         fill_seconds = time.perf_counter() - fill_started
         for name, (family, knobs, target) in STUDENTS.items():
             torch.manual_seed(0)
@@ -75,15 +78,17 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 clock["train"] += time.perf_counter() - clock["mark"]
-                acc = accuracy(predict(m, test_x), test_y)
+                acc = accuracy(predict(m, test_x, pace=pace), test_y)
                 curve.append({"seconds": round(clock["train"], 3), "accuracy": round(acc, 4)})
                 clock["mark"] = time.perf_counter()
                 return acc
 
-            train_model(model, train_x, train_y, train=TrainSpec(epochs=epochs, batch_size=batch, lr=0.2 if not cpu else 0.05,
-                                                                  label_smoothing=0.1),
-                        distill=DistillSpec(loss="kd", alpha=0.9, temperature=4.0), policy=policy, teacher=teacher,
-                        logit_cache=cache, evaluate=evaluate)
+            with paced() as pace:
+                train_model(model, train_x, train_y,
+                            train=TrainSpec(epochs=epochs, batch_size=batch, lr=0.2 if not cpu else 0.05,
+                                            label_smoothing=0.1),
+                            distill=DistillSpec(loss="kd", alpha=0.9, temperature=4.0), policy=policy, teacher=teacher,
+                            logit_cache=cache, evaluate=evaluate, pace=pace)
             reached = next((p["seconds"] for p in curve if p["accuracy"] >= target), None)
             rows[name] = {"params": sum(p.numel() for p in net.parameters()), "target": target,
                           "seconds_to_target": reached, "final_accuracy": curve[-1]["accuracy"],

@@ -22,6 +22,7 @@ from autokd.checkpoint import deployable
 from autokd.config import DistillSpec, TrainSpec
 from autokd.data import load_dataset
 from autokd.distill import Teacher, TeacherMember
+from autokd.hostlock import idle_during, paced
 from autokd.models import build_model
 from autokd.train import AugmentPolicy, TeacherLogitCache, epoch_views, pick_device, train_model
 from bench.common import cifar10_folder, median, write_result
@@ -46,11 +47,12 @@ def epoch_times(student_name: str, data, teacher, cache, path: str, args, device
         last[0] = now
 
     loss = "none" if path == "none" else "kd"
-    train_model(model, data.train_images.to(device), data.train_labels.to(device),
-                train=TrainSpec(epochs=args.epochs, batch_size=args.batch_size, lr=0.05),
-                distill=DistillSpec(loss=loss, alpha=0.9, temperature=4.0), policy=args.policy,
-                teacher=teacher if loss != "none" else None, logit_cache=cache if path == "cache" else None,
-                on_epoch=on_epoch)
+    with paced() as pace:
+        train_model(model, data.train_images.to(device), data.train_labels.to(device),
+                    train=TrainSpec(epochs=args.epochs, batch_size=args.batch_size, lr=0.05),
+                    distill=DistillSpec(loss=loss, alpha=0.9, temperature=4.0), policy=args.policy,
+                    teacher=teacher if loss != "none" else None, logit_cache=cache if path == "cache" else None,
+                    on_epoch=idle_during(on_epoch), pace=pace)
     return times[1:] or times
 
 
@@ -76,7 +78,8 @@ def main() -> None:
         fill = []
         for epoch in range(args.epochs):
             start = time.perf_counter()
-            cache.epoch_logits(epoch, epoch_views(args.policy, len(images), epoch).to(device))
+            with paced() as pace:
+                cache.epoch_logits(epoch, epoch_views(args.policy, len(images), epoch).to(device), pace)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             fill.append(time.perf_counter() - start)

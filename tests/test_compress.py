@@ -314,9 +314,9 @@ def test_search_space_rejects_settings_that_cannot_compress(compress, match):
 
 
 def test_missing_quantized_engine_is_an_error(monkeypatch):
-    import autokd.compress
+    import autokd.compress_rules
 
-    monkeypatch.setattr(autokd.compress, "quant_engine", lambda: None)
+    monkeypatch.setattr(autokd.compress_rules, "quant_engine", lambda: None)
     with pytest.raises(AutokdError, match="quantized CPU engine"):
         SearchSpace(_space(method="int8"), source="space.yaml")
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from autokd.committee.modules import Cascade, RoutedPair, build_selector
 from autokd.committee.spec import RouterSpec, SelectorSpec
+from autokd.hostlock import paced
 from autokd.measure import count_macs
 from autokd.routing import choose_threshold, combined_log_probs, defer_score, out_of_fold, selector_targets
 from autokd.train import AugmentPolicy, augmented_batch, epoch_views, predict, predict_views
@@ -50,9 +51,9 @@ def train_selector(selector: nn.Module, cheap: nn.Module, large: nn.Module, imag
     history = []
     for epoch in range(epochs):
         views = epoch_views(policy, len(images), epoch).to(device)
-        with torch.no_grad():
-            target, weight = selector_targets(predict_views(cheap, images, views, policy),
-                                              predict_views(large, images, views, policy), labels)
+        with paced() as pace, torch.no_grad():
+            target, weight = selector_targets(predict_views(cheap, images, views, policy, pace=pace),
+                                              predict_views(large, images, views, policy, pace=pace), labels)
         positives = float((weight * target).sum())
         positive_weight = min(10.0, max(1.0, float((weight * (1 - target)).sum()) / max(positives, 1.0)))
         selector.train()
@@ -76,7 +77,8 @@ def train_selector(selector: nn.Module, cheap: nn.Module, large: nn.Module, imag
 
 def selector_scores(selector: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``P(large member needed)`` per uint8 image. (N,)"""
-    return F.softmax(predict(selector, images), 1)[:, 1]
+    with paced() as pace:
+        return F.softmax(predict(selector, images, pace=pace), 1)[:, 1]
 
 
 # --------------------------------------------------------------------------- fitting the routing

@@ -23,6 +23,7 @@ from autokd.committee.modules import committee_outputs
 from autokd.committee.spec import RouterSpec, SelectorSpec
 from autokd.config import COMMITTEE_KINDS, SelectorKnobs, RouterKnobs, TrialConfig
 from autokd.context import build_student, distill_student
+from autokd.hostlock import paced
 from autokd.measure import count_macs, count_params, environment, latency_stats, serialized_size_bytes
 from autokd.models import describe
 from autokd.routing import cheap_first, committee_cost, committee_figures
@@ -74,8 +75,9 @@ def run_committee_trial(config: TrialConfig, context: Any, *, work_dir: Path,
     order = cheap_first(macs)
     cheap, large = (members[i] for i in order)
     member_macs = (macs[order[0]], macs[order[1]])
-    val_logits = (predict(cheap, context.val_images), predict(large, context.val_images))
-    test_logits = (predict(cheap, context.test_images), predict(large, context.test_images))
+    with paced() as pace:
+        val_logits = (predict(cheap, context.val_images, pace=pace), predict(large, context.val_images, pace=pace))
+        test_logits = (predict(cheap, context.test_images, pace=pace), predict(large, context.test_images, pace=pace))
     routing_started = time.perf_counter()
     router = RouterSpec.from_config(config)
     if config.kind == "cascade":
