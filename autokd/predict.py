@@ -2,7 +2,7 @@
 
 The export says how to feed it (:func:`autokd.export.read_metadata`): image size, colour mode,
 class names. Images are decoded exactly as an image-folder study decodes them
-(``autokd.data._decode_all``: PIL, bilinear resize to the model's size), so an export run on its
+(``autokd.data.decode._decode_all``: PIL, bilinear resize to the model's size), so an export run on its
 study's own test files reproduces the trial's test accuracy.
 
 Pure pieces: :func:`collect_samples` (paths -> files and labels), :func:`score` (logits -> rows and
@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from autokd.data import (IMAGE_EXTENSIONS, _decode_all, _find_images, _list_classes, _not_images_warning,
-                         _scan_classes, _skip_warnings)
+from autokd.data.decode import IMAGE_EXTENSIONS, _decode_all
+from autokd.data.folder import _find_images, _list_classes, _not_images_warning, _scan_classes, _skip_warnings
 from autokd.errors import AutokdError
 from autokd.export import is_onnx, read_metadata
 

@@ -120,7 +120,7 @@ def test_cache_hit_skips_decoding(cifar_subset_dir, tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(data_mod, "_decode_image", no_decoding)
+    monkeypatch.setattr(data_mod.decode, "_decode_image", no_decoding)
     _assert_same(first, load_dataset(spec, cache_dir=tmp_path, show_progress=True))
 
 
