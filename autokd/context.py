@@ -19,7 +19,7 @@ from torch import nn
 
 from autokd.checkpoint import EpochCheckpointer, deployable
 from autokd.config import LatencySettings, StudyConfig, TrialConfig
-from autokd.data import ImageData, load_dataset
+from autokd.data import PATH_SOURCES, ImageData, load_dataset
 from autokd.distill import Teacher
 from autokd.hostlock import idle_during, paced
 from autokd.measure import accuracy
@@ -83,8 +83,9 @@ def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
 def study_data_source(study: StudyConfig) -> dict[str, Any]:
     """The study's data spec as ``load_dataset`` and ``inspect_dataset`` take it, paths resolved from the study file."""
     spec = study.dataset
-    if spec.startswith("imagefolder:"):
-        spec = "imagefolder:" + str(study.resolve(spec.split(":", 1)[1]))
+    kind, colon, path = spec.partition(":")
+    if colon and kind in PATH_SOURCES:
+        spec = f"{kind}:{study.resolve(path)}"
     return {"spec": spec, "root": study.resolve(study.data_root) if study.data_root else None,
             "cache_dir": Path.cwd() / ".cache" / "autokd", "download": study.download, "image_size": study.image_size}
 

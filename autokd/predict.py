@@ -30,6 +30,7 @@ import torch
 
 from autokd.data.decode import IMAGE_EXTENSIONS, _decode_all
 from autokd.data.folder import _find_images, _list_classes, _not_images_warning, _scan_classes, _skip_warnings
+from autokd.data.table import TABLE_SUFFIXES, read_table
 from autokd.errors import AutokdError
 from autokd.export import is_onnx, read_metadata
 
@@ -71,7 +72,8 @@ class Result:
 
 
 def collect_samples(paths: list[Path], classes: list[str], warnings: list[str] | None = None) -> list[Sample]:
-    """The image files named by ``paths``, in order, with labels where a folder is laid out ``class/image``.
+    """The image files named by ``paths``, in order, with labels where a folder is laid out ``class/image``
+    and for every row of a ``.csv`` / ``.jsonl`` table (``path`` and ``label`` columns, as ``csv:PATH``).
 
     A folder whose image-holding subfolders are all class names of the model is labelled; a folder
     with none is searched for images; a folder mixing class and other subfolders is refused.
@@ -84,6 +86,9 @@ def collect_samples(paths: list[Path], classes: list[str], warnings: list[str] |
     for path in map(Path, paths):
         if not path.exists():
             raise AutokdError(f"image path {path} does not exist", "pass image files or folders that exist")
+        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+            samples += _table_samples(path, classes)
+            continue
         if path.is_file():
             samples.append(Sample(path))
             continue
@@ -108,6 +113,17 @@ def collect_samples(paths: list[Path], classes: list[str], warnings: list[str] |
     if not samples:
         raise AutokdError("no images given", "pass image files or folders after the model")
     return samples
+
+
+def _table_samples(path: Path, classes: list[str]) -> list[Sample]:
+    """Every row of a ``.csv``/``.jsonl`` table (as ``csv:PATH`` data sets read it), labelled by its ``label``."""
+    rows = read_table(path)
+    unknown = next((row for row in rows if row.label not in classes), None)
+    if unknown is not None:
+        raise AutokdError(f"{unknown.where}: label {unknown.label!r} is no class of the model",
+                          f"label rows with the model's classes ({', '.join(classes[:10])}"
+                          f"{' ...' if len(classes) > 10 else ''}), or remove the row")
+    return [Sample(row.path, row.label) for row in rows]
 
 
 def load_images(samples: list[Sample], metadata: dict[str, Any]) -> torch.Tensor:

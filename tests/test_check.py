@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from autokd.cli import app
-from tests.tiny import TINY_SPACE, write_tiny_study
+from tests.tiny import TINY_SPACE, write_one_trial_study, write_tiny_study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
@@ -155,9 +155,7 @@ def test_search_prints_the_same_warning_before_it_starts(tmp_path, monkeypatch):
                 Image.fromarray(pixels.numpy()).save(root / split / label / f"{i}.png")
     (root / "test" / "cat" / "notes.txt").write_text("x")
     monkeypatch.chdir(tmp_path)
-    study = write_tiny_study(tmp_path, dataset=f"imagefolder:{root}", n_trials=1, validation_fraction=0.34,
-                             teacher={"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 1},
-                             space={**TINY_SPACE, "train": {**TINY_SPACE["train"], "epochs": 1}})
+    study = write_one_trial_study(tmp_path, f"imagefolder:{root}", validation_fraction=0.34)
     result = CliRunner().invoke(app, ["search", str(study)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]

@@ -44,3 +44,10 @@ def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
+
+
+def write_one_trial_study(folder: Path, dataset: str, **overrides: Any) -> Path:
+    """The quickest real search on ``dataset``: one trial, a one-epoch teacher and students."""
+    return write_tiny_study(folder, dataset=dataset, n_trials=1,
+                            teacher={"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 1},
+                            space={**TINY_SPACE, "train": {**TINY_SPACE["train"], "epochs": 1}}, **overrides)

@@ -16,22 +16,27 @@ Sources:
   Every non-hidden subfolder is a class: one without images is an error (as torchvision's
   ``ImageFolder``), files that are not :data:`IMAGE_EXTENSIONS` images are skipped with one
   warning per folder (``ImageData.warnings``), hidden files and folders silently.
+* ``csv:PATH`` (a ``.csv`` or ``.jsonl`` file; also ``jsonl:PATH``): one row per image with
+  ``path`` (relative to the file) and ``label`` columns and an optional ``split``; the same
+  files as an image folder give the same splits and arrays (:mod:`~autokd.data.table`).
 
-Decoded torchvision and image-folder data sets are cached in ``cache_dir`` as one
+Decoded torchvision, image-folder and table data sets are cached in ``cache_dir`` as one
 ``torch.save``'d file whose name carries a hash of every source file's path, size and mtime,
 so a changed, added or removed file means a rebuild, and a corrupt cache file is rebuilt.
 
 The modules, read top down: :mod:`~autokd.data.load` (the one door: a spec to a source),
-:mod:`~autokd.data.builtin` (digits, torchvision), :mod:`~autokd.data.folder` (image folders),
-:mod:`~autokd.data.decode` (image files to arrays), :mod:`~autokd.data.cache` (decoded arrays on
-disk), :mod:`~autokd.data.images` (the in-memory :class:`ImageData`, its splits and size checks).
+:mod:`~autokd.data.builtin` (digits, torchvision); :mod:`~autokd.data.folder` (image folders) and
+:mod:`~autokd.data.table` (CSV / JSON lines), which list files for :mod:`~autokd.data.listing` to
+decode, split and cache; :mod:`~autokd.data.decode` (image files to arrays);
+:mod:`~autokd.data.cache` (decoded arrays on disk); :mod:`~autokd.data.images` (the in-memory
+:class:`ImageData`, its splits and size checks).
 """
 
 from autokd.data.builtin import DATASET_NAMES
 from autokd.data.decode import IMAGE_EXTENSIONS
 from autokd.data.images import (BYTES_PER_VALUE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TEST_FRACTION, DatasetInfo, ImageData,
                                 available_memory, check_memory)
-from autokd.data.load import inspect_dataset, load_dataset
+from autokd.data.load import PATH_SOURCES, inspect_dataset, load_dataset
 
-__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "DatasetInfo", "ImageData", "check_memory", "inspect_dataset",
-           "load_dataset"]
+__all__ = ["DATASET_NAMES", "IMAGE_EXTENSIONS", "PATH_SOURCES", "DatasetInfo", "ImageData", "check_memory",
+           "inspect_dataset", "load_dataset"]

@@ -34,8 +34,19 @@ def _target_size(first: Path, image_size: int | None) -> int:
     return size
 
 
-def _unreadable(path: Path, exc: Exception) -> AutokdError:
-    return AutokdError(f"cannot read image {path} ({type(exc).__name__}: {exc})", f"remove or replace {path}")
+class UnreadableImage(AutokdError):
+    """An image file PIL cannot read; ``path`` says which, so a source can name where it listed it."""
+
+    def __init__(self, problem: str, fix: str, path: Path | None = None):
+        super().__init__(problem, fix)
+        self.path = path
+
+    def __reduce__(self):  # pickled whole (a Ray worker's error reaches the driver)
+        return type(self), (self.problem, self.fix, self.path)
+
+
+def _unreadable(path: Path, exc: Exception) -> UnreadableImage:
+    return UnreadableImage(f"cannot read image {path} ({type(exc).__name__}: {exc})", f"remove or replace {path}", path)
 
 
 def _decode_image(path: Path, size: int) -> tuple[np.ndarray, bool]:

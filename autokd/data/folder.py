@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from autokd.data.cache import _cache_path, _file_stats, _read_cache, _write_cache
-from autokd.data.decode import IMAGE_EXTENSIONS, _decode_all, _target_size
-from autokd.data.images import TEST_FRACTION, DatasetInfo, ImageData, _split_by_labels, check_memory
+from autokd.data.cache import _file_stats
+from autokd.data.decode import IMAGE_EXTENSIONS
+from autokd.data.images import DatasetInfo, ImageData
+from autokd.data.listing import Listing, inspect_listing, load_listing
 from autokd.errors import AutokdError
 
 _FOLDER_FIX = "pass imagefolder:DIR where DIR holds train/<class>/ and test/<class>/ folders, or class folders directly"
@@ -157,44 +154,19 @@ def _scan_image_folder(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], li
     return (split_names if has_train else ()), classes, [scan.images for scan in scans.values()], warns
 
 
+def _folder_listing(path: Path) -> Listing:
+    split_names, classes, groups, warns = _scan_image_folder(path)
+    return Listing(f"imagefolder:{path.name}", split_names, classes, groups, tuple(warns))
+
+
 def _load_image_folder(path: Path, cache_dir: Path, image_size: int | None, show_progress: bool) -> ImageData:
     path = path.resolve()
-    split_names, classes, groups, warns = _scan_image_folder(path)
-    has_train = bool(split_names)
-    files = [f for group in groups for c in classes for f in group[c]]
-    labels = torch.tensor([i for group in groups for i, c in enumerate(classes) for _ in group[c]], dtype=torch.int64)
-    name = f"imagefolder:{path.name}"
-    key = {"path": str(path), "image_size": image_size, "layout": "/".join(split_names) if has_train else "flat",
-           "files": _file_stats(path, files)}
-    cache_path = _cache_path(cache_dir, f"imagefolder-{path.name}", key)
-    check_memory(len(files), 3, _target_size(files[0], image_size), name)
-    cached = _read_cache(cache_path, key)
-    if cached is not None:
-        return dataclasses.replace(cached, warnings=tuple(warns))
-
-    images = _decode_all(files, image_size, show_progress, description=f"decoding {name}")
-    if has_train:
-        splits, start = {}, 0
-        for split, group in zip(split_names, groups):
-            stop = start + sum(len(group[c]) for c in classes)
-            splits[f"{split}_images"], splits[f"{split}_labels"] = images[start:stop].contiguous(), labels[start:stop]
-            start = stop
-        data = ImageData(name, classes, **splits)
-    else:
-        data = _split_by_labels(name, classes, images, labels)
-    _write_cache(cache_path, key, data)
-    return dataclasses.replace(data, warnings=tuple(warns))
+    listing = _folder_listing(path)
+    key = {"path": str(path), "image_size": image_size, "layout": listing.layout,
+           "files": _file_stats(path, listing.files)}
+    return load_listing(listing, key, cache_dir, f"imagefolder-{path.name}", image_size, show_progress)
 
 
 def _inspect_image_folder(path: Path, image_size: int | None) -> DatasetInfo:
     """The folder listed and checked as :func:`_load_image_folder` would, one image header read."""
-    split_names, classes, groups, warns = _scan_image_folder(path)
-    sizes = {split: sum(len(files) for files in group.values()) for split, group in zip(split_names, groups)}
-    if not split_names:  # class folders only: load_dataset splits them 80/20
-        total = sum(len(files) for files in groups[0].values())
-        test = math.ceil(round(TEST_FRACTION * total, 9))
-        sizes = {"train": total - test, "test": test}
-    first = next(iter(groups[0].values()))[0]
-    size = _target_size(first, image_size)
-    check_memory(sum(sizes.values()), 3, size, f"imagefolder:{path.name}")
-    return DatasetInfo(f"imagefolder:{path.name}", classes, sizes, size, tuple(warns))
+    return inspect_listing(_folder_listing(path), image_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autokd.data.builtin import _DATA_ROOT_FIX, _TORCHVISION, DATASET_NAMES, _load_digits, _load_torchvision, _torchvision_key
 from autokd.data.folder import _inspect_image_folder, _load_image_folder
+from autokd.data.table import TABLE_KINDS, inspect_table, load_table
 from autokd.data.images import DatasetInfo, ImageData, _check_image_size
 from autokd.errors import AutokdError
 
@@ -20,12 +21,13 @@ def load_dataset(
     image_size: int | None = None,
     show_progress: bool = True,
 ) -> ImageData:
-    """Load a data set by name or ``imagefolder:PATH`` into memory as uint8 tensors.
+    """Load a data set by name, ``imagefolder:PATH`` or ``csv:PATH`` into memory as uint8 tensors.
 
     Args:
         spec: one of :data:`DATASET_NAMES`, or ``imagefolder:PATH`` where ``PATH`` holds
             ``train/<class>/`` and ``test/<class>/`` folders, or class folders directly
-            (then split 80/20, stratified, seed 0).
+            (then split 80/20, stratified, seed 0), or ``csv:PATH`` / ``jsonl:PATH``, a table
+            with one row per image (``path``, ``label``, optional ``split``; :mod:`autokd.data.table`).
         root: folder of torchvision's files for the torchvision data sets; defaults to
             ``cache_dir/torchvision``.
         cache_dir: where decoded tensors are cached (created when needed).
@@ -40,6 +42,7 @@ def load_dataset(
 
     Example:
         >>> data = load_dataset("imagefolder:/data/pets", image_size=32)
+        >>> data = load_dataset("csv:/data/labels.csv", image_size=32)
         >>> data = load_dataset("cifar10", root="~/datasets", download=True)
     """
     if image_size is not None:
@@ -48,6 +51,8 @@ def load_dataset(
     kind, name = _source(spec)
     if kind == "imagefolder":
         return _load_image_folder(Path(name).expanduser(), cache_dir, image_size, show_progress)
+    if kind in TABLE_KINDS:
+        return load_table(kind, Path(name).expanduser(), cache_dir, image_size, show_progress)
     if kind == "digits":
         return _load_digits(image_size)
     root = Path(root).expanduser() if root is not None else cache_dir / "torchvision"
@@ -74,6 +79,8 @@ def inspect_dataset(spec: str, *, root: str | Path | None = None, cache_dir: str
     kind, name = _source(spec)
     if kind == "imagefolder":
         return _inspect_image_folder(Path(name).expanduser().resolve(), image_size)
+    if kind in TABLE_KINDS:
+        return inspect_table(kind, Path(name).expanduser(), image_size)
     if kind == "digits":
         data = _load_digits(image_size)  # 1,797 tiny images bundled with scikit-learn: loading is the cheap check
         return DatasetInfo(data.name, data.classes, {"train": len(data.train_labels), "test": len(data.test_labels)},
@@ -84,17 +91,22 @@ def inspect_dataset(spec: str, *, root: str | Path | None = None, cache_dir: str
     return DatasetInfo(name, image_size=image_size)
 
 
+#: Sources named by a path, ``KIND:PATH``, with an example of each.
+PATH_SOURCES: dict[str, str] = {"imagefolder": "./data/pets", "csv": "./data/labels.csv", "jsonl": "./data/labels.jsonl"}
+
+
 def _source(spec: str) -> tuple[str, str]:
-    """``("imagefolder", PATH)``, ``("digits", "digits")`` or ``("torchvision", NAME)`` for a dataset spec."""
-    if spec.startswith("imagefolder:"):
-        path = spec[len("imagefolder:"):]
+    """``(KIND, PATH)`` for a :data:`PATH_SOURCES` spec, ``("digits", "digits")`` or ``("torchvision", NAME)``."""
+    kind, colon, path = spec.partition(":")
+    if colon and kind in PATH_SOURCES:
         if not path:
-            raise AutokdError("imagefolder: needs a path", "write imagefolder:PATH, e.g. imagefolder:./data/pets")
-        return "imagefolder", path
+            raise AutokdError(f"{kind}: needs a path", f"write {kind}:PATH, e.g. {kind}:{PATH_SOURCES[kind]}")
+        return kind, path
     name = spec.strip().lower()
     if name == "digits" or name in _TORCHVISION:
         return ("digits" if name == "digits" else "torchvision"), name
     raise AutokdError(
         f"unknown dataset {spec!r}",
-        f"use one of {', '.join(DATASET_NAMES)}, or imagefolder:PATH for a folder of class folders",
+        f"use one of {', '.join(DATASET_NAMES)}, imagefolder:PATH for a folder of class folders, or csv:PATH for a "
+        "table of image paths and labels (.csv or .jsonl)",
     )
