@@ -285,6 +285,7 @@ def search(
 
     validate_teacher(cfg)
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
+    validate_teacher(cfg, data)  # a teacher file or factory whose input or classes cannot fit the data
     print_warnings(data.warnings)
     created_output = not cfg.output_dir.exists()
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -480,8 +481,10 @@ def _describe_teacher(cfg: StudyConfig) -> str:
     if teacher.family is not None:
         knobs = ",".join(f"{k}={v}" for k, v in teacher.knobs.items())
         return f"{teacher.family}{f'({knobs})' if knobs else ''} trained by the study, {teacher.epochs} epochs"
-    if teacher.checkpoint is not None:
-        return f"checkpoint {cfg.resolve(teacher.checkpoint)} (weights-only, readable)"
+    if teacher.checkpoint is not None or teacher.factory is not None:
+        from autokd.teacher_source import describe_source
+
+        return describe_source(cfg)
     return f"ensemble of {len(teacher.ensemble)} ({teacher.combine})"
 
 

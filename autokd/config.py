@@ -431,9 +431,16 @@ class TeacherConfig(TeacherRecipe):
     train every network the study trains for it."""
 
     family: str | None = None
-    knobs: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str | None = None
+    knobs: dict[str, Any] = Field(default_factory=dict)  # a family's knobs, or a factory's keyword arguments
+    checkpoint: str | None = None  # an autokd checkpoint, TorchScript or ONNX file (recognised by content)
+    factory: str | None = None  # "package.module:function" returning an nn.Module: runs the user's code
     ensemble: list[TeacherMember] | None = None
+    # The input of a checkpoint or factory teacher (default: its file's metadata, else the data's own)
+    # and the class names of its outputs in order (default: its file's, else the data's order).
+    image_size: int | None = Field(None, ge=8, le=1024)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    classes: list[str] | None = None
     combine: Literal["average", "jointnet"] = "average"  # average: AvNet; jointnet: docs/teachers.md
     fit_weights: bool = False
     joint_head: bool = False  # average only: a linear head over the members' logits, fitted on validation
@@ -441,9 +448,17 @@ class TeacherConfig(TeacherRecipe):
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherConfig":
-        sources = [self.family is not None, self.checkpoint is not None, self.ensemble is not None]
+        sources = [self.family is not None, self.checkpoint is not None, self.factory is not None,
+                   self.ensemble is not None]
         if sum(sources) != 1:
-            raise ValueError("give exactly one of family (train it), checkpoint, or ensemble")
+            raise ValueError("give exactly one of family (train it), checkpoint, factory, or ensemble")
+        given = [k for k in ("image_size", "mean", "std", "classes") if getattr(self, k) is not None]
+        if given and self.checkpoint is None and self.factory is None:
+            raise ValueError(f"{given[0]} describes a teacher from a file or factory (checkpoint or factory)")
+        if (self.mean is None) != (self.std is None) or (self.mean and len(self.mean) != len(self.std)):
+            raise ValueError("give mean and std together, one value per channel each")
+        if self.std and any(v <= 0 for v in self.std):
+            raise ValueError("std values must be above 0")
         if (self.joint_head or self.combine == "jointnet") and self.ensemble is None:
             raise ValueError("joint_head and combine: jointnet need an ensemble teacher")
         if self.combine == "jointnet" and (self.joint_head or self.fit_weights or len(self.ensemble) < 2):

@@ -110,13 +110,54 @@ def make_hint_adapter(student_channels: int, teacher_channels: int) -> nn.Module
 
 @dataclass
 class TeacherMember:
-    """One trained network with the normalisation it was trained with."""
+    """One trained network with the input it takes: its normalisation and, where it is not the data's, its side."""
 
     model: nn.Module
     mean: tuple[float, ...]
     std: tuple[float, ...]
     accuracy: float | None = None
     description: str = ""
+    image_size: int | None = None  # None: the data's own
+
+
+class TeacherInput(nn.Module):
+    """A teacher network's own input from the batch the student sees (the same augmented view).
+
+    ``(B, C, H, W)`` floats in [0, 1] become what the network reads: grey copied to the three
+    channels of an RGB network, resized (bilinear, antialiased when shrinking) to ``image_size``,
+    then normalised by the network's ``mean`` and ``std``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(tuple(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(tuple(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.image_size = image_size
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        if x01.shape[1] == 1 and self.mean.shape[1] == 3:
+            x01 = x01.expand(-1, 3, -1, -1)  # (B, 3, H, W)
+        side = self.image_size
+        if side and tuple(x01.shape[-2:]) != (side, side):
+            x01 = F.interpolate(x01, size=(side, side), mode="bilinear", align_corners=False,
+                                antialias=side < x01.shape[-1])  # (B, C, side, side)
+        return (x01 - self.mean) / self.std
+
+
+class ClassOrder(nn.Module):
+    """A network whose outputs are reordered to the data's classes: ``logits[:, index]``."""
+
+    def __init__(self, net: nn.Module, index: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("index", torch.tensor(list(index), dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, self.index]  # (B, K)
+
+    @property
+    def hint_layer(self) -> nn.Module:
+        return self.net.hint_layer
 
 
 class Teacher(nn.Module):
@@ -144,9 +185,8 @@ class Teacher(nn.Module):
         weights = list(weights) if weights is not None else [1.0 / len(members)] * len(members)
         total = sum(weights)
         self.weights = [w / total for w in weights]
-        for i, m in enumerate(members):
-            self.register_buffer(f"mean{i}", torch.tensor(m.mean).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer(f"std{i}", torch.tensor(m.std).view(1, -1, 1, 1), persistent=False)
+        self.inputs = nn.ModuleList(TeacherInput(m.mean, m.std, m.image_size) for m in members)
+        self.heads = [_classifier_or_none(m.model) for m in members]  # None: a file network, no features
         self.eval()
 
     def train(self, mode: bool = True) -> "Teacher":
@@ -158,15 +198,15 @@ class Teacher(nn.Module):
     def member_outputs(self, x01: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each member's logits (B, K) and the features its classifier reads (B, D_i); with grad."""
         logits, features = [], []
-        for i, model in enumerate(self.members):
-            mean, std = getattr(self, f"mean{i}"), getattr(self, f"std{i}")
+        for model, given, head in zip(self.members, self.inputs, self.heads):
             seen: list[torch.Tensor] = []
-            hook = final_linear(model).register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0]))
+            hook = head.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0])) if head else None
             try:
-                logits.append(model((x01 - mean) / std).float())
+                logits.append(model(given(x01)).float())
             finally:
-                hook.remove()
-            features.append(seen[-1].float())
+                if hook is not None:
+                    hook.remove()
+            features.append(seen[-1].float() if seen else None)
         return logits, features
 
     def combine(self, logits: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -184,6 +224,13 @@ class Teacher(nn.Module):
     @property
     def hint_layer(self) -> nn.Module:
         return self.members[0].hint_layer
+
+
+def _classifier_or_none(net: nn.Module) -> nn.Linear | None:
+    try:
+        return final_linear(net)
+    except ValueError:
+        return None
 
 
 def final_linear(net: nn.Module) -> nn.Linear:

@@ -5,6 +5,11 @@ A study whose teacher names an architecture trains it once with the teacher's re
 ensemble members the study trains are stored as ``{output}/teacher-member{i}.pt`` and a trained
 JointNet as ``{output}/teacher-jointnet.pt``. Later runs, resumed studies and Ray workers reuse a
 file only when its recipe key matches, so a cached teacher is never reused for another recipe.
+
+A teacher you bring (``teacher.checkpoint``: an autokd checkpoint, TorchScript or ONNX file;
+``teacher.factory``: your code) is fitted to the data by :mod:`autokd.teacher_source`; one of
+other classes gets a new head, fine-tuned once by the teacher recipe and stored as
+``{output}/teacher-finetuned.pt`` under the same rule.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, save_checkpoint, save_state
+from autokd.checkpoint import deployable, load_checkpoint, save_checkpoint, save_state
 from autokd.config import DistillSpec, StudyConfig, TeacherConfig, TeacherRecipe
 from autokd.data import ImageData
-from autokd.distill import Teacher, TeacherMember, final_linear, fit_ensemble_weights, fit_joint_head, jointnet_loss
+from autokd.distill import (ClassOrder, Teacher, TeacherInput, TeacherMember, final_linear, fit_ensemble_weights,
+                            fit_joint_head, jointnet_loss)
 from autokd.errors import AutokdError
 from autokd.hostlock import idle_during, paced
 from autokd.measure import accuracy
 from autokd.models import build_model, family_knobs, family_rules, last_blocks
+from autokd.models.files import load_model_file, replace_head
+from autokd.models.weights import sha256
+from autokd.teacher_source import SourcePlan, check_source, load_source, plan_source
 from autokd.train import (AugmentPolicy, BatchLoss, EpochViews, Pace, augmented_batch, autocast, no_pace,
                           optimization, predict, run_epochs, train_model)
 
@@ -57,7 +66,15 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, policy: AugmentP
     torch.manual_seed(seed)
     net = build_model(family, num_classes=data.num_classes, in_channels=data.channels,
                       image_size=data.image_size, **knobs)
-    model = deployable(net, data.mean, data.std).to(device)
+    acc = fit_on_labels(deployable(net, data.mean, data.std), data, recipe=recipe, policy=policy, device=device,
+                        seed=seed, on_epoch=on_epoch)
+    return net.cpu(), acc
+
+
+def fit_on_labels(model: nn.Module, data: ImageData, *, recipe: TeacherRecipe, policy: AugmentPolicy,
+                  device: torch.device, seed: int = 0, on_epoch: EpochCallback | None = None) -> float:
+    """Train ``model`` (taking [0, 1] input) on labels alone by ``recipe``; returns its test accuracy."""
+    model = model.to(device)
     train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
     watch = (data.val_images, data.val_labels) if data.has_validation else (data.test_images, data.test_labels)
@@ -67,16 +84,25 @@ def train_teacher(data: ImageData, *, family: str, knobs: dict, policy: AugmentP
                     policy=recipe_policy(recipe, policy, data.image_size),
                     evaluate=lambda m: accuracy(predict(m, watch_images, pace=pace), watch_labels),
                     on_epoch=idle_during(on_epoch), pace=pace)
-        acc = accuracy(predict(model, test_images, pace=pace), test_labels)
-    return net.cpu(), acc
+        return accuracy(predict(model, test_images, pace=pace), test_labels)
 
 
-def validate_teacher(study: StudyConfig) -> None:
-    """Fail before any study is touched when the teacher names an unknown family, knob or file."""
+def validate_teacher(study: StudyConfig, data: ImageData | None = None) -> None:
+    """Fail before any study is touched when the teacher names an unknown family, knob, file or factory.
+
+    With ``data``, a teacher file or factory is also fitted to it (:func:`autokd.teacher_source.plan_source`):
+    an input or classes that cannot fit are refused here, before anything trains or is written.
+    """
     cfg = study.teacher
     members = cfg.ensemble or []
-    for path in ([cfg.checkpoint] if cfg.checkpoint else []) + [m.checkpoint for m in members if m.checkpoint]:
-        load_checkpoint(study.resolve(path))
+    if cfg.checkpoint is not None or cfg.factory is not None:
+        loaded = check_source(study)
+        if data is not None:
+            _plan(study, data, loaded)
+    for member in (m for m in members if m.checkpoint):
+        loaded = load_model_file(study.resolve(member.checkpoint))
+        if data is not None:
+            _member_plan(loaded, data)
     trained = [("teacher", cfg.family, cfg.knobs)] if cfg.family is not None else []
     trained += [(f"teacher.ensemble[{i}]", m.family, m.knobs) for i, m in enumerate(members) if m.family]
     for where, family, knobs in trained:
@@ -116,15 +142,70 @@ def recipe_key(study: StudyConfig, data: ImageData, policy: AugmentPolicy, membe
 
 
 def load_member(path: Path, data: ImageData) -> TeacherMember:
-    payload = load_checkpoint(path)
-    expected = (data.num_classes, data.channels, data.image_size)
-    found = (int(payload["num_classes"]), int(payload["in_channels"]), int(payload["image_size"]))
-    if found != expected:
-        raise AutokdError(f"teacher {path} was trained for (classes, channels, size) {found}, the dataset has {expected}",
-                          "train a teacher on this dataset with 'autokd teacher train'")
-    net = network_from_checkpoint(payload, source=f"teacher {path}")
-    return TeacherMember(net, tuple(payload["mean"]), tuple(payload["std"]), payload.get("accuracy"),
-                         f"{payload['family']}({','.join(f'{k}={v}' for k, v in payload['knobs'].items())})")
+    """A teacher (or ensemble member) from a file: an autokd checkpoint, TorchScript or ONNX, with the data's classes."""
+    plan = _member_plan(load_model_file(path), data)
+    return _member(plan, plan.loaded.module, plan.loaded.accuracy)
+
+
+def _member_plan(loaded, data: ImageData) -> SourcePlan:
+    plan = plan_source(loaded, data)
+    if plan.fine_tune:
+        raise AutokdError(f"ensemble member {loaded.source} has {plan.num_classes} classes, the data has "
+                          f"{data.num_classes}", "give it as the single teacher.checkpoint first (autokd fine-tunes "
+                          "a new head there), or an ensemble member with the data's classes")
+    return plan
+
+
+def _plan(study: StudyConfig, data: ImageData, loaded=None) -> SourcePlan:
+    cfg = study.teacher
+    return plan_source(loaded or load_source(study), data, image_size=cfg.image_size, mean=cfg.mean, std=cfg.std,
+                       classes=cfg.classes, seed=study.seed)
+
+
+def _member(plan: SourcePlan, net: nn.Module, accuracy_: float | None) -> TeacherMember:
+    """The member the plan describes: ``net`` with its outputs in the data's order, its own input."""
+    if plan.order is not None:
+        net = ClassOrder(net, plan.order)
+    # An autokd checkpoint used as trained keeps the data's input (and the teacher id it always had).
+    own = plan.trivial and plan.loaded.kind == "autokd" and (plan.mean, plan.std) == (plan.loaded.mean, plan.loaded.std)
+    return TeacherMember(net.eval(), plan.mean, plan.std, accuracy_, plan.description(),
+                         image_size=None if own else plan.image_size)
+
+
+def _brought_member(study: StudyConfig, data: ImageData, policy: AugmentPolicy, device: torch.device,
+                    on_epoch: EpochCallback | None) -> tuple[TeacherMember, list[Path]]:
+    """The study's teacher file or factory as a member, and the files that identify it.
+
+    One of other classes gets a new head, fine-tuned by the teacher recipe once; the result is
+    stored as ``{output}/teacher-finetuned.pt`` and reused while its key (the source's content,
+    the data, the recipe, the teacher's input, the seed) matches.
+    """
+    plan = _plan(study, data)
+    net, paths = plan.loaded.module, list(plan.loaded.identity)
+    acc = plan.loaded.accuracy
+    if plan.fine_tune:
+        cfg = study.teacher
+        path = study.output_dir / "teacher-finetuned.pt"
+        key = _digest({**_data_identity(study, data), "source": [f"{p.name}:{sha256(p)}" for p in paths],
+                       "factory": cfg.factory, "knobs": cfg.knobs, "seed": study.seed,
+                       "input": [plan.image_size, plan.mean, plan.std], "recipe": cfg.recipe().model_dump(mode="json"),
+                       "augment": recipe_policy(cfg.recipe(), policy, data.image_size).key()})
+        replace_head(net, data.num_classes, seed=study.seed)
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        except Exception:  # a torn or foreign file is trained again, never trusted
+            stored = None
+        if isinstance(stored, dict) and stored.get("recipe") == key:
+            net.load_state_dict(stored["state_dict"])
+            acc = stored["accuracy"]
+        else:
+            model = nn.Sequential(TeacherInput(plan.mean, plan.std, plan.image_size), net)
+            acc = fit_on_labels(model, data, recipe=cfg.recipe(), policy=policy, device=device, seed=study.seed,
+                                on_epoch=on_epoch)
+            save_state(path, {"recipe": key, "accuracy": acc,
+                              "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}})
+        paths.append(path)
+    return _member(plan, net, acc), paths
 
 
 def _trained_member(path: Path, key: str, data: ImageData, *, family: str, knobs: dict, recipe: TeacherRecipe,
@@ -152,9 +233,9 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
         members = [_trained_member(paths[0], recipe_key(study, data, policy), data, family=cfg.family,
                                    knobs=cfg.knobs, recipe=cfg.recipe(), seed=study.seed, **common)]
         weights = [1.0]
-    elif cfg.checkpoint is not None:
-        paths = [study.resolve(cfg.checkpoint)]
-        members, weights = [load_member(paths[0], data)], [1.0]
+    elif cfg.checkpoint is not None or cfg.factory is not None:
+        member, paths = _brought_member(study, data, policy, device, on_epoch)
+        members, weights = [member], [1.0]
     else:
         paths, members = [], []
         for i, spec in enumerate(cfg.ensemble):
@@ -206,14 +287,23 @@ def _summary(teacher: Teacher, members: list[TeacherMember], paths: list[Path], 
         **teacher_accuracies,
         "joint_head": combined != "average",
         "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}" for p in paths)
-                            + f"{teacher.weights}+{combined}").encode()).hexdigest()[:12],
+                            + f"{teacher.weights}+{combined}" + "".join(map(_input_key, members))
+                            ).encode()).hexdigest()[:12],
     }
     summary["accuracy"] = summary["validation_accuracy"]
     return summary
 
 
+def _input_key(member: TeacherMember) -> str:
+    """What else makes a brought teacher's logits differ: its input and class order ('' for the study's own)."""
+    if member.image_size is None and not isinstance(member.model, ClassOrder):
+        return ""
+    order = member.model.index.tolist() if isinstance(member.model, ClassOrder) else None
+    return f"|{member.image_size}:{member.mean}:{member.std}:{order}"
+
+
 def _member_model(member: TeacherMember) -> torch.nn.Module:
-    return deployable(member.model, member.mean, member.std)
+    return nn.Sequential(TeacherInput(member.mean, member.std, member.image_size), member.model)
 
 
 def _validation_logits(members: list[TeacherMember], data: ImageData,

@@ -83,7 +83,7 @@ def _empty_class_folder(folder: Path) -> dict:
     (_empty_class_folder, "class folders train/dog, test/dog under"),
     (lambda f: {"teacher": {"family": "resnet", "knobs": {"depth": 21}}}, "teacher.knobs.depth = 21"),
     (lambda f: {"teacher": {"family": "alexnet"}}, "alexnet"),
-    (_corrupt_checkpoint, "is corrupt or not a weights-only torch file"),
+    (_corrupt_checkpoint, "is neither an autokd checkpoint, a TorchScript archive nor an ONNX model"),
     (lambda f: {"search_space": str(f / "missing.yaml")}, "missing.yaml does not exist"),
 ], ids=["range", "unknown-key", "constraint", "subset", "data-path", "data-layout", "empty-class", "teacher-knob",
         "teacher-family", "teacher-checkpoint", "space-file"])
