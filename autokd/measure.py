@@ -44,10 +44,12 @@ def count_params(model: nn.Module) -> int:
     """Parameters that ship with the model (packed int8 weights count once each).
 
     Quantized conv and linear layers keep their weights in packed params, not ``nn.Parameter``s:
-    they are counted through their ``weight()`` / ``bias()`` accessors.
+    they are counted through their ``weight()`` / ``bias()`` accessors; a module running its
+    weights outside torch (:class:`autokd.models.files.OnnxModule`) declares ``weight_count``.
     """
     total, seen = 0, set()
     for module in model.modules():
+        total += getattr(module, "weight_count", 0)  # weights run outside torch (an ONNX teacher's)
         if _is_quantized(module):
             weight, bias = module.weight(), module.bias()
             total += weight.numel() + (bias.numel() if bias is not None else 0)

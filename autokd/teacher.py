@@ -30,7 +30,7 @@ from autokd.distill import (ClassOrder, Teacher, TeacherInput, TeacherMember, fi
                             fit_joint_head, jointnet_loss)
 from autokd.errors import AutokdError
 from autokd.hostlock import idle_during, paced
-from autokd.measure import accuracy
+from autokd.measure import accuracy, count_params
 from autokd.models import build_model, family_knobs, family_rules, last_blocks
 from autokd.models.files import load_model_file, replace_head
 from autokd.models.weights import sha256
@@ -283,7 +283,7 @@ def _summary(teacher: Teacher, members: list[TeacherMember], paths: list[Path], 
         "members": [m.description for m in members],
         **member_accuracies,
         "weights": teacher.weights if combined == "average" else None,
-        "params": sum(p.numel() for p in teacher.parameters()),
+        "params": count_params(teacher),
         **teacher_accuracies,
         "joint_head": combined != "average",
         "id": hashlib.sha1(("".join(f"{p}:{p.stat().st_mtime_ns}" for p in paths)

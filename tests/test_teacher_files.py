@@ -72,6 +72,8 @@ def test_a_file_teacher_runs_a_study_and_records_what_the_file_gives(files, tmp_
     by_file = accuracy(torch.nn.functional.one_hot(exported_predictions(files[fmt], fmt, data.test_images), 10).float(),
                        data.test_labels)
     assert study.user_attrs["teacher"]["test_accuracy"] == by_file
+    params = sum(p.numel() for p in files["model"].parameters())  # ONNX counts its initializers: statistics too
+    assert params <= study.user_attrs["teacher"]["params"] <= 1.02 * params
     assert any((cfg.output_dir / "teacher_cache").iterdir())  # students read the logit cache, not the file
 
 
