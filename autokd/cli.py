@@ -285,7 +285,8 @@ def search(
 
     validate_teacher(cfg)
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
-    validate_teacher(cfg, data)  # a teacher file or factory whose input or classes cannot fit the data
+    validate_teacher(cfg, data)  # a teacher file, factory or weights that cannot fit the data
+    space.check_weights(num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size)
     print_warnings(data.warnings)
     created_output = not cfg.output_dir.exists()
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

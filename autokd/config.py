@@ -74,18 +74,31 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """One student architecture: a registered family and its size knobs."""
+    """One student architecture: a family, its size knobs and, when it does not start from scratch,
+    the weights file it starts from (Optuna param ``FAMILY.weights``: from weights or from scratch is
+    a choice the search makes like a knob)."""
 
     family: str
     knobs: tuple[tuple[str, Any], ...] = ()
+    weights: str | None = None
 
     @property
     def knob_dict(self) -> dict[str, Any]:
         return dict(self.knobs)
 
     @staticmethod
-    def of(family: str, **knobs: Any) -> "StudentSpec":
-        return StudentSpec(family, tuple(sorted(knobs.items())))
+    def of(family: str, weights: str | None = None, **knobs: Any) -> "StudentSpec":
+        return StudentSpec(family, tuple(sorted(knobs.items())), weights)
+
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        """Optuna params of its knobs and weights: ``{prefix}{family}.{knob}``."""
+        knobs = self.knobs + ((("weights", self.weights),) if self.weights is not None else ())
+        return {f"{prefix}{self.family}.{k}": v for k, v in knobs}
+
+    @staticmethod
+    def from_params(family: str, params: dict[str, Any], prefix: str = "") -> "StudentSpec":
+        start = f"{prefix}{family}."
+        return StudentSpec.of(family, **{k[len(start):]: v for k, v in params.items() if k.startswith(start)})
 
 
 @dataclass(frozen=True)
@@ -221,11 +234,10 @@ class TrialConfig:
     reuse: ReusedMembers | None = None  # a reuse committee's finished members
 
     def to_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"kind": self.kind, "family": self.student.family}
-        params.update({f"{self.student.family}.{k}": v for k, v in self.student.knobs})
+        params: dict[str, Any] = {"kind": self.kind, "family": self.student.family, **self.student.params()}
         if self.second is not None:
             params["family2"] = self.second.family
-            params.update({f"second.{self.second.family}.{k}": v for k, v in self.second.knobs})
+            params.update(self.second.params("second."))
         params.update(_committee_params(self.router, self.selector, self.reuse))
         for prefix, spec in (("", self.distill), ("", self.train), ("compress.", self.compress)):
             params.update({prefix + k: v for k, v in dataclasses.asdict(spec).items()})
@@ -233,13 +245,7 @@ class TrialConfig:
 
     @staticmethod
     def from_params(params: dict[str, Any]) -> "TrialConfig":
-        family = params["family"]
-        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{family}.")}
-        second = None
-        if params.get("family2"):
-            f2 = params["family2"]
-            prefix = f"second.{f2}."
-            second = StudentSpec.of(f2, **{k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)})
+        second = StudentSpec.from_params(params["family2"], params, "second.") if params.get("family2") else None
         router, selector, reuse = _committee_knobs(params)
 
         def pick(cls: type, prefix: str = "") -> Any:
@@ -247,7 +253,7 @@ class TrialConfig:
             return cls(**{n: params[prefix + n] for n in names if prefix + n in params})
 
         return TrialConfig(
-            student=StudentSpec.of(family, **knobs),
+            student=StudentSpec.from_params(params["family"], params),
             distill=pick(DistillSpec),
             train=pick(TrainSpec),
             compress=pick(CompressSpec, "compress."),
@@ -413,6 +419,7 @@ class TeacherMember(_Strict):
     checkpoint: str | None = None
     family: str | None = None
     knobs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None  # a state dict file the trained member starts from
     recipe: dict[str, Any] = Field(default_factory=dict)
     weight: float | None = Field(None, ge=0)
 
@@ -420,8 +427,9 @@ class TeacherMember(_Strict):
     def _one_source(self) -> "TeacherMember":
         if (self.checkpoint is None) == (self.family is None):
             raise ValueError("an ensemble member gives exactly one of checkpoint or family")
-        if self.checkpoint is not None and (self.knobs or self.recipe):
-            raise ValueError("knobs and recipe belong to a member the study trains (family), not to a checkpoint")
+        if self.checkpoint is not None and (self.knobs or self.recipe or self.weights):
+            raise ValueError("knobs, weights and recipe belong to a member the study trains (family), not to a "
+                             "checkpoint")
         return self
 
 
@@ -432,6 +440,7 @@ class TeacherConfig(TeacherRecipe):
 
     family: str | None = None
     knobs: dict[str, Any] = Field(default_factory=dict)  # a family's knobs, or a factory's keyword arguments
+    weights: str | None = None  # a state dict file the trained teacher starts from (fine-tuned by the recipe)
     checkpoint: str | None = None  # an autokd checkpoint, TorchScript or ONNX file (recognised by content)
     factory: str | None = None  # "package.module:function" returning an nn.Module: runs the user's code
     ensemble: list[TeacherMember] | None = None
@@ -459,6 +468,8 @@ class TeacherConfig(TeacherRecipe):
             raise ValueError("give mean and std together, one value per channel each")
         if self.std and any(v <= 0 for v in self.std):
             raise ValueError("std values must be above 0")
+        if self.weights is not None and self.family is None:
+            raise ValueError("weights belong to a teacher the study trains (family)")
         if (self.joint_head or self.combine == "jointnet") and self.ensemble is None:
             raise ValueError("joint_head and combine: jointnet need an ensemble teacher")
         if self.combine == "jointnet" and (self.joint_head or self.fit_weights or len(self.ensemble) < 2):

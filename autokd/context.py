@@ -124,10 +124,11 @@ def cached_context(study_yaml: str) -> TrialContext:
 
 
 def build_student(config: TrialConfig, data: ImageData) -> nn.Sequential:
-    """The trial's untrained student, seeded by ``train.seed``, taking [0, 1] input."""
+    """The trial's student, seeded by ``train.seed``, taking [0, 1] input: untrained, or started from
+    its spec's weights file (``net.weights_info`` says what was loaded)."""
     torch.manual_seed(config.train.seed)
     net = build_model(config.student.family, num_classes=data.num_classes, in_channels=data.channels,
-                      image_size=data.image_size, **config.student.knob_dict)
+                      image_size=data.image_size, weights=config.student.weights, **config.student.knob_dict)
     return deployable(net, data.mean, data.std)
 
 

@@ -35,7 +35,7 @@ METADATA_FORMAT = "autokd-export/1"
 #: Metadata values stored as plain text in ONNX ``metadata_props``; every other value is JSON.
 TEXT_KEYS = ("format", "layout", "color_mode", "resize", "normalization", "study", "architecture", "compression",
              "dataset", "autokd_version", "input_name", "output_name", "kind", "route_output", "route_meaning",
-             "output_values")
+             "output_values", "family", "weights_file", "weights_sha256")
 
 
 def _load_single(payload: dict, source: str) -> nn.Module:
@@ -163,6 +163,10 @@ def export_metadata(payload: dict, *, classes: list[str] | None, study: str | No
         "validation_accuracy": figures.get("validation_accuracy"),
         "test_accuracy": figures.get("test_accuracy"),
         "architecture": figures.get("architecture"),
+        "family": (" | ".join(m["family"] for m in payload["committee"]["members"]) if payload.get("committee")
+                   else payload.get("family")),  # a registry family, timm/NAME or torchvision/NAME
+        "weights_file": payload.get("weights_file"),  # the weights file the student started from, if any
+        "weights_sha256": payload.get("weights_sha256"),
         "compression": figures.get("compression") or "none",
         "params": figures.get("params"),
         "dataset": figures.get("dataset") or payload.get("dataset"),

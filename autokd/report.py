@@ -107,7 +107,8 @@ def _trials_table(title: str, trials: list[FrozenTrial], teacher: dict[str, Any]
     for t in trials:
         a = trial_figures(t)
         cfg = a.get("config", {})
-        cells = [str(t.number), describe(a.get("architecture", "?")), *split_accuracy_cells(a), human(a.get("params")),
+        cells = [str(t.number), describe(a.get("architecture", "?")) + _start(a), *split_accuracy_cells(a),
+                 human(a.get("params")),
                  human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
                  _kd(a), str(cfg.get("epochs", "-")), _compression(a)]
         if detail:
@@ -116,6 +117,15 @@ def _trials_table(title: str, trials: list[FrozenTrial], teacher: dict[str, Any]
             cells.append(extra[1].get(t.number, ""))
         table.add_row(*cells)
     return table
+
+
+def _start(a: dict[str, Any]) -> str:
+    """What a student started from weights took from the file: `` (62 loaded, 2 new: fc.bias, fc.weight)``."""
+    if "weights_loaded" not in a:
+        return ""
+    names = a.get("weights_new_names") or []
+    new = f": {', '.join(names[:2])}{', ...' if len(names) > 2 else ''}" if names else ""
+    return f" ({a['weights_loaded']} loaded, {a.get('weights_new', 0)} new{new})"
 
 
 def _number(value: Any) -> str:

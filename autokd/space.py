@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
+import torch
 from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
 
 from autokd.compress_rules import RATIO_BOUNDS, check_ratio, check_spec
@@ -22,7 +23,8 @@ from autokd.config import (COMMITTEE_KINDS, COMPRESSION_METHODS, KD_WEIGHTINGS, 
 from autokd.errors import AutokdError
 from autokd.record import trial_config, weights_path
 from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
-from autokd.models import check_knob_names, family_rules
+from autokd.models import build_model, check_knob_names, family_rules
+from autokd.models.weights import read_weights
 from autokd.rules import Rule
 
 #: What each search-space setting may be, by ``section.key`` (docs/study-file.md lists the same).
@@ -138,6 +140,9 @@ class SearchSpace:
         self.families: dict[str, dict[str, Any]] = {
             family: self._section(knobs, f"students.{family}")
             for family, knobs in self._mapping(data.get("students"), "students").items()}
+        #: family -> where it starts: a weights file, None (from scratch), or choices of both
+        self.weights: dict[str, Any] = {family: self._weights(knobs.pop("weights"), family)
+                                        for family, knobs in self.families.items() if "weights" in knobs}
         self.distill = self._section(data.get("distill"), "distill")
         self.train = self._section(data.get("train"), "train")
         self.compress = self._section(data.get("compress"), "compress")
@@ -159,6 +164,38 @@ class SearchSpace:
             except ValidationError as err:
                 raise _validation_error(self.source, "search space", err, Dimension, (*key.split("."), name)) from None
         return section
+
+    def _weights(self, spec: Any, family: str) -> Any:
+        """``students.FAMILY.weights``: a file, null, or choices of them; files resolved from the space's folder."""
+        def resolve(value: Any) -> str | None:
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                raise AutokdError(f"search space {self.source}: students.{family}.weights = {value!r} is not a file "
+                                  "path", f"write a .pt, .pth or .safetensors path, or null (from scratch)")
+            path = Path(value).expanduser()
+            found = next((p for p in (Path(self.source).parent / path, Path.cwd() / path) if p.is_file()), path)
+            read_weights(found)  # missing or corrupt: refused now, before any training
+            return str(found.resolve())
+
+        if isinstance(spec, Dimension):
+            if spec.choices is None:
+                raise AutokdError(f"search space {self.source}: students.{family}.weights is a range",
+                                  "write weights: PATH, or weights: {choices: [null, PATH]}")
+            return Dimension(choices=[resolve(v) for v in spec.choices])
+        return resolve(spec)
+
+    def check_weights(self, *, num_classes: int, in_channels: int, image_size: int) -> None:
+        """Refuse a weights file that does not fit its family for this data, at either end of every knob
+        (built on the meta device: nothing is allocated or copied)."""
+        for family, spec in self.weights.items():
+            for path in (p for p in _options(spec) if p is not None):
+                knobs = self.families[family]
+                for end in (0, -1):
+                    values = {k: _extremes(v)[end] for k, v in knobs.items()}
+                    with torch.device("meta"):
+                        build_model(family, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                                    weights=path, **values)
 
     def _validate(self) -> None:
         if not self.families:
@@ -221,7 +258,8 @@ class SearchSpace:
         members_fixed = self.pairs.get("members") is not None  # committees' families are fixed, not sampled
         names = ["family"] if len(self.families) > 1 and ("single" in kinds or not members_fixed) else []
         names += [f"students.{family}.{knob}" for family, knobs in self.families.items()
-                  for knob, spec in knobs.items() if isinstance(spec, Dimension)]
+                  for knob, spec in {**knobs, "weights": self.weights.get(family)}.items()
+                  if isinstance(spec, Dimension)]
         return names + [f"{section}.{key}" for section in self.KEYS for key, spec in getattr(self, section).items()
                         if isinstance(spec, Dimension)]
 
@@ -238,7 +276,8 @@ class SearchSpace:
         """A student of a suggested family (or of ``family``, fixed) with its knobs suggested."""
         family = family or trial.suggest_categorical(family_param, sorted(self.families))
         knobs = {k: self._value(trial, f"{prefix}{family}.{k}", spec) for k, spec in self.families[family].items()}
-        return StudentSpec.of(family, **knobs)
+        weights = self._value(trial, f"{prefix}{family}.weights", self.weights.get(family))
+        return StudentSpec.of(family, weights=weights, **knobs)
 
     def suggest(self, trial: Any, students: Sequence[Any] = ()) -> TrialConfig:
         """Suggest one trial's configuration (only suggestions happen here, no training, no database).

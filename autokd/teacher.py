@@ -33,7 +33,7 @@ from autokd.hostlock import idle_during, paced
 from autokd.measure import accuracy, count_params
 from autokd.models import build_model, family_knobs, family_rules, last_blocks
 from autokd.models.files import load_model_file, replace_head
-from autokd.models.weights import sha256
+from autokd.models.weights import read_weights, sha256
 from autokd.teacher_source import SourcePlan, check_source, load_source, plan_source
 from autokd.train import (AugmentPolicy, BatchLoss, EpochViews, Pace, augmented_batch, autocast, no_pace,
                           optimization, predict, run_epochs, train_model)
@@ -53,19 +53,20 @@ def recipe_policy(recipe: TeacherRecipe, policy: AugmentPolicy, image_size: int)
 def train_teacher(data: ImageData, *, family: str, knobs: dict, policy: AugmentPolicy, device: torch.device,
                   recipe: TeacherRecipe | None = None, seed: int = 0, on_epoch: EpochCallback | None = None,
                   epochs: int | None = None, lr: float | None = None,
-                  batch_size: int | None = None) -> tuple[torch.nn.Module, float]:
+                  batch_size: int | None = None, weights: str | None = None) -> tuple[torch.nn.Module, float]:
     """Train a network on labels alone; returns (network expecting normalised input, test accuracy).
 
     ``recipe`` (default ``TeacherRecipe()``) sets the optimiser, schedule, weight decay, label
     smoothing and the crop/flip switches over ``policy``; ``epochs``, ``lr`` and ``batch_size``,
-    when given, override it. ``on_epoch`` sees validation accuracy when ``data`` has a validation
+    when given, override it. ``weights``: a state dict file it starts from (a head of other classes
+    is new), fine-tuned by the recipe. ``on_epoch`` sees validation accuracy when ``data`` has a validation
     split (a study's data always does), else test accuracy (``autokd teacher train``).
     """
     given = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
     recipe = TeacherRecipe(**{**(recipe or TeacherRecipe()).recipe().model_dump(), **given})
     torch.manual_seed(seed)
     net = build_model(family, num_classes=data.num_classes, in_channels=data.channels,
-                      image_size=data.image_size, **knobs)
+                      image_size=data.image_size, weights=weights, **knobs)
     acc = fit_on_labels(deployable(net, data.mean, data.std), data, recipe=recipe, policy=policy, device=device,
                         seed=seed, on_epoch=on_epoch)
     return net.cpu(), acc
@@ -103,9 +104,15 @@ def validate_teacher(study: StudyConfig, data: ImageData | None = None) -> None:
         loaded = load_model_file(study.resolve(member.checkpoint))
         if data is not None:
             _member_plan(loaded, data)
-    trained = [("teacher", cfg.family, cfg.knobs)] if cfg.family is not None else []
-    trained += [(f"teacher.ensemble[{i}]", m.family, m.knobs) for i, m in enumerate(members) if m.family]
-    for where, family, knobs in trained:
+    trained = [("teacher", cfg.family, cfg.knobs, cfg.weights)] if cfg.family is not None else []
+    trained += [(f"teacher.ensemble[{i}]", m.family, m.knobs, m.weights) for i, m in enumerate(members) if m.family]
+    for where, family, knobs, start in trained:
+        if start is not None and data is None:
+            read_weights(study.resolve(start))  # missing or corrupt
+        elif start is not None:  # a weights file that does not fit the data (checked on the meta device)
+            with torch.device("meta"):
+                build_model(family, num_classes=data.num_classes, in_channels=data.channels,
+                            image_size=data.image_size, weights=str(study.resolve(start)), **knobs)
         known = family_knobs(family)  # unknown family -> AutokdError listing the known ones
         rules = family_rules(family)
         for knob, value in knobs.items():
@@ -132,11 +139,13 @@ def recipe_key(study: StudyConfig, data: ImageData, policy: AugmentPolicy, membe
     (augmentation as resolved) and seed. ``member``: that ensemble member instead of ``teacher.family``."""
     cfg = study.teacher
     if member is None:
-        family, knobs, recipe, seed = cfg.family, cfg.knobs, cfg.recipe(), study.seed
+        family, knobs, recipe, seed, start = cfg.family, cfg.knobs, cfg.recipe(), study.seed, cfg.weights
     else:
         spec = cfg.ensemble[member]
-        family, knobs, recipe, seed = spec.family, spec.knobs, cfg.member_recipe(member), study.seed + member
-    return _digest({**_data_identity(study, data), "family": family, "knobs": knobs, "seed": seed,
+        family, knobs, recipe, seed, start = (spec.family, spec.knobs, cfg.member_recipe(member), study.seed + member,
+                                              spec.weights)
+    started = {"weights": sha256(study.resolve(start))} if start else {}  # other weights: another network
+    return _digest({**_data_identity(study, data), "family": family, "knobs": knobs, "seed": seed, **started,
                     "recipe": recipe.model_dump(mode="json"),
                     "augment": recipe_policy(recipe, policy, data.image_size).key()})
 
@@ -210,12 +219,13 @@ def _brought_member(study: StudyConfig, data: ImageData, policy: AugmentPolicy, 
 
 def _trained_member(path: Path, key: str, data: ImageData, *, family: str, knobs: dict, recipe: TeacherRecipe,
                     policy: AugmentPolicy, device: torch.device, seed: int, dataset: str,
-                    on_epoch: EpochCallback | None) -> TeacherMember:
-    """The network trained with ``recipe``: from ``path`` when its key matches, else trained and saved there."""
+                    on_epoch: EpochCallback | None, weights: Path | None = None) -> TeacherMember:
+    """The network trained with ``recipe`` (from ``weights`` when given): from ``path`` when its key
+    matches, else trained and saved there."""
     if path.exists() and load_checkpoint(path).get("recipe") == key:
         return load_member(path, data)
     net, acc = train_teacher(data, family=family, knobs=knobs, recipe=recipe, policy=policy, device=device,
-                             seed=seed, on_epoch=on_epoch)
+                             seed=seed, on_epoch=on_epoch, weights=str(weights) if weights else None)
     save_checkpoint(path, net, family=family, knobs=net.knobs, num_classes=data.num_classes,
                     in_channels=data.channels, image_size=data.image_size, mean=data.mean, std=data.std,
                     accuracy=acc, dataset=dataset, recipe=key, teacher_recipe=recipe.model_dump(mode="json"))
@@ -231,7 +241,8 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
     if cfg.family is not None:
         paths = [study.output_dir / "teacher.pt"]
         members = [_trained_member(paths[0], recipe_key(study, data, policy), data, family=cfg.family,
-                                   knobs=cfg.knobs, recipe=cfg.recipe(), seed=study.seed, **common)]
+                                   knobs=cfg.knobs, recipe=cfg.recipe(), seed=study.seed,
+                                   weights=cfg.weights and study.resolve(cfg.weights), **common)]
         weights = [1.0]
     elif cfg.checkpoint is not None or cfg.factory is not None:
         member, paths = _brought_member(study, data, policy, device, on_epoch)
@@ -246,7 +257,8 @@ def build_teacher(study: StudyConfig, data: ImageData, policy: AugmentPolicy, de
                 paths.append(study.output_dir / f"teacher-member{i}.pt")
                 members.append(_trained_member(paths[-1], recipe_key(study, data, policy, member=i), data,
                                                family=spec.family, knobs=spec.knobs, recipe=cfg.member_recipe(i),
-                                               seed=study.seed + i, **common))
+                                               seed=study.seed + i, weights=spec.weights and study.resolve(spec.weights),
+                                               **common))
         weights = [m.weight for m in cfg.ensemble]
         if cfg.combine == "jointnet":
             weights = [1.0] * len(members)

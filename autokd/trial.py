@@ -61,7 +61,8 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
     if resume_from is not None and resume_from.exists():
         resume = EpochCheckpointer.load(resume_from, context.device)
         model.load_state_dict(resume["model"])
-    metrics: dict[str, Any] = {"kind": "single", "resumed_from_epoch": int(resume["epoch"]) if resume else 0}
+    start = getattr(model[-1], "weights_info", {})  # the weights file it started from: loaded and new tensors
+    metrics: dict[str, Any] = {"kind": "single", "resumed_from_epoch": int(resume["epoch"]) if resume else 0, **start}
     metrics.update(distill_student(model, config, context, on_epoch, checkpointer, resume))
     model, compression = compress_stage(model, config, context)
     metrics.update(compression)
@@ -74,7 +75,8 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path,
                               num_classes=context.data.num_classes, in_channels=context.data.channels,
                               image_size=context.data.image_size, mean=context.data.mean, std=context.data.std,
                               config=config.to_json(), accuracy=metrics["test_accuracy"],
-                              validation_accuracy=metrics["validation_accuracy"], **extra)
+                              validation_accuracy=metrics["validation_accuracy"],
+                              **{k: start[k] for k in ("weights_file", "weights_sha256") if k in start}, **extra)
     metrics.update(weights_path=str(weights), trial_seconds=time.perf_counter() - started,
                    device=str(context.device), **environment(context.device))
     return metrics

@@ -15,6 +15,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from torch import nn
@@ -153,7 +154,8 @@ class Registry:
 
 
 def describe(arch: object) -> str:
-    """An architecture in one line, knobs in name order, e.g. ``cnn5(hidden=16,width=0.125)``.
+    """An architecture in one line, knobs in name order, e.g. ``cnn5(hidden=16,width=0.125)``
+    (``timm/resnet18() from r18.safetensors`` for a spec started from weights).
 
     ``arch``: a built model (bare or deployable, :func:`autokd.checkpoint.deployable`), anything
     with ``family`` and ``knobs`` (a :class:`autokd.config.StudentSpec`), or a stored description,
@@ -164,7 +166,9 @@ def describe(arch: object) -> str:
         arch = arch[-1]
     if not isinstance(arch, str) and hasattr(arch, "family") and hasattr(arch, "knobs"):
         knobs = sorted(dict(arch.knobs).items())
-        return f"{arch.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in knobs)})"
+        weights = getattr(arch, "weights", None)  # a spec started from a weights file
+        start = f" from {Path(weights).name}" if isinstance(weights, str) else ""
+        return f"{arch.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in knobs)}){start}"
     return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
                   str(arch))
 
