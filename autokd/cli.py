@@ -664,7 +664,7 @@ def _download_weights(cfg: StudyConfig, trial: Any) -> Path:
     from optuna.artifacts import download_artifact
 
     from autokd.record import weights_artifact
-    from autokd.search.local import artifact_store
+    from autokd.search.lifecycle import artifact_store
 
     artifact = weights_artifact(trial)
     if not artifact:
@@ -689,11 +689,12 @@ def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, outp
     """Serve optuna-dashboard on the study's storage and print its URL."""
     import optuna_dashboard
 
-    from autokd.search.local import artifact_store
+    from autokd.search.internals import storage_of
+    from autokd.search.lifecycle import artifact_store
 
     cfg, optuna_study = _open_existing(study, storage, "dashboard")
     console.print(f"optuna-dashboard for '{cfg.name}' at http://{host}:{port}/dashboard/ (Ctrl-C stops it)")
-    optuna_dashboard.run_server(optuna_study._storage, host=host, port=port, artifact_store=artifact_store(cfg))
+    optuna_dashboard.run_server(storage_of(optuna_study), host=host, port=port, artifact_store=artifact_store(cfg))
 
 
 # --------------------------------------------------------------------------- teacher

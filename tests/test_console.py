@@ -28,6 +28,7 @@ from autokd.cli import SearchInterrupted, app, command_names, plain_help, print_
 from autokd.config import StudyConfig
 from autokd.errors import AutokdError
 from autokd.search.executor import best_of_each
+from autokd.search.internals import set_system_attr
 from autokd.search.study import _lock_driver_file, claim_trial, open_study, single_sqlite_driver
 from tests.tiny import write_tiny_study
 
@@ -233,13 +234,13 @@ def test_the_interrupt_message_counts_the_trials_this_driver_marked_fail(tmp_pat
     cfg, study = _study(tmp_path, ["accuracy", "params"])
     assert "before a trial started: no trial was marked FAIL" in SearchInterrupted(study).message
     other = study.ask()  # another driver's interrupted trial: not this one's to report
-    study._storage.set_trial_system_attr(other._trial_id, "autokd:driver", "elsewhere:1:1")
+    set_system_attr(study, other, "autokd:driver", "elsewhere:1:1")
     other.set_user_attr("failed_because", "driver stopped")
     study.tell(other, state=TrialState.FAIL)
     mine = []
     for _ in range(2):
         trial = study.ask()
-        claim_trial(study, trial._trial_id)
+        claim_trial(study, trial)
         trial.set_user_attr("failed_because", "driver stopped")
         mine.append(trial)
     study.tell(mine[0], state=TrialState.FAIL)

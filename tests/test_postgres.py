@@ -13,6 +13,7 @@ from ray_support import write_study
 from autokd.config import load_study_config
 from autokd.errors import AutokdError
 from autokd.record import DRIVER_ATTR
+from autokd.search.internals import set_system_attr
 from autokd.search.study import open_study, reclaim_stale_trials
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")]
@@ -25,8 +26,8 @@ def test_reclaim_on_postgres_is_once_per_dead_trial(tmp_path, postgres_url):
     s = open_study(cfg)
     live, dead = s.ask(), s.ask()
     dead.suggest_float("lr", 0.01, 0.1)
-    s._storage.set_trial_system_attr(live._trial_id, DRIVER_ATTR, "another-host:1:1")
-    s._storage.set_trial_system_attr(dead._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
+    set_system_attr(s, live, DRIVER_ATTR, "another-host:1:1")
+    set_system_attr(s, dead, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
     other_driver = open_study(load_study_config(study))  # a second driver racing for the same trial
     assert reclaim_stale_trials(s, cfg) + reclaim_stale_trials(other_driver, cfg) == [dead.number]
     [waiting] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))

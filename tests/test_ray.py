@@ -23,6 +23,7 @@ from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, lo
 
 from autokd.config import load_study_config
 from autokd.record import DRIVER_ATTR, trial_figures
+from autokd.search.internals import set_system_attr
 from autokd.search.study import open_study, reclaim_stale_trials, single_sqlite_driver
 
 # Tests that ask() outside Study.optimize on a heartbeat storage, as the Ray driver does.
@@ -129,10 +130,10 @@ def test_reclaim_leaves_live_drivers_trials_alone(tmp_path):
     cfg = load_study_config(study)
     s = open_study(cfg)
     live = s.ask()
-    s._storage.set_trial_system_attr(live._trial_id, DRIVER_ATTR, "some-other-host:1:1")
+    set_system_attr(s, live, DRIVER_ATTR, "some-other-host:1:1")
     dead = s.ask()
     dead.suggest_float("lr", 0.01, 0.1)
-    s._storage.set_trial_system_attr(dead._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
+    set_system_attr(s, dead, DRIVER_ATTR, f"{socket.gethostname()}:999999999:1")
     assert reclaim_stale_trials(s, cfg) == [dead.number]
     states = {t.number: t.state for t in s.get_trials(deepcopy=False)}
     assert states[live.number] == TrialState.RUNNING and states[dead.number] == TrialState.FAIL
@@ -190,16 +191,17 @@ def test_dashboard_serves_the_study_over_http(tmp_path):
 def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     """StudySearch's completion hook, driven directly (real OptunaSearch and storage, no Ray cluster)."""
     from autokd.space import SearchSpace
-    from autokd.search.ray_executor import META, Budget, _make_study_search_class
+    from autokd.search.lifecycle import TrialLifecycle
+    from autokd.search.ray_executor import META, _make_study_search_class
 
     study_path = write_study(tmp_path, n_trials=4)
     cfg = load_study_config(study_path)
     (tmp_path / "out").mkdir()
     s = open_study(cfg)
     pruned, told = {"t-pruned"}, []
-    searcher = _make_study_search_class()(s, cfg, SearchSpace.load(cfg.resolve(cfg.search_space)),
-                                          budget=Budget(s, 4, max_failed=3), teacher_accuracy=0.9,
-                                          pruned_by_scheduler=pruned, on_told=told.append)
+    lifecycle = TrialLifecycle(s, cfg, SearchSpace.load(cfg.resolve(cfg.search_space)), executor="ray",
+                               teacher_accuracy=0.9)
+    searcher = _make_study_search_class()(lifecycle, pruned_by_scheduler=pruned, on_told=told.append)
     configs = {tid: searcher.suggest(tid) for tid in ("t-ok", "t-pruned", "t-failed", "t-stopped")}
     assert searcher.suggest("t-more") is None  # four RUNNING trials fill the budget of four: wait
     assert configs["t-ok"][META]["number"] == 0 and "config" in configs["t-ok"][META]
@@ -223,7 +225,7 @@ def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     assert s.trials[requeued.number].params == st.params
     # A driver that loses the race for the last slot gives its trial back: FAIL (surplus), and a
     # re-enqueued trial's parameters stay queued for whichever driver has room.
-    searcher._give_back("t-next", searcher._ot_trials["t-next"])
+    lifecycle.give_back(searcher.running.pop("t-next"))
     surplus = s.trials[requeued.number]
     assert surplus.state == TrialState.FAIL and surplus.user_attrs["failed_because"].startswith("surplus")
     [queued_again] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))

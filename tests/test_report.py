@@ -96,8 +96,10 @@ def test_html_report_is_self_contained(resumed_study, tmp_path):
     out = study_path.parent / "resumed"
     from optuna.artifacts import get_all_artifact_meta
 
+    from autokd.search.internals import storage_of
+
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        (meta,) = get_all_artifact_meta(trial, storage=study._storage)
+        (meta,) = get_all_artifact_meta(trial, storage=storage_of(study))
         assert meta.mimetype == "application/octet-stream"  # not the guess from .pt (a SNES page table)
     result = runner.invoke(app, ["report", str(study_path), "--html"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -4,16 +4,14 @@
 Around every executor it holds the study (one driver per SQLite file), reclaims the trials of
 drivers that died (re-enqueued to resume from their last epoch checkpoint), stops when the
 study's budget is already spent, and prepares the shared context (data, teacher) once. The
-executor then runs trials through the same protocol (:mod:`autokd.search.study`): proposals that
-never repeat a configuration, the study-wide :class:`~autokd.search.study.Budget`, a claimed
-and heartbeated RUNNING trial with an epoch checkpoint in :func:`~autokd.search.study.trial_dir`,
-and on Ctrl-C the running trials told FAIL and re-enqueued (exit 130).
+executor then takes each trial through the same lifecycle (:mod:`autokd.search.lifecycle`):
+proposals that never repeat a configuration, the study-wide budget, a claimed and heartbeated
+RUNNING trial with an epoch checkpoint in :func:`~autokd.search.study.trial_dir`, and on Ctrl-C
+the running trials told FAIL and re-enqueued (exit 130).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import warnings
 from typing import Any, Callable, Protocol
 
@@ -28,9 +26,6 @@ from autokd.space import SearchSpace
 from autokd.readout import format_objective, trial_line
 from autokd.record import stored_objectives
 from autokd.search.study import finished_count, reclaim_stale_trials, single_sqlite_driver
-
-#: Seconds between heartbeats of a driver's RUNNING trials (and sweeps for dead drivers).
-HEARTBEAT_SECONDS = 10
 
 
 def best_of_each(trials: list[optuna.trial.FrozenTrial], objectives: list[str],
@@ -130,7 +125,8 @@ def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, 
     ``prepare()`` (the CLI's data and teacher, trained once) runs only when there is work to do;
     its result is handed to the executor as the trials' shared context.
     """
-    # Both executors ask and tell outside Study.optimize; the heartbeat is this layer's job (Heartbeat).
+    # Both executors ask and tell outside Study.optimize; the heartbeat is this layer's job
+    # (autokd.search.lifecycle.Heartbeat).
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     with single_sqlite_driver(study_cfg):
         reclaimed = reclaim_stale_trials(study, study_cfg)
@@ -145,33 +141,3 @@ def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, 
         with SearchProgress(study, study_cfg, console, executor.label) as progress:
             return executor.run(study, study_cfg, space, context, progress)
 
-
-class Heartbeat:
-    """A thread that keeps this driver's RUNNING trials fresh and reclaims those of dead drivers.
-
-    ``live_trial_ids()`` names the storage ids of the trials this driver runs right now.
-    """
-
-    def __init__(self, study: optuna.Study, study_cfg: StudyConfig, live_trial_ids: Callable[[], list[int]]):
-        self.study, self.study_cfg, self.live_trial_ids = study, study_cfg, live_trial_ids
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name="autokd-heartbeat")
-
-    def _beat(self) -> None:
-        storage = self.study._storage
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            try:
-                if storage.get_heartbeat_interval() is not None:
-                    for trial_id in self.live_trial_ids():
-                        storage.record_heartbeat(trial_id)
-                reclaim_stale_trials(self.study, self.study_cfg)
-            except Exception as err:  # a database hiccup must not kill the search; the next beat retries
-                logging.getLogger(__name__).warning("heartbeat failed: %s", type(err).__name__)
-
-    def __enter__(self) -> "Heartbeat":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)

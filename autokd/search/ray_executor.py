@@ -34,18 +34,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import optuna
-from optuna.trial import TrialState
 from rich.console import Console
 
 from autokd.config import StudyConfig, TrialConfig
 from autokd.space import SearchSpace
-from autokd.record import (failed_because, record_failed, record_pruned, record_result, record_start,
-                           record_weights_artifact, resume_from, study_teacher)
-from autokd.search.executor import Heartbeat, SearchProgress, run_search
+from autokd.record import study_teacher
+from autokd.search.executor import SearchProgress, run_search
+from autokd.search.lifecycle import TrialLifecycle
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
 from autokd.search.storage import strip_password
-from autokd.search.study import (EPOCH_FILE, Budget, SpaceExhausted, claim_trial, finished_count, give_back,
-                                 propose, requeue, trial_dir)
+from autokd.search.study import EPOCH_FILE, trial_dir
 from autokd.trial import TRIAL_LOG
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
@@ -115,23 +113,18 @@ def _make_study_search_class() -> type:
     from ray.tune.search import Searcher
 
     class StudySearch(Searcher):
-        """A Tune searcher over the study's own ask and tell, with its budget, metrics and resume."""
+        """A Tune searcher over the study's own ask and tell: each Tune trial is one trial of ``lifecycle``."""
 
-        def __init__(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *,
-                     budget: Budget, teacher_accuracy: float | None, pruned_by_scheduler: set[str],
+        def __init__(self, lifecycle: TrialLifecycle, *, pruned_by_scheduler: set[str],
                      on_told: Callable[[optuna.trial.FrozenTrial], None]):
+            study_cfg = lifecycle.study_cfg
             single = len(study_cfg.objectives) == 1
             modes = ["max" if d == "maximize" else "min" for d in study_cfg.directions]
             super().__init__(metric=study_cfg.objectives[0] if single else list(study_cfg.objectives),
                              mode=modes[0] if single else modes)
-            self._ot_study = study
-            self._ot_trials: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
-            self._completed_trials: set[str] = set()
-            self.study_cfg, self.space, self.budget, self.on_told = study_cfg, space, budget, on_told
-            self.exhausted: SpaceExhausted | None = None
-            self.teacher_accuracy = teacher_accuracy
+            self.lifecycle, self.study_cfg, self.on_told = lifecycle, study_cfg, on_told
             self.pruned_by_scheduler = pruned_by_scheduler
-            self.lock = threading.Lock()  # the heartbeat thread reads _ot_trials
+            self.running: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs, until told
 
         # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
         # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
@@ -152,82 +145,35 @@ def _make_study_search_class() -> type:
 
         def fail_unfinished(self) -> None:
             """Tell FAIL (and re-enqueue) each trial Tune ended without reporting its end (Ctrl-C, timeout)."""
-            with self.lock:
-                pending = [tid for tid in self._ot_trials if tid not in self._completed_trials]
-            for trial_id in pending:
+            for trial_id in list(self.running):
                 self.on_trial_complete(trial_id, None)
 
-        def live_trial_ids(self) -> list[int]:
-            with self.lock:
-                return [t._trial_id for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
-
         def suggest(self, trial_id: str) -> dict | str | None:
-            decision = self.budget.decide()
-            if decision != "go":
-                return Searcher.FINISHED if decision == "stop" else None
-            try:
-                with self.lock:
-                    ot_trial, trial_cfg = propose(self._ot_study, self.study_cfg, self.space)
-                    self._ot_trials[trial_id] = ot_trial
-            except SpaceExhausted as err:
-                self.exhausted = err
-                return Searcher.FINISHED
-            claim_trial(self._ot_study, ot_trial._trial_id)
-            if self.budget.surplus(ot_trial.number):
-                self._give_back(trial_id, ot_trial)
-                return None
-            record_start(ot_trial, trial_cfg, self.teacher_accuracy, "ray")
-            return {META: {"number": ot_trial.number, "config": trial_cfg.to_json(),
-                           "work_dir": str(trial_dir(self.study_cfg, ot_trial.number)),
-                           "resume_from": resume_from(ot_trial)}}
-
-        def _give_back(self, trial_id: str, ot_trial: optuna.Trial) -> None:
-            """Another driver took the last slot between our check and our ask: undo this trial."""
-            with self.lock:
-                give_back(self._ot_study, ot_trial)
-                del self._ot_trials[trial_id]
-
-        def _upload_weights(self, ot_trial: optuna.Trial, weights_path: str | None) -> None:
-            """Like the local executor: the weights as an artifact, when the driver can read them."""
-            from optuna.artifacts import upload_artifact
-
-            from autokd.search.local import WEIGHTS_MIMETYPE, artifact_store
-
-            if weights_path and Path(weights_path).is_file():
-                artifact_id = upload_artifact(artifact_store=artifact_store(self.study_cfg), file_path=weights_path,
-                                              study_or_trial=ot_trial, mimetype=WEIGHTS_MIMETYPE)
-                record_weights_artifact(ot_trial, artifact_id)
+            started = self.lifecycle.start()
+            if isinstance(started, str):
+                return Searcher.FINISHED if started == "stop" else None
+            self.running[trial_id] = started.trial
+            return {META: {"number": started.trial.number, "config": started.config.to_json(),
+                           "work_dir": str(started.work_dir), "resume_from": started.resume_from}}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if isinstance(self.metric, str) and not result.get("final") and result.get(self.metric) is not None:
-                self._ot_trials[trial_id].report(result[self.metric], int(result["epoch"]))
+                self.running[trial_id].report(result[self.metric], int(result["epoch"]))
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            ot_trial = self.running.pop(trial_id, None)
+            if ot_trial is None:  # told already, or never ours
                 return
-            ot_trial = self._ot_trials[trial_id]
             result = result or {}
-            values = None
             if result.get("final") and not result.get("failed") and not error:
-                metrics = json.loads(result["metrics_json"])
-                values, state = record_result(ot_trial, metrics, self.study_cfg), TrialState.COMPLETE
-                self._upload_weights(ot_trial, metrics.get("weights_path"))
+                frozen = self.lifecycle.complete(ot_trial, json.loads(result["metrics_json"]))
             elif result.get("failed") or error:
-                record_failed(ot_trial, result.get("failed") or "worker failed too often",
-                              str(trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG))
-                state = TrialState.FAIL
-                self.budget.failed += 1
+                frozen = self.lifecycle.fail(ot_trial, result.get("failed") or "worker failed too often",
+                                             trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG)
             elif trial_id in self.pruned_by_scheduler:
-                record_pruned(ot_trial, result)
-                state = TrialState.PRUNED
+                frozen = self.lifecycle.prune(ot_trial, result)
             else:  # stopped by a driver shutdown: give its parameters to the next run
-                record_failed(ot_trial, "driver stopped")
-                state = TrialState.FAIL
-            with self.lock:
-                frozen = self._ot_study.tell(ot_trial, values, state=state)
-                self._completed_trials.add(trial_id)
-            if failed_because(frozen) == "driver stopped":
-                requeue(self._ot_study, frozen, self.study_cfg)
+                frozen = self.lifecycle.interrupt(ot_trial, "driver stopped")
             self.on_told(frozen)
 
     return StudySearch
@@ -295,13 +241,10 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     from ray.tune.search import ConcurrencyLimiter
 
     ex = study_cfg.executor
-    remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(optuna_study)
-    budget = Budget(optuna_study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
     pruned: set[str] = set()
     teacher = study_teacher(optuna_study) or {}
-    searcher = _make_study_search_class()(optuna_study, study_cfg, space, budget=budget,
-                                          teacher_accuracy=teacher.get("accuracy"), pruned_by_scheduler=pruned,
-                                          on_told=progress.told_trial)
+    lifecycle = TrialLifecycle(optuna_study, study_cfg, space, executor="ray", teacher_accuracy=teacher.get("accuracy"))
+    searcher = _make_study_search_class()(lifecycle, pruned_by_scheduler=pruned, on_told=progress.told_trial)
     worker_cfg = study_cfg.model_copy(update={
         "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),
         "storage": None})  # workers never see the database, nor its password
@@ -322,15 +265,15 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0, stop=ctrl_c,
             callbacks=[trial_error_lines(study_cfg, progress.note, META)]))  # a worker death: one line
 
-    with Heartbeat(optuna_study, study_cfg, searcher.live_trial_ids), ctrl_c.installed():
+    with lifecycle.heartbeat(), ctrl_c.installed():
         try:
             tuner.fit()
         finally:
             searcher.fail_unfinished()
     if ctrl_c.pressed:  # running trials were told FAIL and re-enqueued; the CLI exits 130
         raise KeyboardInterrupt
-    if searcher.exhausted is not None:
-        progress.note(f"stopped early: {searcher.exhausted.problem}")
+    if lifecycle.exhausted is not None:
+        progress.note(f"stopped early: {lifecycle.exhausted.problem}")
     return progress.told
 
 

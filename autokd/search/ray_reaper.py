@@ -21,18 +21,26 @@ import signal
 import sys
 
 POLL_SECONDS = 1.0
+#: Index of the start time (field 22 of ``/proc/PID/stat``) among :func:`proc_stat`'s fields.
+_START_FIELD = 19
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent pid, ...), or None when
+    ``pid`` is gone. The one reader of that file in autokd (driver ids use it too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
     """(parent pid, start ticks) of ``pid``, or None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = proc_stat(pid)
+    if fields is None or len(fields) <= _START_FIELD or fields[0] in ("Z", "X"):
         return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[1]), fields[19]
+    return int(fields[1]), fields[_START_FIELD]
 
 
 def _processes() -> dict[int, tuple[int, str]]:
@@ -45,8 +53,11 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
-def start_ticks(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot); None when it is gone."""
+def start_ticks(pid: int, *, zombies: bool = False) -> str | None:
+    """When ``pid`` started (clock ticks since boot); None when it is gone (or a zombie, unless ``zombies``)."""
+    if zombies:
+        fields = proc_stat(pid)
+        return fields[_START_FIELD] if fields is not None and len(fields) > _START_FIELD else None
     info = _stat(pid)
     return None if info is None else info[1]
 

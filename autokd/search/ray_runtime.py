@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import autokd.search.ray_reaper as ray_reaper
 from autokd.config import StudyConfig
 from autokd.errors import AutokdError
-from autokd.search import ray_reaper
+from autokd.search.internals import intercept_ray_prints
 
 #: Ray Client's port on a head node when a ``ray://`` address names none.
 CLIENT_PORT = 10001
@@ -274,33 +275,26 @@ def _unroute_logs() -> None:
 def _route_raylet_errors() -> None:
     """Errors the raylets push to the driver (a worker's death: a paragraph each) go to the log file.
 
-    Ray prints them from a thread of its own straight to stdout, through
-    ``ray._private.worker.print_to_stdstream``, with no setting to silence them; wrapping that
-    function is the only way. A worker's death is already one line from :func:`trial_error_lines`;
-    any other raylet error keeps one line on the console. Guarded: if a Ray release moves the
-    function, its messages print as before.
+    Ray prints them from a thread of its own straight to stdout, with no setting to silence them
+    (:func:`~autokd.search.internals.intercept_ray_prints` wraps its printer). A worker's death is
+    already one line from :func:`trial_error_lines`; any other raylet error keeps one line on the
+    console. If a Ray release moves the printer, its messages print as before.
     """
-    try:
-        from ray._private import worker as ray_worker
-    except ImportError:
-        return
-    original = getattr(ray_worker, "print_to_stdstream", None)
-    if original is None or getattr(original, "_autokd_original", None) is not None:
-        return
+    intercept_ray_prints(_raylet_to_log)
 
-    def print_to_stdstream(data: dict, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(data, dict) or data.get("pid") != "raylet" or _SESSION.handler is None:
-            return original(data, *args, **kwargs)
-        lines = [str(line) for line in data.get("lines", [])]
-        logging.getLogger("ray.tune.raylet").warning("%s", "\n".join(lines))
-        text = " ".join(lines)
-        if "worker died" not in text.lower() and "actor died" not in text.lower():
-            first = text.split(". ")[0].strip()[:200]
-            sys.stdout.write(f"ray: {first} (details in {_SESSION.handler.baseFilename})\n")
-            sys.stdout.flush()
 
-    print_to_stdstream._autokd_original = original  # type: ignore[attr-defined]
-    ray_worker.print_to_stdstream = print_to_stdstream
+def _raylet_to_log(data: dict) -> bool:
+    """A raylet's message, while logs are routed: to ``RAY_LOG``, and one console line unless a worker died."""
+    if data.get("pid") != "raylet" or _SESSION.handler is None:
+        return False
+    lines = [str(line) for line in data.get("lines", [])]
+    logging.getLogger("ray.tune.raylet").warning("%s", "\n".join(lines))
+    text = " ".join(lines)
+    if "worker died" not in text.lower() and "actor died" not in text.lower():
+        first = text.split(". ")[0].strip()[:200]
+        sys.stdout.write(f"ray: {first} (details in {_SESSION.handler.baseFilename})\n")
+        sys.stdout.flush()
+    return True
 
 
 def trial_error_lines(study_cfg: StudyConfig, note: Callable[[str], None] | None, meta_key: str) -> Any:

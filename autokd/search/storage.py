@@ -23,10 +23,13 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
+from autokd.search.internals import study_names_in
 
-#: Seconds between heartbeats of a running trial; a trial silent for the grace period is failed
-#: and re-enqueued by the next driver that opens the study.
-HEARTBEAT_SECONDS = 30
+#: Seconds between heartbeats of a driver's RUNNING trials (and its sweeps for trials of dead drivers,
+#: :class:`autokd.search.lifecycle.Heartbeat`); declared to the storage as its heartbeat interval.
+HEARTBEAT_SECONDS = 10
+#: Seconds without a heartbeat after which a RUNNING trial counts as its driver's death: the next
+#: driver that sweeps fails it and re-enqueues its parameters.
 GRACE_SECONDS = 90
 #: A full storage URL (password included) used when neither ``--storage`` nor the YAML names one.
 ENV_STORAGE = "AUTOKD_STORAGE"
@@ -272,10 +275,7 @@ def stored_study_names(url: str) -> list[str] | None:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=engine_kwargs.get("connect_args", {}))
         try:
             with engine.connect() as conn:
-                if not sqlalchemy.inspect(conn).has_table("studies"):
-                    return None
-                rows = conn.execute(sqlalchemy.text("SELECT study_name FROM studies ORDER BY study_id"))
-                return [row[0] for row in rows]
+                return study_names_in(conn)
         finally:
             engine.dispose()
     except (SQLAlchemyError, ImportError, ValueError) as err:

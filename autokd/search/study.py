@@ -22,6 +22,8 @@ from autokd.errors import AutokdError
 from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, queued_attrs, queued_kind,
                            record_duplicate, record_failed, record_objectives, retry_attrs, stored_objectives,
                            trial_accuracy, trial_config, trial_driver, weights_path)
+from autokd.search.internals import fail_trial, record_heartbeat, set_system_attr, system_attrs
+from autokd.search.ray_reaper import start_ticks
 from autokd.search.storage import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -257,11 +259,7 @@ def driver_id() -> str:
 
 
 def _start_ticks(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+    return start_ticks(pid, zombies=True) or "?"
 
 
 def _driver_is_dead(owner: str | None) -> bool:
@@ -284,12 +282,10 @@ def _driver_is_dead(owner: str | None) -> bool:
     return ticks not in ("?", _start_ticks(int(pid)))
 
 
-def claim_trial(study: optuna.Study, trial_id: int) -> None:
+def claim_trial(study: optuna.Study, trial: optuna.Trial) -> None:
     """Mark a RUNNING trial as held by this driver and start its heartbeat."""
-    storage = study._storage
-    storage.set_trial_system_attr(trial_id, DRIVER_ATTR, driver_id())
-    if storage.get_heartbeat_interval() is not None:
-        storage.record_heartbeat(trial_id)
+    set_system_attr(study, trial, DRIVER_ATTR, driver_id())
+    record_heartbeat(study, trial)
 
 
 def interrupted_trials(study: optuna.Study) -> list[int]:
@@ -320,7 +316,7 @@ def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
     the queue for whichever driver has room.
     """
     record_failed(trial, "surplus: the study's budget was already full")
-    fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+    fixed = system_attrs(study, trial).get("fixed_params")
     frozen = study.tell(trial, state=TrialState.FAIL)
     if fixed:
         study.enqueue_trial(fixed, user_attrs=carried_attrs(frozen))
@@ -349,20 +345,13 @@ def reclaim_stale_trials(study: optuna.Study, study_cfg: StudyConfig) -> list[in
     drivers doing the same: the FAIL transition locks the row, so each trial is re-enqueued
     once. Returns the numbers of the trials reclaimed here.
     """
-    from optuna.exceptions import UpdateFinishedTrialError
-
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)
-    storage = study._storage
     reclaimed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _driver_is_dead(trial_driver(trial)):
             continue
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "failed_because", "driver died")
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
+        if not fail_trial(study, trial, lambda writer: record_failed(writer, "driver died")):
             continue  # another driver reclaimed it first
         requeue(study, trial, study_cfg)
         reclaimed.append(trial.number)
