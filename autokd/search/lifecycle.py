@@ -30,7 +30,8 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from autokd.config import StudyConfig, TrialConfig
-from autokd.record import record_failed, record_pruned, record_result, record_start, record_weights_artifact, resume_from
+from autokd.record import (record_failed, record_pruned, record_result, record_start, record_weights_artifact,
+                           resume_from)
 from autokd.search.internals import record_heartbeat
 from autokd.search.storage import HEARTBEAT_SECONDS
 from autokd.search.study import (Budget, SpaceExhausted, claim_trial, finished_count, give_back, propose,
