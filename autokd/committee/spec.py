@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autokd.config import TrialConfig, given
+from autokd.trial_config import TrialConfig, given
 from autokd.errors import AutokdError
 from autokd.routing import COMBINE_RULES, CONFIDENCE_RULES, THRESHOLD_TARGETS
 
