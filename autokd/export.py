@@ -26,6 +26,7 @@ from torch import nn
 from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, write_atomically
 from autokd.compress import load_compressed
 from autokd.errors import AutokdError
+from autokd.models.files import sidecar_path
 from autokd.hostlock import paced
 from autokd.committee import WithRoute, load_committee
 from autokd.train import predict
@@ -112,12 +113,6 @@ def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor,
         raise AutokdError(f"cannot write {path}: {err.strerror or err}",
                           "free space or choose another file with --out") from None
     return path
-
-
-def sidecar_path(path: Path) -> Path:
-    """The JSON file beside a TorchScript export: ``model.ts`` -> ``model.ts.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def export_metadata(payload: dict, *, classes: list[str] | None, study: str | None, trial: int | None,

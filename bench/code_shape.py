@@ -10,7 +10,7 @@ refactor can be judged by numbers, not impressions:
   the modules visited, how often the path *returns* to a module it had left, and how often it
   *climbs up* (calls into a module that imports the caller's module, directly or through others).
 * **import graph**: every ``import``/``from ... import`` of an ``autokd`` module, at module level
-  or inside a function; any cycle is listed.
+  or inside a function (not under ``if TYPE_CHECKING``, which never runs); any cycle is listed.
 * **sizes**: modules over 600 lines and functions over 80 lines (package and ``bench/``).
 * **private APIs**: attribute accesses of the form ``x._name`` on optuna/ray/rich/typer objects,
   found by the names the code used to reach (``_storage``, ``_trial_id``, ``_cells``, ``ray._private``,
@@ -61,7 +61,12 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """autokd modules ``name`` imports, at any depth of its code (function-level imports count)."""
     found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}  # never run: not an import at run time
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

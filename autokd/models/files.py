@@ -62,6 +62,12 @@ class LoadedModel:
     identity: list[Path] = field(default_factory=list)  # files whose change makes it another model
 
 
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON file beside a TorchScript export: ``model.ts`` -> ``model.ts.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
 def model_file_kind(path: Path) -> str:
     """``autokd``, ``torchscript`` or ``onnx``, from the file's bytes; one line when it is none of them."""
     path = Path(path)
@@ -120,7 +126,6 @@ def _load_autokd(path: Path) -> LoadedModel:
 
 
 def _load_torchscript(path: Path) -> LoadedModel:
-    from autokd.export import sidecar_path
 
     extra = {"autokd.json": ""}
     try:
