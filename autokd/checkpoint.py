@@ -8,7 +8,6 @@ without executing any code from the file.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from autokd.errors import AutokdError
+from autokd.files import write_atomically
 from autokd.models import build_model
 from autokd.models.normalize import Normalize
 
@@ -74,21 +74,6 @@ def _atomic_save(obj: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomically(path, buffer.getbuffer())
-    return path
-
-
-def write_atomically(path: Path, data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename; on failure nothing is left behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(path)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import inspect
-import os
-import re
 import shutil
-import tempfile
 import sys
 import time
 from pathlib import Path
@@ -24,36 +20,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from autokd.config import StudyConfig, TeacherRecipe, load_study_config
+from autokd.config import StudyConfig, TeacherRecipe
 from autokd.errors import AutokdError, SearchFailed
+from autokd.cli_help import Command, Group, plain_help
+from autokd.files import check_output_file, check_writable_folder
+from autokd.studies import open_existing, resolve_study, storage_from_env, storage_named, storage_origin
 
-app = typer.Typer(add_completion=False, no_args_is_help=False)  # its help names the commands: _finish_help()
-teacher_app = typer.Typer(help="Train teacher checkpoints.")
-app.add_typer(teacher_app, name="teacher")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 _state = {"debug": False}
 
 
-def _flags_without_type() -> None:
-    """Show boolean flags the way typer's docs do (``--debug``), not as ``--debug <bool>``.
-
-    This typer release labels every option with its type, flags included; a flag takes no value.
-    """
-    from typer.core import TyperOption
-
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_autokd", False):
-        return
-
-    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
-        return None if self.is_flag else shown(self, ctx)
-
-    display_type_rich._autokd = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
-
-
-_flags_without_type()
+app = typer.Typer(add_completion=False, no_args_is_help=False, cls=Group)  # its help names the commands: _finish_help()
+teacher_app = typer.Typer(help="Train teacher checkpoints.", cls=Group)
+app.add_typer(teacher_app, name="teacher")
 
 
 def _print_version(value: bool) -> None:
@@ -125,122 +105,10 @@ def print_warnings(lines: Any) -> None:
         errors.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def check_writable_folder(path: Path, what: str, option: str) -> None:
-    """Refuse, before any work, a folder that is a file, lies under a file, or cannot be written.
-
-    Nothing is created: the probe is an unnamed temporary file in the nearest existing folder
-    (``O_TMPFILE``), which also catches a read-only mount, where permission bits say nothing to root.
-    """
-    path = Path(path).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise AutokdError(f"{what} {path} is a file, not a folder", f"pass a folder to {option}")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise AutokdError(f"{what} {path} cannot be created: {existing} is a file", f"pass another folder to {option}")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise AutokdError(f"{what} {path} is not writable ({existing}: {err.strerror})",
-                          f"pass a folder you can write to {option}, or fix its permissions") from None
-
-
-def check_output_file(path: Path, option: str) -> None:
-    """Refuse a file path that is an existing folder or lies in a folder that cannot be written."""
-    path = Path(path).expanduser().absolute()
-    if path.is_dir():
-        raise AutokdError(f"{option} {path} is a folder", f"name a file in it, e.g. {option} {path / 'model.onnx'}")
-    check_writable_folder(path.parent, f"the folder of {option}", option)
-
-
-def _storage_from_env(cfg: StudyConfig) -> StudyConfig:
-    """``AUTOKD_STORAGE`` is the storage of a study whose YAML and command line name none."""
-    from autokd.search.storage import env_storage
-
-    env = env_storage()
-    return cfg.with_overrides(storage=env) if cfg.storage is None and env else cfg
-
-
-def resolve_study(study: Optional[str], command: str = "search") -> StudyConfig:
-    """A study YAML path, a study output folder, or the name of a study under ./runs."""
-    return load_study_config(study_file(study, command))
-
-
-def study_file(study: Optional[str], command: str = "search") -> Optional[Path]:
-    """The YAML that ``study`` (as typed) names; ``None`` for the built-in study.
-
-    A folder that is no study output folder is refused with what it holds: its YAML files and
-    the ``autokd COMMAND`` to run on one of them.
-    """
-    if study is None:
-        return None
-    path = Path(study)
-    if path.is_file():
-        return path
-    for folder in (path, Path("runs") / study):
-        if (folder / "study.yaml").is_file():
-            return folder / "study.yaml"
-    if path.is_dir():
-        yamls = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not yamls:
-            raise AutokdError(f"folder '{study}' is not a study output folder (no study.yaml) and holds no YAML "
-                              "files", "pass a study YAML (studies/NAME.yaml), its output folder, or a name under "
-                                       "./runs")
-        shown = ", ".join(p.name for p in yamls[:6]) + (f" and {len(yamls) - 6} more" if len(yamls) > 6 else "")
-        example = next((p for p in yamls if _looks_like_study(p)), yamls[0])
-        raise AutokdError(f"folder '{study}' holds YAML files ({shown}) but is not a study output folder "
-                          "(no study.yaml)", f"name the study file, e.g. '{_command_line(command, example)}'")
-    raise AutokdError(f"'{study}' is neither a study file, a study output folder, nor a study under ./runs",
-                      "pass a study YAML (studies/NAME.yaml), its output folder, or a name under ./runs")
-
-
-def _looks_like_study(path: Path) -> bool:
-    """A study YAML has study keys at its top level (a search space has ``students``)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "students" not in data and bool({"name", "dataset", "teacher"} & set(data))
-
-
-def _command_line(command: str, study: Path) -> str:
-    """``autokd COMMAND STUDY`` as the user would type it (``predict`` takes its study as ``--study``)."""
-    return f"autokd predict --study {study} --trial N IMAGES" if command == "predict" else f"autokd {command} {study}"
-
-
-def storage_origin(study: Optional[str], storage: Optional[str]) -> str:
-    """Where a command's storage URL came from, as the user would look for it (named in storage errors)."""
-    from autokd.search.storage import ENV_STORAGE, env_storage
-
-    if storage is not None:
-        return "--storage"
-    path = study_file(study, "report")
-    if path is not None and load_study_config(path).storage is not None:
-        return f"'storage:' in {path}"
-    if env_storage():
-        return ENV_STORAGE
-    return "the default SQLite file of the output folder (--output, or 'output:' in the study file)"
-
-
-@contextlib.contextmanager
-def storage_named(origin: str) -> Any:
-    """Storage errors inside name ``origin``, where the URL came from, in their fix."""
-    from autokd.search.storage import StorageUnavailable
-
-    try:
-        yield
-    except StorageUnavailable as err:
-        raise err.from_origin(origin) from None
-
-
 # --------------------------------------------------------------------------- search
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def search(
     study: Optional[str] = typer.Argument(None, help="Study YAML (default: the built-in digits study)."),
@@ -272,7 +140,7 @@ def search(
         download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, address=address)
-    cfg = _storage_from_env(cfg)
+    cfg = storage_from_env(cfg)
     check_writable_folder(cfg.output_dir, "output folder", "--output")
     if cfg.executor.kind == "ray":
         from autokd.search.ray_runtime import preflight
@@ -358,9 +226,9 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
     if teacher_seconds:  # else the study's budget was already spent: nothing ran
         console.print(wall_time_line(time.perf_counter() - started, teacher_seconds[0]), markup=False, highlight=False)
     from autokd.record import study_teacher
-    from autokd.report import failure_summary, pareto_table
+    from autokd.report import failure_summary, pareto_section, rich_table
 
-    console.print(pareto_table(optuna_study, study_teacher(optuna_study)))
+    console.print(rich_table(pareto_section(optuna_study, study_teacher(optuna_study))))
     failures = failure_summary(told)
     if failures and not any(t.state.name in ("COMPLETE", "PRUNED") for t in told):
         raise SearchFailed(f"no trial finished: {failures}",
@@ -392,8 +260,7 @@ def print_items(items: list[str], sep: str = "  ", indent: str = "  ") -> None:
 def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> Any:
     """Data, teacher (trained once, with a progress bar) and the teacher's figures on the study."""
     from autokd.context import build_context
-    from autokd.measure import measure_model
-    from autokd.record import record_teacher, study_teacher
+    from autokd.search.prepare import store_teacher
 
     # transient: gone when done; not drawn at all where it could not be erased (a log file, a pipe)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -405,12 +272,8 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
             progress.update(task, completed=epoch + 1, info=f"val acc {100 * metrics.get('accuracy', 0):.1f}%")
 
         context = build_context(cfg, on_teacher_epoch=on_teacher_epoch, data=data)
+    store_teacher(optuna_study, context)
     summary = context.teacher_summary
-    stored = study_teacher(optuna_study)
-    if not stored or stored.get("id") != summary["id"]:
-        figures = measure_model(context.teacher, context)
-        record_teacher(optuna_study, {**summary, **figures, "architecture": " + ".join(summary["members"])},
-                       list(context.data.classes))
     print_items([f"teacher {escape(' + '.join(summary['members']))}:",
                  f"validation accuracy {100 * summary['validation_accuracy']:.2f}%,",
                  f"test {100 * summary['test_accuracy']:.2f}%,", f"{summary['params']:,} params"], sep=" ")
@@ -420,7 +283,7 @@ def prepare_context(optuna_study: Any, cfg: StudyConfig, data: Any = None) -> An
 # --------------------------------------------------------------------------- check
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def check(
     study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name (default: the built-in study)."),
@@ -435,39 +298,10 @@ def check(
     opened weights-only; nothing trains, no database is opened, no file is written. Exit 0 with a
     summary, or 2 with one line naming the problem and its fix.
     """
-    from autokd.context import study_data_source
-    from autokd.data import inspect_dataset
-    from autokd.space import SearchSpace
-    from autokd.teacher import validate_teacher
+    from autokd.studies import check_study
 
     cfg = resolve_study(study, "check").with_overrides(dataset=dataset, data_root=data_root, image_size=image_size)
-    space_path = cfg.resolve(cfg.search_space)
-    space = SearchSpace.load(space_path)
-    info = inspect_dataset(**study_data_source(cfg))
-    print_warnings(info.warnings)
-    for split, wanted in (("train", cfg.subset_train), ("test", cfg.subset_test)):
-        have = info.split_sizes.get(split)
-        if wanted is not None and have is not None and wanted > have:
-            raise AutokdError(f"study: subset_{split} = {wanted} is more than the {have:,} {split} images of {info.name}",
-                              f"set subset_{split} to at most {have} in the study file, or remove it to use them all")
-    validate_teacher(cfg)
-    sizes = " / ".join(f"{n:,} {split}" for split, n in info.split_sizes.items()) or "sizes known once loaded"
-    subset = (f", subset {cfg.subset_train or 'all'} train / {cfg.subset_test or 'all'} test"
-              if cfg.subset_train or cfg.subset_test else "")
-    classes = f"{len(info.classes)} classes, " if info.classes else ""
-    pixels = f", {info.image_size} px" if info.image_size else ""
-    dims = space.dimensions()
-    rows = [
-        ("dataset", f"{info.name}: {classes}{sizes}{subset}{pixels}; {cfg.validation_fraction:g} of train held out "
-                    "for validation"),
-        ("teacher", _describe_teacher(cfg)),
-        ("search space", f"{space_path.name}: {len(dims)} search dimension{'s' * (len(dims) != 1)}, families "
-                         f"{', '.join(sorted(space.families))}"),
-        ("objectives", ", ".join(f"{o} ({d[:3]})" for o, d in zip(cfg.objectives, cfg.directions))),
-        ("constraints", ", ".join(f"{k} {v:g}" for k, v in cfg.constraints.items()) or "none"),
-        ("budget", f"{cfg.n_trials} trials" + (f", timeout {cfg.timeout:g} s" if cfg.timeout else "")
-                   + f", sampler {cfg.sampler}, executor {cfg.executor.kind}; output {cfg.output_dir}"),
-    ]
+    rows = check_study(cfg, print_warnings)
     from rich.table import Table
 
     table = Table.grid(padding=(0, 2))
@@ -477,41 +311,10 @@ def check(
     console.print(f"study {cfg.name}: OK (nothing trained, no database opened)")
 
 
-def _describe_teacher(cfg: StudyConfig) -> str:
-    teacher = cfg.teacher
-    if teacher.family is not None:
-        knobs = ",".join(f"{k}={v}" for k, v in teacher.knobs.items())
-        return f"{teacher.family}{f'({knobs})' if knobs else ''} trained by the study, {teacher.epochs} epochs"
-    if teacher.checkpoint is not None or teacher.factory is not None:
-        from autokd.teacher_source import describe_source
-
-        return describe_source(cfg)
-    return f"ensemble of {len(teacher.ensemble)} ({teacher.combine})"
-
-
 # --------------------------------------------------------------------------- report, export, dashboard
 
 
-def _open_existing(study: Optional[str], storage: Optional[str], command: str) -> tuple[StudyConfig, Any]:
-    """The stored study, read only: a wrong or empty database is refused before Optuna could create its tables."""
-    from autokd.search.storage import redact_url, stored_study_names
-    from autokd.search.study import open_study
-
-    cfg = _storage_from_env(resolve_study(study, command).with_overrides(storage=storage))
-    if cfg.storage is None and not (cfg.output_dir / "study.db").exists():
-        raise AutokdError(f"study '{cfg.name}' has no database at {cfg.output_dir / 'study.db'}",
-                          "run 'autokd search' for it first, or pass --storage URL")
-    with storage_named(storage_origin(study, storage)):
-        names = stored_study_names(cfg.storage_url)
-        if cfg.name not in (names or []):
-            empty = " (it holds no Optuna tables)" if names is None else ""
-            raise AutokdError(f"no study named '{cfg.name}' in {redact_url(cfg.storage_url)}{empty}",
-                              f"run 'autokd search' first, or pick one of: "
-                              f"{', '.join(names or []) or '(none stored)'}")
-        return cfg, open_study(cfg, create=False, heartbeat=False)
-
-
-@app.command()
+@app.command(cls=Command)
 @guarded
 def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study."),
@@ -524,7 +327,7 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
 
     if out is not None:
         check_output_file(out, "--out")
-    cfg, optuna_study = _open_existing(study, storage, "report")
+    cfg, optuna_study = open_existing(study, storage, "report")
     print_report(optuna_study, cfg, console)
     if html or out is not None:
         target = out or cfg.output_dir / "report.html"
@@ -533,7 +336,7 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
         console.print(f"HTML report written to {written} ({written.stat().st_size:,} bytes; opens offline)")
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
            trial: int = typer.Option(..., "--trial", help="Trial number to export."),
@@ -541,48 +344,42 @@ def export(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
            out: Optional[Path] = typer.Option(None, help="Output file (default: beside the study)."),
            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study.")) -> None:
     """Write a trial's student as a deployable ONNX or TorchScript file, checked against PyTorch."""
-    from autokd.export import (FORMATS, agreement, export_metadata, export_model, exported_outputs, load_trial_model,
-                               sidecar_path)
     from autokd.context import load_study_data
+    from autokd.export import FORMATS, export_trial, load_trial_model, sidecar_path
     from autokd.record import study_classes, trial_figures
+    from autokd.search.weights import trial_weights
 
     if format not in FORMATS:
         raise AutokdError(f"--format {format} is not an export format", f"pass --format {' or '.join(FORMATS)}")
     if out is not None:
         check_output_file(out, "--out")
-    cfg, optuna_study = _open_existing(study, storage, "export")
-    frozen, weights = _trial_weights(cfg, optuna_study, trial)
+    cfg, optuna_study = open_existing(study, storage, "export")
+    frozen, weights = trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
     data = load_study_data(cfg, show_progress=False)
     suffix = {"onnx": ".onnx", "torchscript": ".ts"}[format]
     out = out or cfg.output_dir / "exports" / f"trial{trial:05d}{suffix}"
     check_output_file(out, "--out")
-    example = data.test_images[:1].float() / 255.0
-    metadata = export_metadata(payload, classes=study_classes(optuna_study) or list(data.classes),
-                               study=cfg.name, trial=trial,
-                               figures={"dataset": data.name, **trial_figures(frozen)})
-    export_model(model, format, out, example, metadata=metadata)
-    agree = agreement(model, out, format, data.test_images)
+    check = export_trial(model, payload, format, out, data, classes=study_classes(optuna_study), study=cfg.name,
+                         trial=trial, figures=trial_figures(frozen))
     console.print(f"wrote {out} ({out.stat().st_size:,} bytes); predictions agree with PyTorch on "
-                  f"{100 * agree:.2f}% of {len(data.test_labels)} test images")
-    predicted, deferred = exported_outputs(out, format, data.test_images)
-    figures = trial_figures(frozen)
-    line = (f"the export's test accuracy {100 * float((predicted == data.test_labels).float().mean()):.2f}% "
-            f"(recorded {100 * figures.get('test_accuracy', float('nan')):.2f}%)")
-    if deferred is not None:
-        recorded = (figures.get("test_routing_share") or [float("nan")] * 2)[1]
-        line += (f"; {100 * float(deferred.float().mean()):.1f}% of test inputs go to the large member "
-                 f"(recorded {100 * recorded:.1f}%)")
+                  f"{100 * check.agreement:.2f}% of {check.test_images} test images")
+    line = f"the export's test accuracy {100 * check.test_accuracy:.2f}% (recorded {100 * check.recorded_test_accuracy:.2f}%)"
+    if check.large_share is not None:
+        line += (f"; {100 * check.large_share:.1f}% of test inputs go to the large member "
+                 f"(recorded {100 * check.recorded_large_share:.1f}%)")
     console.print(line)
+    metadata = check.metadata
     where = "in its metadata_props" if format == "onnx" else f"in {sidecar_path(out)}"
     console.print(f"metadata {where}: {len(metadata['classes'])} classes, input {metadata['input_shape']} "
                   f"{metadata['layout']} {metadata['color_mode']} in [0, 1], normalised inside the model")
-    if agree < 0.99:
-        raise AutokdError(f"exported {format} agrees with PyTorch on only {100 * agree:.2f}% of the test split",
+    if check.agreement < 0.99:
+        raise AutokdError(f"exported {format} agrees with PyTorch on only {100 * check.agreement:.2f}% of the test "
+                          "split",
                           "report this trial; try the other format")
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES",
                                               help="An export (.onnx, or TorchScript .ts) then image files or folders; "
@@ -613,28 +410,15 @@ def predict(paths: list[str] = typer.Argument(..., metavar="MODEL IMAGES",
     _print_predictions(result, runner, format)
 
 
-def _trial_weights(cfg: StudyConfig, optuna_study: Any, trial: int) -> tuple[Any, Path]:
-    """A COMPLETE trial and its weights file (downloaded from the artifact store when not on this disk)."""
-    from optuna.trial import TrialState
-
-    from autokd.record import weights_path
-
-    trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    if trial not in trials:
-        raise AutokdError(f"study '{cfg.name}' has no COMPLETE trial {trial}",
-                          f"pick one of {', '.join(map(str, sorted(trials))) or '(none)'}")
-    weights = Path(weights_path(trials[trial]))
-    return trials[trial], weights if weights.exists() else _download_weights(cfg, trials[trial])
-
-
 def _trial_runner(study: str, trial: int, storage: Optional[str]) -> Any:
     """A COMPLETE trial's deployable model, described like its export would be."""
     from autokd.export import export_metadata, load_trial_model
     from autokd.predict import module_runner
     from autokd.record import study_classes, trial_figures
+    from autokd.search.weights import trial_weights
 
-    cfg, optuna_study = _open_existing(study, storage, "predict")
-    frozen, weights = _trial_weights(cfg, optuna_study, trial)
+    cfg, optuna_study = open_existing(study, storage, "predict")
+    frozen, weights = trial_weights(cfg, optuna_study, trial)
     model, payload = load_trial_model(weights)
     metadata = export_metadata(payload, classes=study_classes(optuna_study), study=cfg.name, trial=trial,
                                figures=trial_figures(frozen))
@@ -660,27 +444,7 @@ def _print_predictions(result: Any, runner: Any, format: str) -> None:
         console.print(per_class_table(result))
 
 
-def _download_weights(cfg: StudyConfig, trial: Any) -> Path:
-    from optuna.artifacts import download_artifact
-
-    from autokd.record import weights_artifact
-    from autokd.search.lifecycle import artifact_store
-
-    artifact = weights_artifact(trial)
-    if not artifact:
-        raise AutokdError(f"trial {trial.number} has no stored weights", "re-run the trial")
-    target = cfg.output_dir / "trials" / f"{trial.number:05d}" / "student.pt"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:  # a download cut short (full disk) leaves no torn student.pt behind
-        download_artifact(artifact_store=artifact_store(cfg), file_path=str(tmp), artifact_id=artifact)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-@app.command()
+@app.command(cls=Command)
 @guarded
 def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, output folder, or name."),
               host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
@@ -692,7 +456,7 @@ def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, outp
     from autokd.search.internals import storage_of
     from autokd.search.lifecycle import artifact_store
 
-    cfg, optuna_study = _open_existing(study, storage, "dashboard")
+    cfg, optuna_study = open_existing(study, storage, "dashboard")
     console.print(f"optuna-dashboard for '{cfg.name}' at http://{host}:{port}/dashboard/ (Ctrl-C stops it)")
     optuna_dashboard.run_server(storage_of(optuna_study), host=host, port=port, artifact_store=artifact_store(cfg))
 
@@ -703,7 +467,7 @@ def dashboard(study: Optional[str] = typer.Argument(None, help="Study YAML, outp
 _RECIPE = TeacherRecipe()  # the teacher defaults, shown in the options' help
 
 
-@teacher_app.command("train")
+@teacher_app.command("train", cls=Command)
 @guarded
 def teacher_train(
     out: Path = typer.Option(..., help="Checkpoint file to write."),
@@ -768,38 +532,6 @@ def _parse_knob(text: str) -> tuple[str, Any]:
     return name.strip(), yaml.safe_load(value)
 
 
-#: A password in a URL's userinfo (``scheme://user:PASSWORD@``) or query (``?password=PASSWORD``).
-_ARGV_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)|(?P<query>[?&]password=)[^&\s]*")
-
-
-def hide_argv_password() -> bool:
-    """Replace this process's title when its command line holds a storage password; True if it did.
-
-    Anyone on the machine can read a process's command line (``ps``, ``/proc/PID/cmdline``) for as
-    long as it runs, and a search runs for hours, so a ``--storage`` URL with a password is
-    rewritten with ``***`` in its place (``setproctitle``, which overwrites the memory ``ps`` reads).
-    Ray's processes, which record their driver's command line, see the redacted one. Hiding is
-    not enough on its own: the password was readable for the half second before this ran and
-    stays in the shell's history, so a one-line warning names the ways that never expose it
-    (``AUTOKD_STORAGE``, ``~/.pgpass``, ``PGPASSWORD``).
-    """
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    redacted = [_ARGV_PASSWORD.sub(lambda m: (m.group("head") + "***") if m.group("head")
-                                   else (m.group("query") + "***"), arg) for arg in argv]
-    if redacted == argv:
-        return False
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(" ".join(redacted))
-    except ImportError:  # a trimmed install: the warning below still tells what to do
-        pass
-    errors.print("warning: a password on the command line is readable by other users while a command starts and "
-                 "stays in shell history; set AUTOKD_STORAGE=URL, or use ~/.pgpass or PGPASSWORD, instead",
-                 markup=False, highlight=False, soft_wrap=True)
-    return True
-
-
 # --------------------------------------------------------------------------- help
 
 
@@ -811,19 +543,6 @@ def command_names(typer_app: typer.Typer = app, prefix: str = "") -> list[str]:
     for group in typer_app.registered_groups:
         names += command_names(group.typer_instance, f"{prefix}{group.name} ")
     return names
-
-
-def plain_help(doc: Optional[str]) -> str:
-    """A docstring as ``--help`` shows it: paragraphs reflowed by the terminal, no reStructuredText.
-
-    This typer keeps a docstring's line breaks after its first paragraph, and its rich markup
-    would read ``[...]`` as a style; ````x```` and ``:class:`x``` become plain text.
-    """
-    text = inspect.cleandoc(doc or "")
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
-    text = re.sub(r"``([^`]+)``", r"'\1'", text)
-    paragraphs = (" ".join(line.strip() for line in block.splitlines()) for block in re.split(r"\n\s*\n", text))
-    return escape("\n\n".join(p for p in paragraphs if p))
 
 
 def _finish_help(typer_app: typer.Typer = app) -> None:
@@ -842,7 +561,10 @@ _finish_help()
 
 
 def main() -> None:
-    hide_argv_password()
+    from autokd.argv import ARGV_PASSWORD_WARNING, hide_argv_password
+
+    if hide_argv_password():
+        errors.print(ARGV_PASSWORD_WARNING, markup=False, highlight=False, soft_wrap=True)
     app()
 
 

@@ -14,8 +14,10 @@ TorchScript file in a JSON file beside it (``model.ts`` -> ``model.ts.json``) an
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint, write_atomically
+from autokd.checkpoint import deployable, load_checkpoint, network_from_checkpoint
+from autokd.files import write_atomically
 from autokd.compress import load_compressed
 from autokd.errors import AutokdError
 from autokd.models.files import sidecar_path
@@ -278,3 +281,39 @@ def agreement(model: nn.Module, path: Path, fmt: str, images_u8: torch.Tensor) -
     with paced() as pace:
         reference = predict(model, images_u8, pace=pace).argmax(1)
     return float((exported_predictions(path, fmt, images_u8) == reference).float().mean())
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """An exported trial checked on the test split: against PyTorch, and against what its trial recorded."""
+
+    path: Path
+    metadata: dict[str, Any]
+    agreement: float  # share of test images on which the export and PyTorch predict the same class
+    test_images: int
+    test_accuracy: float  # the export's own
+    recorded_test_accuracy: float
+    large_share: float | None = None  # a committee's: share of test inputs the export sends to its large member
+    recorded_large_share: float | None = None
+
+
+def export_trial(model: nn.Module, payload: dict, fmt: str, out: Path, data: Any, *, classes: list[str] | None,
+                 study: str, trial: int, figures: dict[str, Any]) -> ExportCheck:
+    """Export a trial's model (from :func:`load_trial_model`) to ``out`` and check it on ``data``'s test split.
+
+    ``figures``: the trial's recorded figures (``autokd.record.trial_figures``); ``classes``: the study's
+    class names (``data``'s when None).
+    """
+    example = data.test_images[:1].float() / 255.0
+    metadata = export_metadata(payload, classes=classes or list(data.classes), study=study, trial=trial,
+                               figures={"dataset": data.name, **figures})
+    export_model(model, fmt, out, example, metadata=metadata)
+    agree = agreement(model, out, fmt, data.test_images)
+    predicted, deferred = exported_outputs(out, fmt, data.test_images)
+    check = ExportCheck(out, metadata, agree, len(data.test_labels),
+                        test_accuracy=float((predicted == data.test_labels).float().mean()),
+                        recorded_test_accuracy=figures.get("test_accuracy", float("nan")))
+    if deferred is None:
+        return check
+    recorded = (figures.get("test_routing_share") or [float("nan")] * 2)[1]
+    return dataclasses.replace(check, large_share=float(deferred.float().mean()), recorded_large_share=recorded)

@@ -366,7 +366,7 @@ def test_search_puts_compressed_students_on_the_pareto_front(tmp_path):
 
     import optuna
 
-    from autokd.report import compression_table, pareto_trials
+    from autokd.report import compression_section, pareto_trials
 
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
     optuna_study = optuna.load_study(study_name="compress-e2e", storage=storage)
@@ -375,7 +375,7 @@ def test_search_puts_compressed_students_on_the_pareto_front(tmp_path):
     assert compressed, [t.user_attrs.get("compression") for t in front]
     for t in compressed:
         assert trial_figures(t)["uncompressed_size_bytes"] > t.user_attrs["size_bytes"]
-    assert compression_table(optuna_study) is not None
+    assert compression_section(optuna_study) is not None
 
     report = subprocess.run(cli + ["report", str(tmp_path / "study.yaml")], capture_output=True, text=True,
                             cwd=tmp_path)

@@ -98,7 +98,7 @@ def test_distiller_and_fitnets_knobs_are_searchable_and_round_trip_through_optun
     import optuna
 
     from autokd.config import TrialConfig
-    from autokd.report import _kd
+    from autokd.report.sections import _kd
     from autokd.space import SearchSpace
 
     space = SearchSpace({"students": {"cnn5": {"width": 0.25}},

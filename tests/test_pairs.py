@@ -45,13 +45,13 @@ def test_ensemble_weights_fitted_on_validation_are_reproducible(two_members):
 
 
 def test_report_shows_ensemble_next_to_members(two_members):
-    from autokd.report import teacher_table
+    from autokd.report import rich_table, teacher_section
 
     teacher = {"kind": "ensemble", "members": ["cnn5(a)", "vgg(b)"], "member_validation_accuracy": [0.9, 0.8],
                "member_test_accuracy": [0.85, 0.75], "weights": [0.7, 0.3], "accuracy": 0.93,
                "validation_accuracy": 0.93, "test_accuracy": 0.91}
     console = Console(record=True, width=160)
-    console.print(teacher_table(teacher))
+    console.print(rich_table(teacher_section(teacher)))
     text = console.export_text()
     assert "cnn5(a)" in text and "90.00%" in text and "80.00%" in text and "93.00%" in text and "0.700" in text
     assert "85.00%" in text and "91.00%" in text and "val acc" in text and "test acc" in text
@@ -59,7 +59,7 @@ def test_report_shows_ensemble_next_to_members(two_members):
 
 def test_joint_head_teacher_is_reproducible_and_reported(two_members, figure):
     from autokd.config import StudyConfig
-    from autokd.report import teacher_table
+    from autokd.report import rich_table, teacher_section
     from autokd.teacher import build_teacher
 
     data, paths = two_members
@@ -72,5 +72,5 @@ def test_joint_head_teacher_is_reproducible_and_reported(two_members, figure):
                                                                     torch.device("cpu"))[1]["id"]
     assert figure("joint / best member", summary["accuracy"] / max(summary["member_validation_accuracy"])) >= 0.5
     console = Console(record=True, width=160)
-    console.print(teacher_table(summary))
+    console.print(rich_table(teacher_section(summary)))
     assert "ensemble (joint head)" in console.export_text()

@@ -143,7 +143,7 @@ def test_the_legend_fits_under_one_panel_or_several(panels: int):
     """A one-panel Pareto plot (a study with one cost) once cut its seven-entry legend at both edges."""
     from matplotlib.lines import Line2D
 
-    from autokd.report import _legend_below, _pyplot
+    from autokd.report.plots import _legend_below, _pyplot
 
     plt = _pyplot()
     fig, _ = plt.subplots(1, panels, figsize=(5.6 * panels, 4.8), squeeze=False)
@@ -178,13 +178,14 @@ def test_every_trial_is_labelled_once_beside_its_own_dot(resumed_study):
     import numpy as np
 
     from autokd.record import trial_figures
-    from autokd.report import cost_objectives, pareto_figure, pareto_trials, teacher_info
+    from autokd.record import study_teacher
+    from autokd.report import cost_objectives, pareto_figure, pareto_trials
 
     _, study = resumed_study
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     front = {t.number for t in pareto_trials(study)}
     assert front and len(complete) > len(front)  # both kinds of point are drawn
-    fig = pareto_figure(study, teacher_info(study))
+    fig = pareto_figure(study, study_teacher(study))
     try:
         for (ax, labels, dots, count), key in zip(_label_boxes(fig), cost_objectives(study)):
             numbers = {text.rstrip("←→↑↓"): text for text in labels if text[0].isdigit()}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ray_support import cmdline, descendants, wait_for, write_study
 
-from autokd.cli import _ARGV_PASSWORD
+from autokd.argv import ARGV_PASSWORD
 from autokd.search.snapshot import write_snapshot
 from autokd.config import StudyConfig, load_study_config
 from autokd.search import ray_reaper
@@ -83,7 +83,7 @@ def test_autokd_storage_gives_its_password_only_to_the_same_database(monkeypatch
 
 def test_a_password_on_the_command_line_is_recognised_for_hiding():
     def hide(arg: str) -> str:
-        return _ARGV_PASSWORD.sub(lambda m: (m.group("head") or m.group("query")) + "***", arg)
+        return ARGV_PASSWORD.sub(lambda m: (m.group("head") or m.group("query")) + "***", arg)
 
     assert hide(f"postgresql+psycopg://me:{SECRET}@db/studies") == "postgresql+psycopg://me:***@db/studies"
     assert hide(f"--storage=postgresql://me:{SECRET}@db:5432/s") == "--storage=postgresql://me:***@db:5432/s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autokd.checkpoint import write_atomically
+from autokd.files import write_atomically
 from autokd.config import StudyConfig
 from autokd.search.storage import strip_password
 
