@@ -1,9 +1,11 @@
 """Compression after distillation: structured and unstructured pruning, low-rank factorization, int8.
 
-``compress_model(model, config, context) -> (compressed_model, metrics)`` takes a distilled student
-(``nn.Sequential(Normalize, net)``, [0, 1] input) and returns the compressed deployable model and
-the figures of the model *before* compression (``uncompressed_*``), so the report can show what the
-step bought; ``measure_model`` then measures the compressed model for the objectives.
+``compress_model(model, spec, ...) -> (compressed_model, metrics)`` takes a distilled student
+(``nn.Sequential(Normalize, net)``, [0, 1] input), the training images it prunes, calibrates and
+fine-tunes with and a ``finetune`` callable (KD from the teacher, :func:`autokd.trial.finetune_student`),
+and returns the compressed deployable model and what was done. It measures nothing: the trial
+measures the student before (the ``uncompressed_*`` figures it hands in, so the report can show what
+the step bought) and the compressed model after (:func:`autokd.measure.measure_model`).
 
 Methods (``CompressSpec.method``; ``ratio`` means something per method):
 
@@ -44,7 +46,8 @@ import copy
 import dataclasses
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch_pruning as tp
@@ -52,15 +55,10 @@ from torch import nn
 
 from autokd.checkpoint import deployable
 from autokd.compress_rules import CHANNEL_METHODS, check_spec, quant_engine
-from autokd.config import CompressSpec, DistillSpec, TrialConfig
+from autokd.config import CompressSpec
 from autokd.errors import AutokdError
-from autokd.hostlock import paced
-from autokd.measure import compact_state_dict, count_params, dense_state_dict, measure_model, serialized_size_bytes
+from autokd.measure import Split, compact_state_dict, count_params, dense_state_dict, serialized_size_bytes
 from autokd.models import build_model
-from autokd.train import train_model
-
-if TYPE_CHECKING:
-    from autokd.context import TrialContext
 
 FORMAT = "autokd-compressed/1"
 CALIBRATION_IMAGES = 1024
@@ -79,7 +77,11 @@ STRUCTURED_STEPS = 1
 #: low-rank: a layer is factorized only if the pair costs at most this share of its dense MACs (and
 #: params); below a 20% saving the extra layer and activation are not worth the lost accuracy.
 LOWRANK_MAX_COST = 0.8
-FINETUNE_LR_SCALE = 0.2  # fine-tuning starts from a trained model: a fifth of the trial's peak lr
+#: The ``uncompressed_*`` figures a compressed trial records, read from the student's measurement.
+UNCOMPRESSED_FIGURES = ("accuracy", "test_accuracy", "params", "size_bytes", "macs", "latency_ms")
+
+#: ``finetune(model, epochs) -> seconds``: fine-tunes ``model`` in place (KD from the teacher).
+Finetune = Callable[[nn.Module, int], float]
 
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
 
@@ -87,13 +89,35 @@ _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_fea
 # --------------------------------------------------------------------------- the stage
 
 
-def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext") -> tuple[nn.Module, dict]:
+@dataclass(frozen=True)
+class _Job:
+    """What every method reads besides the model and the spec."""
+
+    train: Split  # pruning importance, calibration and fine-tuning images, on the training device
+    example: torch.Tensor  # (1, C, H, W) in [0, 1], on the CPU: traces the network
+    num_classes: int  # the logits layer is never pruned
+    finetune: Finetune | None
+    seed: int  # the Fisher sample
+    name: str  # the student's family, for messages
+
+
+def compress_model(model: nn.Module, spec: CompressSpec, *, train: Split, validation: Split, num_classes: int,
+                   uncompressed: dict[str, Any], finetune: Finetune | None = None, seed: int = 0,
+                   name: str = "student") -> tuple[nn.Module, dict]:
     """Compress a distilled student; returns the deployable compressed model and its metrics.
 
     Args:
         model: ``nn.Sequential(Normalize, net)`` taking [0, 1] input, trained.
-        config: the trial config; ``config.compress`` says what to do.
-        context: the study's data, teacher (for KD fine-tuning) and measurement settings.
+        spec: what to do (``method``, ``ratio``, ``finetune_epochs``, ...).
+        train: the training split, on the device the model trains on (pruning importance, int8
+            calibration, fine-tuning).
+        validation: its first image traces the network.
+        num_classes: the logits layer keeps its outputs.
+        uncompressed: the student's own measurement (:func:`autokd.measure.measure_model`), recorded
+            as the ``uncompressed_*`` figures.
+        finetune: ``finetune(model, epochs) -> seconds``; needed where ``spec.finetune_epochs`` > 0.
+        seed: seeds the Fisher importance sample.
+        name: the student's family, named when a method cannot handle it.
 
     Returns:
         ``(model, metrics)``: metrics hold ``compression``, ``compression_detail``, the
@@ -101,18 +125,19 @@ def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext
         the student unchanged with ``compression='none'`` and ``compression_skipped`` saying why.
 
     Example:
-        >>> model, metrics = compress_model(student, config, context)  # config.compress.method='int8'
-        >>> metrics["uncompressed_size_bytes"] > metrics.get("size_bytes", 0)  # size measured later
+        >>> before = measure_model(student, validation, test, 10, latency=latency, device=device)
+        >>> model, metrics = compress_model(student, CompressSpec("int8"), train=train, validation=validation,
+        ...                                 num_classes=10, uncompressed=before)
+        >>> metrics["uncompressed_size_bytes"]  # the compressed model is measured by the trial, after
     """
-    spec = config.compress
     check_spec(spec)
-    before = measure_model(model, context)
-    metrics: dict[str, Any] = {f"uncompressed_{k}": before[k]
-                               for k in ("accuracy", "test_accuracy", "params", "size_bytes", "macs", "latency_ms")}
+    metrics: dict[str, Any] = {f"uncompressed_{k}": uncompressed[k] for k in UNCOMPRESSED_FIGURES}
+    job = _Job(train=train, example=validation.images[:1].cpu().float() / 255.0, num_classes=num_classes,
+               finetune=finetune, seed=seed, name=name)
     started = time.perf_counter()
     original = copy.deepcopy(model)
     try:
-        compressed, detail, extra = _METHODS[spec.method](model, spec, config, context)
+        compressed, detail, extra = _METHODS[spec.method](model, spec, job)
     except _Skip as skip:
         metrics.update(compression="none", compression_skipped=f"{spec.method}: {skip}",
                        compression_detail="skipped")
@@ -121,7 +146,7 @@ def compress_model(model: nn.Module, config: TrialConfig, context: "TrialContext
     metrics.update(compression=spec.method, compression_detail=detail,
                    compression_seconds=time.perf_counter() - started,
                    bytes_per_param=bytes_per_param(compressed),
-                   uncompressed_bytes_per_param=before["size_bytes"] / max(before["params"], 1))
+                   uncompressed_bytes_per_param=uncompressed["size_bytes"] / max(uncompressed["params"], 1))
     return compressed, metrics
 
 
@@ -134,26 +159,15 @@ class _Skip(Exception):
     """This network cannot take this method (reason in the message); the trial keeps its student."""
 
 
-def _finetune(model: nn.Module, epochs: int, config: TrialConfig, context: "TrialContext") -> float:
-    """KD fine-tuning from the teacher (labels only without one); returns seconds spent."""
+def _finetune(model: nn.Module, epochs: int, job: _Job) -> float:
+    """``job.finetune`` for ``epochs`` (none: 0 seconds), the model left in eval mode; returns seconds spent."""
     if epochs <= 0:
         return 0.0
-    if context.teacher is not None:
-        # Plain KD whatever the trial's loss: hint adapters do not survive a change of channels.
-        distill = DistillSpec(loss="kd", alpha=config.distill.alpha, temperature=config.distill.temperature)
-    else:
-        distill = DistillSpec(loss="none")
-    train = dataclasses.replace(config.train, epochs=epochs, lr=config.train.lr * FINETUNE_LR_SCALE)
-    policy = context.policy_for(mixup=False)
-    with paced() as pace:
-        result = train_model(model, context.train_images, context.train_labels, train=train, distill=distill,
-                             policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(False), pace=pace)
+    if job.finetune is None:
+        raise ValueError(f"{epochs} fine-tuning epochs asked, and compress_model was given no finetune callable")
+    seconds = job.finetune(model, epochs)
     model.eval()
-    return result.seconds
-
-
-def _example(context: "TrialContext") -> torch.Tensor:
-    return context.data.val_images[:1].float() / 255.0  # (1, C, H, W) on CPU
+    return seconds
 
 
 def _classifier_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:
@@ -165,11 +179,11 @@ def _classifier_layers(net: nn.Module, num_classes: int) -> list[nn.Module]:
 # --------------------------------------------------------------------------- structured
 
 
-def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+def _structured(model: nn.Sequential, spec: CompressSpec, job: _Job):
     """Channel pruning for ``structured`` (weight-magnitude importance) and ``fisher``."""
     net = model[1]
     device = next(net.parameters()).device
-    normalized = model[0](_example(context).to(device))  # (1, C, H, W): the net's own input
+    normalized = model[0](job.example.to(device))  # (1, C, H, W): the net's own input
     if spec.method == "fisher":
         importance, criterion = FisherImportance(), f"fisher ({FISHER_IMAGES} train images)"
     else:
@@ -187,17 +201,17 @@ def _structured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, c
             if step == 0:
                 pruner = tp.pruner.MetaPruner(net, normalized, importance=importance, pruning_ratio=spec.ratio,
                                               iterative_steps=steps,
-                                              ignored_layers=_classifier_layers(net, context.data.num_classes))
+                                              ignored_layers=_classifier_layers(net, job.num_classes))
             if isinstance(importance, FisherImportance):  # scores of the network as it is now
-                importance.accumulate(model, _fisher_batches(context, config.train.seed))
+                importance.accumulate(model, _fisher_batches(job.train, job.seed))
             pruner.step()  # step k of n prunes to k/n of the ratio (torch-pruning's linear schedule)
             with torch.no_grad():
                 model.eval()(normalized)
         except Exception as err:  # a graph torch-pruning cannot trace: keep the student, say why
-            raise _Skip(f"torch-pruning failed on {config.student.family} ({type(err).__name__}: {err})"[:300])
+            raise _Skip(f"torch-pruning failed on {job.name} ({type(err).__name__}: {err})"[:300])
         if step == 0 and _channel_count(net) >= convs_before:
-            raise _Skip(f"torch-pruning removed no channel of {config.student.family}")
-        seconds += _finetune(model, step_epochs, config, context)
+            raise _Skip(f"torch-pruning removed no channel of {job.name}")
+        seconds += _finetune(model, step_epochs, job)
     kept = _channel_count(net)
     detail = (f"{criterion} filters, {kept}/{convs_before} conv channels kept, "
               + (f"{steps} steps, ft {'+'.join(map(str, epochs))} ep" if steps > 1 else f"ft {spec.finetune_epochs} ep"))
@@ -280,11 +294,11 @@ class FisherImportance(tp.importance.Importance):
         return total
 
 
-def _fisher_batches(context: "TrialContext", seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _fisher_batches(train: Split, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``FISHER_IMAGES`` training images, a seeded sample (image folders list them class by class)."""
     generator = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(context.train_labels), generator=generator)[:FISHER_IMAGES].to(context.train_labels.device)
-    images, labels = context.train_images[pick], context.train_labels[pick]
+    pick = torch.randperm(len(train.labels), generator=generator)[:FISHER_IMAGES].to(train.labels.device)
+    images, labels = train.images[pick], train.labels[pick]
     return [(images[i:i + FISHER_BATCH].float() / 255.0, labels[i:i + FISHER_BATCH])
             for i in range(0, len(labels), FISHER_BATCH)]
 
@@ -328,18 +342,18 @@ def _prunable(net: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _unstructured(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+def _unstructured(model: nn.Sequential, spec: CompressSpec, job: _Job):
     from torch.nn.utils import prune
 
     layers = _prunable(model[1])
     # The stem conv (a few weights per filter on the raw image) and the logits layer stay dense,
     # as in the usual magnitude-pruning recipe: they hold a tiny share of the weights.
-    keep = {id(layers[0][1])} | {id(m) for m in _classifier_layers(model[1], context.data.num_classes)}
+    keep = {id(layers[0][1])} | {id(m) for m in _classifier_layers(model[1], job.num_classes)}
     pruned = [(n, m) for n, m in layers if id(m) not in keep] or layers
     for _, module in pruned:
         prune.l1_unstructured(module, "weight", amount=spec.ratio)
     # Masks stay attached while fine-tuning, so pruned weights remain zero.
-    seconds = _finetune(model, spec.finetune_epochs, config, context)
+    seconds = _finetune(model, spec.finetune_epochs, job)
     for _, module in pruned:
         prune.remove(module, "weight")
     zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
@@ -439,14 +453,14 @@ def factorize(model: nn.Module, ratio: float, only: list[str] | None = None) -> 
     return replaced
 
 
-def _lowrank(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
+def _lowrank(model: nn.Sequential, spec: CompressSpec, job: _Job):
     candidates = len(_prunable(model[1]))
     replaced = factorize(model, spec.ratio)
     if not replaced:
-        raise _Skip(f"no conv/linear layer of {config.student.family} gets at least "
+        raise _Skip(f"no conv/linear layer of {job.name} gets at least "
                     f"{100 * (1 - LOWRANK_MAX_COST):.0f}% cheaper at rank {spec.ratio}")
     model._autokd_factorized = replaced
-    seconds = _finetune(model, spec.finetune_epochs, config, context)
+    seconds = _finetune(model, spec.finetune_epochs, job)
     dense = candidates - len(replaced)
     detail = (f"rank {spec.ratio:g}: {len(replaced)}/{candidates} layers factorized"
               + (f" ({dense} left dense: pair > {LOWRANK_MAX_COST:g}x of their MACs)" if dense else "")
@@ -480,31 +494,32 @@ def _convert(prepared: nn.Module) -> nn.Module:
         return quantize_fx.convert_fx(prepared.cpu().eval())
 
 
-def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context: "TrialContext"):
-    if context.device.type != "cpu":
-        raise _Skip(f"int8 models run on the CPU engine only; this study trains on {context.device.type}")
+def _int8(model: nn.Sequential, spec: CompressSpec, job: _Job):
+    device = job.train.images.device  # where the study trains
+    if device.type != "cpu":
+        raise _Skip(f"int8 models run on the CPU engine only; this study trains on {device.type}")
     engine = quant_engine()
-    example = _example(context)
+    example = job.example
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     total = sum(p.numel() for p in model.parameters())
     if spec.quant_mode == "dynamic" and linear <= DYNAMIC_MIN_LINEAR_SHARE * total:
         raise _Skip(f"dynamic int8 quantizes only Linear layers, {100 * linear / max(total, 1):.0f}% of "
-                    f"{config.student.family}'s parameters: it would not shrink it "
+                    f"{job.name}'s parameters: it would not shrink it "
                     f"(use quant_mode static or qat for convolutional students)")
     float_bytes = serialized_size_bytes(model)
     try:
         prepared = _quantized_copy(model, spec.quant_mode, engine, example)
     except Exception as err:  # FX cannot trace this network
-        raise _Skip(f"FX quantization cannot trace {config.student.family} ({type(err).__name__}: {err})"[:300])
+        raise _Skip(f"FX quantization cannot trace {job.name} ({type(err).__name__}: {err})"[:300])
     extra: dict[str, Any] = {"quant_engine": engine}
     if spec.quant_mode == "dynamic":
         quantized = prepared
         detail = f"dynamic, Linear only ({100 * linear / max(total, 1):.0f}% of params int8), {engine}"
     else:
         if spec.quant_mode == "qat":
-            extra["finetune_seconds"] = _finetune(prepared, spec.finetune_epochs, config, context)
+            extra["finetune_seconds"] = _finetune(prepared, spec.finetune_epochs, job)
         with torch.inference_mode():
-            images = context.train_images[:CALIBRATION_IMAGES].cpu()
+            images = job.train.images[:CALIBRATION_IMAGES].cpu()
             prepared.eval()
             for start in range(0, len(images), 256):  # calibration: observers see training batches
                 prepared(images[start:start + 256].float() / 255.0)
@@ -514,7 +529,7 @@ def _int8(model: nn.Sequential, spec: CompressSpec, config: TrialConfig, context
     int8_bytes = serialized_size_bytes(quantized)
     per_param = int8_bytes / max(count_params(quantized), 1)
     if int8_bytes > INT8_MAX_SIZE_SHARE * float_bytes:
-        raise _Skip(f"{spec.quant_mode} int8 of {config.student.family} stores {int8_bytes:,} of its "
+        raise _Skip(f"{spec.quant_mode} int8 of {job.name} stores {int8_bytes:,} of its "
                     f"{float_bytes:,} float bytes ({per_param:.2f} bytes per parameter): no saving")
     quantized._autokd_quant = {"mode": spec.quant_mode, "engine": engine}
     return quantized.eval(), f"{detail}, {per_param:.2f} B/param", extra

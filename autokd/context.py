@@ -1,8 +1,7 @@
 """What every trial of a study shares, built once per process: data, teacher, augmentation, settings.
 
-``build_context`` loads the study's data (train / validation / test) and its teacher, once;
-``build_student`` and ``distill_student`` are the first two stages of every trial, single or
-pair (:mod:`autokd.trial`, :mod:`autokd.pairs`).
+``build_context`` loads the study's data (train / validation / test) and its teacher, once; the
+stages of a trial (:mod:`autokd.trial`) take the pieces of the :class:`TrialContext` they use.
 """
 
 from __future__ import annotations
@@ -15,28 +14,59 @@ from typing import Any, Callable
 
 import torch
 import yaml
-from torch import nn
 
-from autokd.checkpoint import EpochCheckpointer, deployable
-from autokd.config import LatencySettings, StudyConfig, TrialConfig
+from autokd.config import LatencySettings, StudyConfig
 from autokd.data import PATH_SOURCES, ImageData, load_dataset
 from autokd.distill import Teacher
-from autokd.hostlock import idle_during, paced
-from autokd.measure import accuracy
-from autokd.models import build_model
+from autokd.measure import Split
 from autokd.teacher import build_teacher
-from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device, predict, train_model
+from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device
 
 NO_FLIP_DATASETS = ("digits", "mnist", "svhn")
+
+
+class Teaching:
+    """What distilling from the study's teacher takes: the teacher, the augmentation schedule and the
+    teacher's logits under it, computed once per schedule and shared by every trial of the process.
+
+    Example:
+        >>> teaching = context.teaching
+        >>> train_model(student, images, labels, policy=teaching.policy_for(False), teacher=teaching.teacher,
+        ...             logit_cache=teaching.logit_cache(False), ...)
+    """
+
+    def __init__(self, teacher: Teacher | None, policy: AugmentPolicy, images: torch.Tensor, teacher_id: str,
+                 cache_dir: Path | None):
+        self.teacher, self.policy = teacher, policy
+        self._images, self._teacher_id, self._cache_dir = images, teacher_id, cache_dir  # (N, C, H, W) uint8
+        self._caches: dict[str, TeacherLogitCache] = {}
+
+    def policy_for(self, mixup: bool) -> AugmentPolicy:
+        """The study's augmentation schedule, with or without mixup (function matching uses it)."""
+        return dataclasses.replace(self.policy, mixup=mixup)
+
+    def logit_cache(self, mixup: bool) -> TeacherLogitCache | None:
+        """The teacher's logits on the training images under :meth:`policy_for` ``(mixup)``; None without a teacher."""
+        if self.teacher is None:
+            return None
+        policy = self.policy_for(mixup)
+        key = policy.key()
+        if key not in self._caches:
+            self._caches[key] = TeacherLogitCache(self.teacher, self._images, policy, self._teacher_id,
+                                                  self._cache_dir)
+        return self._caches[key]
 
 
 @dataclass
 class TrialContext:
     """What every trial of a study shares: data on the device, the teacher, measurement settings.
 
-    Students, selectors and fine-tuning train on ``train_*``; every objective and every choice
-    (epoch curves, pruning, the sampler) reads ``val_*``; ``test_*`` is evaluated once per
-    finished trial, for the report only.
+    It hands each stage of a trial (:mod:`autokd.trial`) the pieces it uses: the splits on the
+    device (``train``, ``validation``, ``test``, each a :class:`autokd.measure.Split`), the
+    ``teaching`` (teacher, augmentation, logit caches), ``latency`` and ``device``. Students,
+    selectors and fine-tuning train on ``train``; every objective and every choice (epoch curves,
+    pruning, the sampler) reads ``validation``; ``test`` is evaluated once per finished trial, for
+    the report only.
     """
 
     data: ImageData
@@ -51,27 +81,12 @@ class TrialContext:
     def __post_init__(self) -> None:
         if not self.data.has_validation:
             raise ValueError("a trial context needs data with a validation split (ImageData.with_validation)")
-        self.train_images = self.data.train_images.to(self.device)
-        self.train_labels = self.data.train_labels.to(self.device)
-        self.val_images = self.data.val_images.to(self.device)
-        self.val_labels = self.data.val_labels.to(self.device)
-        self.test_images = self.data.test_images.to(self.device)
-        self.test_labels = self.data.test_labels.to(self.device)
-        self._caches: dict[str, TeacherLogitCache] = {}
-
-    def policy_for(self, mixup: bool) -> AugmentPolicy:
-        """The study's augmentation schedule, with or without mixup (function matching uses it)."""
-        return dataclasses.replace(self.policy, mixup=mixup)
-
-    def logit_cache(self, mixup: bool) -> TeacherLogitCache | None:
-        if self.teacher is None:
-            return None
-        policy = self.policy_for(mixup)
-        key = policy.key()
-        if key not in self._caches:
-            self._caches[key] = TeacherLogitCache(self.teacher, self.train_images, policy,
-                                                  self.teacher_summary.get("id", "teacher"), self.cache_dir)
-        return self._caches[key]
+        data, device = self.data, self.device
+        self.train = Split(data.train_images.to(device), data.train_labels.to(device))
+        self.validation = Split(data.val_images.to(device), data.val_labels.to(device))
+        self.test = Split(data.test_images.to(device), data.test_labels.to(device))
+        self.teaching = Teaching(self.teacher, self.policy, self.train.images,
+                                 self.teacher_summary.get("id", "teacher"), self.cache_dir)
 
 
 def augment_policy(study: StudyConfig, data: ImageData) -> AugmentPolicy:
@@ -121,32 +136,3 @@ def build_context(study: StudyConfig, *, device: torch.device | None = None, sho
 def cached_context(study_yaml: str) -> TrialContext:
     """One context per worker process and study (Ray workers reuse data, teacher and CUDA context)."""
     return build_context(StudyConfig(**yaml.safe_load(study_yaml)), show_progress=False)
-
-
-def build_student(config: TrialConfig, data: ImageData) -> nn.Sequential:
-    """The trial's student, seeded by ``train.seed``, taking [0, 1] input: untrained, or started from
-    its spec's weights file (``net.weights_info`` says what was loaded)."""
-    torch.manual_seed(config.train.seed)
-    net = build_model(config.student.family, num_classes=data.num_classes, in_channels=data.channels,
-                      image_size=data.image_size, weights=config.student.weights, **config.student.knob_dict)
-    return deployable(net, data.mean, data.std)
-
-
-def distill_student(model: nn.Module, config: TrialConfig, context: TrialContext,
-                    on_epoch: Callable[[int, dict], None] | None = None,
-                    checkpointer: EpochCheckpointer | None = None, resume: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` from the teacher on the training split; the epoch curve is validation accuracy.
-
-    ``checkpointer`` keeps the last finished epoch; ``resume`` (what it saved) continues from it.
-    """
-    mixup = config.distill.loss == "fm"
-    policy = context.policy_for(mixup)
-    with paced() as pace:  # gives way to a measurement elsewhere at every step; idle while reporting an epoch
-        result = train_model(
-            model, context.train_images, context.train_labels, train=config.train, distill=config.distill,
-            policy=policy, teacher=context.teacher, logit_cache=context.logit_cache(mixup),
-            evaluate=lambda m: accuracy(predict(m, context.val_images, pace=pace), context.val_labels),
-            on_epoch=idle_during(on_epoch), checkpointer=checkpointer, resume=resume, compile_model=context.compile,
-            pace=pace)
-    return {"train_seconds": result.seconds, "compile_seconds": result.compile_seconds,
-            "teacher_path": result.teacher_path, "history": result.history}

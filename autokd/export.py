@@ -48,7 +48,7 @@ def _load_single(payload: dict, source: str) -> nn.Module:
 
 
 #: Checkpoint kind -> loader of its deployable model (takes [0, 1] floats). Every trial checkpoint
-#: declares its kind (``autokd.trial.run_trial``, ``autokd.committee.run_committee_trial``).
+#: declares its kind (``autokd.trial.run_trial``, ``autokd.trial.committee_trial``).
 LOADERS: dict[str, Callable[[dict, str], nn.Module]] = {
     "single": _load_single,
     "compressed": lambda payload, source: load_compressed(payload),

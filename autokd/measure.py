@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -239,48 +239,63 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- a model, as deployed
 
 
-def split_accuracies(logits_of: Callable[[torch.Tensor], torch.Tensor], context: Any) -> dict[str, Any]:
+class Split(NamedTuple):
+    """One labelled split on the device its models run on: uint8 images ``(N, C, H, W)``, int64 labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def split_accuracies(logits_of: Callable[[torch.Tensor], torch.Tensor], validation: Split, test: Split,
+                     num_classes: int) -> dict[str, Any]:
     """Accuracy and per-class accuracy on validation and test; ``accuracy`` (the objective) is validation's.
 
-    ``logits_of(images)`` gives a model's logits for uint8 images on the context's device.
+    ``logits_of(images)`` gives a model's logits for the split's uint8 images.
     """
     figures: dict[str, Any] = {}
-    for split, images, labels in (("validation", context.val_images, context.val_labels),
-                                  ("test", context.test_images, context.test_labels)):
+    for split, (images, labels) in (("validation", validation), ("test", test)):
         logits = logits_of(images)
         figures[f"{split}_accuracy"] = accuracy(logits, labels)
-        figures[f"per_class_{split}_accuracy"] = per_class_accuracy(logits, labels, context.data.num_classes)
+        figures[f"per_class_{split}_accuracy"] = per_class_accuracy(logits, labels, num_classes)
     return {"accuracy": figures["validation_accuracy"], **figures}
 
 
-def measure_model(model: nn.Module, context: Any) -> dict[str, Any]:
+def measure_model(model: nn.Module, validation: Split, test: Split, num_classes: int, *,
+                  latency: LatencySettings, device: torch.device) -> dict[str, Any]:
     """Every objective, measured on the model as deployed (CPU copy for size, MACs, latency).
 
-    ``context`` is the study's :class:`autokd.context.TrialContext` (splits on its device, the
-    latency settings).
+    Args:
+        model: takes [0, 1] images; it runs on ``device``, where the splits' tensors are.
+        validation, test: the splits evaluated; ``accuracy`` is validation accuracy (what the search
+            optimises), ``test_accuracy`` is for the report only.
+        num_classes: for the per-class accuracies.
+        latency: how batch-1 latency is timed (:func:`latency_stats`); on a CUDA ``device`` the GPU
+            latency is timed as well.
 
-    ``accuracy`` is validation accuracy (what the search optimises); ``test_accuracy`` is for
-    the report only.
+    Example:
+        >>> figures = measure_model(student, context.validation, context.test, context.data.num_classes,
+        ...                         latency=context.latency, device=context.device)
+        >>> figures["accuracy"], figures["macs"], figures["latency_ms"]
     """
     with paced() as pace:
-        metrics = split_accuracies(lambda images: predict(model, images, pace=pace), context)
-    example = context.data.test_images[:1].float() / 255.0
-    if context.device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
-        gpu = latency_stats(model, example.to(context.device), context.latency)
+        metrics = split_accuracies(lambda images: predict(model, images, pace=pace), validation, test, num_classes)
+    example = test.images[:1].cpu().float() / 255.0  # (1, C, H, W)
+    if device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
+        gpu = latency_stats(model, example.to(device), latency)
         metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
     cpu_model = _cpu_copy(model)
     # latency_ms: median of the timed runs; latency_spread_ms: their p90 - p10 (LatencyStats)
-    latency = latency_stats(cpu_model, example, context.latency)
+    stats = latency_stats(cpu_model, example, latency)
     metrics.update(
         params=count_params(cpu_model),
         size_bytes=serialized_size_bytes(cpu_model),
         macs=count_macs(cpu_model, example),
-        latency_ms=latency.median_ms,
-        latency_spread_ms=latency.spread_ms,
-        latency_wait_s=latency.waited_s,
-        latency_alone=latency.alone,
-        latency_threads=context.latency.threads,
-        latency_runs=latency.runs,
+        latency_ms=stats.median_ms,
+        latency_spread_ms=stats.spread_ms,
+        latency_wait_s=stats.waited_s,
+        latency_alone=stats.alone,
+        latency_threads=latency.threads,
+        latency_runs=stats.runs,
     )
     return metrics
 

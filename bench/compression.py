@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import time
 import warnings
@@ -34,9 +35,9 @@ from autokd import compress
 from autokd.compress import quant_engine
 from autokd.config import CompressSpec, DistillSpec, StudentSpec, StudyConfig, TrainSpec, TrialConfig
 from autokd.measure import latency_ms
-from autokd.context import build_context, build_student, distill_student
+from autokd.context import build_context
 from autokd.measure import measure_model
-from autokd.trial import compress_stage
+from autokd.trial import build_student, compress_stage, distill_student
 from bench.common import cifar10_folder, write_result
 
 STUDENTS = {"vgg7": StudentSpec.of("vgg", variant=7, width=0.5), "vgg7_w1": StudentSpec.of("vgg", variant=7, width=1.0),
@@ -105,12 +106,14 @@ def main() -> None:
     context = build_context(study, device=torch.device("cpu"), show_progress=False)
     print(f"teacher {context.teacher_summary.get('accuracy', 0):.3f} ({time.perf_counter() - started:.0f} s)")
     example = context.data.test_images[:1].float() / 255.0
+    measure = functools.partial(measure_model, validation=context.validation, test=context.test,
+                                num_classes=context.data.num_classes, latency=context.latency, device=context.device)
     results: dict[str, Any] = {}
     for name, student in STUDENTS.items():
         config = TrialConfig(student=student, distill=DistillSpec("kd", alpha=0.7, temperature=4.0),
                              train=TrainSpec(epochs=args.epochs, batch_size=128, lr=0.1))
         model = build_student(config, context.data)
-        distill_student(model, config, context)
+        distill_student(model, config, context.teaching, context.train, context.validation)
         model.eval()
         print(f"{name} trained ({time.perf_counter() - started:.0f} s)")
         rows = {}
@@ -119,11 +122,13 @@ def main() -> None:
                 continue
             compress.STRUCTURED_STEPS = steps
             try:
-                compressed, info = compress_stage(copy.deepcopy(model), TrialConfig(
-                    student=student, distill=config.distill, train=config.train, compress=spec), context)
+                trial_config = TrialConfig(student=student, distill=config.distill, train=config.train, compress=spec)
+                compressed, info = compress_stage(copy.deepcopy(model), trial_config, context.teaching, context.train,
+                                                  context.validation, num_classes=context.data.num_classes,
+                                                  uncompressed=measure(model))
             finally:
                 compress.STRUCTURED_STEPS = 1
-            after = measure_model(compressed, context)
+            after = measure(compressed)
             before = {k: info[f"uncompressed_{k}"] for k in FIGURES}
             lat_b, lat_a, lat_ratio = paired_latency(model, compressed, example, args.latency_runs, args.repeats)
             before["latency_ms"], after["latency_ms"] = lat_b, lat_a

@@ -183,7 +183,9 @@ def committee_study(tmp_path_factory):
     space = SearchSpace.load(cfg.resolve(cfg.search_space))
     study = open_study(cfg, heartbeat=False)
     context = build_context(cfg, show_progress=False)
-    study.set_user_attr("teacher", {**context.teacher_summary, **measure_model(context.teacher, context),
+    teacher_figures = measure_model(context.teacher, context.validation, context.test, context.data.num_classes,
+                                    latency=context.latency, device=context.device)
+    study.set_user_attr("teacher", {**context.teacher_summary, **teacher_figures,
                                     "architecture": "cnn5"})
     for params in ({"kind": "single", "family": "cnn5"}, {"kind": "single", "family": "vgg"},  # unequal MACs
                    # both orders of the two singles: one committee names its large member first

@@ -25,10 +25,10 @@ from autokd.space import SearchSpace
 from autokd.errors import AutokdError
 from autokd.export import agreement, export_model
 from autokd.train import predict
-from autokd.context import build_context, build_student, distill_student
+from autokd.context import build_context
 from autokd.measure import measure_model
 from autokd.record import trial_figures
-from autokd.trial import compress_stage, run_trial
+from autokd.trial import build_student, compress_stage, distill_student, run_trial
 from tests.tiny import TEST_SEED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,15 +57,22 @@ def students(context):
     for name, spec in STUDENTS.items():
         config = TrialConfig(student=spec, train=TRAIN)
         model = build_student(config, context.data)
-        distill_student(model, config, context)
+        distill_student(model, config, context.teaching, context.train, context.validation)
         trained[name] = model.eval()
     return trained
 
 
 def compress(students, context, family: str, spec: CompressSpec):
     config = TrialConfig(student=STUDENTS[family], train=TRAIN, compress=spec)
-    model, metrics = compress_stage(copy.deepcopy(students[family]), config, context)
-    return model, metrics, measure_model(model, context)
+    model = copy.deepcopy(students[family])
+    model, metrics = compress_stage(model, config, context.teaching, context.train, context.validation,
+                                    num_classes=context.data.num_classes, uncompressed=measure(model, context))
+    return model, metrics, measure(model, context)
+
+
+def measure(model, context):
+    return measure_model(model, context.validation, context.test, context.data.num_classes,
+                         latency=context.latency, device=context.device)
 
 
 def roundtrip(model, spec: CompressSpec, name: str, context, tmp_path: Path):
@@ -171,7 +178,7 @@ def test_fisher_ranks_a_silenced_channel_lowest_where_l1_does_not(students, cont
     group = tp.DependencyGraph().build_dependency(model[1], example).get_pruning_group(
         conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
     fisher = FisherImportance()
-    fisher.accumulate(model, _fisher_batches(context, seed=0))
+    fisher.accumulate(model, _fisher_batches(context.train, seed=0))
     scores = fisher(group)
     assert scores.shape == (conv.out_channels,) and int(scores.argmin()) == 3 and float(scores[3]) == 0.0
     assert (scores[torch.arange(len(scores)) != 3] > 0).all()
@@ -191,12 +198,11 @@ def test_fisher_prunes_coupled_residual_channels(context):
     import torch_pruning as tp
 
     from autokd.compress import FisherImportance, _classifier_layers, _fisher_batches
-    from autokd.context import build_student
 
     model = build_student(TrialConfig(student=StudentSpec.of("resnet", depth=8, width=8)), context.data)
     before = sum(p.numel() for p in model.parameters())
     fisher = FisherImportance()
-    fisher.accumulate(model, _fisher_batches(context, seed=0))
+    fisher.accumulate(model, _fisher_batches(context.train, seed=0))
     example = model[0](context.data.val_images[:1].float() / 255.0)
     tp.pruner.MetaPruner(model[1], example, importance=fisher, pruning_ratio=0.5,
                          ignored_layers=_classifier_layers(model[1], 10)).step()

@@ -3,7 +3,7 @@
 A committee trial (``TrialConfig.kind`` ``cascade`` or ``pair``) runs these stages:
 
 1. **Members.** Two students, distilled for the committee exactly as single students are
-   (:func:`autokd.context.distill_student`), or, for a *reuse* committee, loaded from two
+   (:func:`autokd.trial.distill_student`), or, for a *reuse* committee, loaded from two
    finished single trials of the study (only the routing is fitted). The member with fewer
    MACs is the *cheap* one, the other the *large* one.
 2. **Routing, learned on the validation split**, which the members never trained on
@@ -37,7 +37,8 @@ The package, by job: :mod:`~autokd.committee.spec` (settings, defaults filled in
 :mod:`~autokd.committee.modules` (the deployed committees and the selector),
 :mod:`~autokd.committee.checkpoint` (the checkpoint payload and loading),
 :mod:`~autokd.committee.fit` (fitting the routing on validation) and
-:mod:`~autokd.committee.trial` (the committee trial and its measurement).
+:mod:`~autokd.committee.trial` (the committee of two trained members and its measurement); the
+committee trial's stages run in order in :func:`autokd.trial.committee_trial`.
 
 """
 
@@ -46,12 +47,11 @@ from autokd.committee.fit import (Routing, fit_cascade, fit_routed_pair, selecto
                                   train_selector)
 from autokd.committee.modules import Cascade, RoutedPair, Selector, WithRoute, build_selector, committee_outputs
 from autokd.committee.spec import SELECTOR_FAMILIES, RouterSpec, SelectorSpec
-from autokd.committee.trial import (LATENCY_STREAM, committee_members, latency_stream, measure_committee,
-                                    run_committee_trial, second_config)
+from autokd.committee.trial import (LATENCY_STREAM, committee_record, fit_committee, latency_stream,
+                                    measure_committee, second_config)
 from autokd.config import COMMITTEE_KINDS
 
 __all__ = ["COMMITTEE_KINDS", "LATENCY_STREAM", "SELECTOR_FAMILIES", "Cascade", "RoutedPair", "RouterSpec", "Routing",
-           "Selector", "SelectorSpec", "WithRoute", "build_selector", "committee_members", "committee_outputs",
-           "committee_payload", "fit_cascade", "fit_routed_pair", "latency_stream", "load_committee", "load_member",
-           "measure_committee", "run_committee_trial", "second_config", "selector_loss", "selector_scores",
-           "train_selector"]
+           "Selector", "SelectorSpec", "WithRoute", "build_selector", "committee_outputs", "committee_payload",
+           "committee_record", "fit_cascade", "fit_committee", "fit_routed_pair", "latency_stream", "load_committee",
+           "load_member", "measure_committee", "second_config", "selector_loss", "selector_scores", "train_selector"]

@@ -18,7 +18,8 @@ from torch import nn
 from autokd.committee.modules import Cascade, RoutedPair, build_selector
 from autokd.committee.spec import RouterSpec, SelectorSpec
 from autokd.hostlock import paced
-from autokd.measure import count_macs
+from autokd.data import ImageData
+from autokd.measure import Split, count_macs
 from autokd.routing import choose_threshold, combined_log_probs, defer_score, out_of_fold, selector_targets
 from autokd.train import AugmentPolicy, augmented_batch, epoch_views, predict, predict_views
 
@@ -121,25 +122,27 @@ def fit_cascade(cheap: nn.Module, large: nn.Module, val_logits: tuple[torch.Tens
                    figures={"threshold": chosen.threshold, "threshold_defer_share": chosen.defer_share})
 
 
-def fit_routed_pair(cheap: nn.Module, large: nn.Module, context: Any, val_logits: tuple[torch.Tensor, torch.Tensor],
-                    router: RouterSpec, selector_spec: SelectorSpec, member_macs: tuple[int, int]) -> Routing:
+def fit_routed_pair(cheap: nn.Module, large: nn.Module, data: ImageData, validation: Split, policy: AugmentPolicy,
+                    val_logits: tuple[torch.Tensor, torch.Tensor], router: RouterSpec, selector_spec: SelectorSpec,
+                    member_macs: tuple[int, int]) -> Routing:
     """Selectors trained on validation folds give out-of-fold scores; the threshold is chosen on them.
 
-    The deployed selector is then trained on the whole validation split and keeps that threshold.
+    The deployed selector is then trained on the whole validation split (on its device, augmented
+    by ``policy``) and keeps that threshold; ``data`` gives the images' shape and normalisation.
     """
-    data, images, labels = context.data, context.val_images, context.val_labels
+    images, labels = validation
     cheap_logits, large_logits = (x.cpu() for x in val_logits)
     labels_cpu = labels.cpu()
 
     def new_selector() -> nn.Module:
         return build_selector(selector_spec, in_channels=data.channels, image_size=data.image_size, mean=data.mean,
-                              std=data.std).to(context.device)
+                              std=data.std).to(images.device)
 
     def fit(index: torch.Tensor) -> nn.Module:
         selector = new_selector()
         on_device = index.to(images.device)
         train_selector(selector, cheap, large, images[on_device], labels[on_device], spec=selector_spec,
-                       policy=context.policy)
+                       policy=policy)
         return selector
 
     oof_scores = torch.zeros(len(labels_cpu))

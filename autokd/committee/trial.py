@@ -1,7 +1,8 @@
-"""The committee trial: members, routing fitted on validation, figures, costs as it runs, checkpoint.
+"""The committee's part of a committee trial: routing fitted on validation, figures, costs as it runs.
 
-:func:`run_committee_trial` is what :func:`autokd.trial.run_trial` calls for a trial of kind
-``cascade`` or ``pair`` (the stages are described in :mod:`autokd.committee`).
+:func:`autokd.trial.committee_trial` trains (or loads) the two members, then calls
+:func:`fit_committee` and :func:`measure_committee` and saves the committee (the stages are
+described in :mod:`autokd.committee`).
 """
 
 from __future__ import annotations
@@ -9,25 +10,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autokd.checkpoint import save_checkpoint
-from autokd.committee.checkpoint import committee_payload, load_member
 from autokd.committee.fit import Routing, fit_cascade, fit_routed_pair
 from autokd.committee.modules import committee_outputs
 from autokd.committee.spec import RouterSpec, SelectorSpec
-from autokd.config import COMMITTEE_KINDS, SelectorKnobs, RouterKnobs, TrialConfig
-from autokd.context import build_student, distill_student
+from autokd.config import LatencySettings, RouterKnobs, SelectorKnobs, TrialConfig
+from autokd.data import ImageData
 from autokd.hostlock import paced
-from autokd.measure import count_macs, count_params, environment, latency_stats, serialized_size_bytes
+from autokd.measure import Split, count_macs, count_params, latency_stats, serialized_size_bytes
 from autokd.models import describe
 from autokd.routing import cheap_first, committee_cost, committee_figures
-from autokd.train import predict
+from autokd.train import AugmentPolicy, predict
 
 #: Validation inputs in the batch-1 stream a committee's latency is timed on.
 LATENCY_STREAM = 32
@@ -40,88 +38,64 @@ def second_config(config: TrialConfig) -> TrialConfig:
                                selector=SelectorKnobs(), reuse=None, kind="single", train=train)
 
 
-def committee_members(config: TrialConfig, context: Any, on_epoch: Callable[[int, dict], None] | None
-                      ) -> tuple[list[nn.Module], list[Any], dict[str, Any]]:
-    """The two members (deployable, eval mode), what each is (trial number or spec), and training figures.
+def fit_committee(config: TrialConfig, members: list[nn.Module], identities: list[Any], *, data: ImageData,
+                  validation: Split, test: Split, policy: AugmentPolicy) -> tuple[nn.Module, torch.Tensor, dict]:
+    """The committee of two trained members: routing fitted on ``validation``, figures on validation and test.
 
-    ``on_epoch`` sees the first member's epochs as 0..E-1 and the second's as E..2E-1.
+    Args:
+        members, identities: the two members (deployable, eval mode, on the splits' device) and what
+            each is (a trial number or a spec), in the config's order.
+        data: the data's shape (classes, channels, image size, normalisation) and its CPU test images.
+        validation: routing is fitted on it; its figures are out of fold.
+        test: routed once by the deployed committee, for the report.
+        policy: the study's augmentation (a routed pair's selector trains on augmented views).
+
+    Returns:
+        ``(committee, val_deferred, figures)``: the deployed committee (eval mode), which validation
+        inputs it defers (out of fold), and the record's figures (:func:`committee_record`).
     """
-    if config.reuse is not None:
-        members = [load_member(Path(p), context.device) for p in config.reuse.weights]
-        return members, list(config.reuse.trials), {"train_seconds": 0.0}
-    members, seconds = [], 0.0
-    for i, cfg in enumerate((config, second_config(config))):
-        model = build_student(cfg, context.data).to(context.device)
-        offset = i * config.train.epochs
-        hook = None if on_epoch is None else (lambda e, m, offset=offset: on_epoch(e + offset, m))
-        seconds += distill_student(model, cfg, context, hook)["train_seconds"]
-        members.append(model.eval())
-    return members, [describe(m) for m in members], {
-        "train_seconds": seconds, "teacher_path": "cache" if context.teacher is not None else "none"}
-
-
-def run_committee_trial(config: TrialConfig, context: Any, *, work_dir: Path,
-                        on_epoch: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
-    """Members, routing fitted on validation, figures on validation (out of fold) and test, checkpoint.
-
-    A committee has no epoch checkpoints: an interrupted committee trial starts over.
-    """
-    if config.second is None or config.kind not in COMMITTEE_KINDS:
-        raise ValueError("a committee trial needs kind 'pair' or 'cascade' and a second student")
-    started = time.perf_counter()
-    members, identities, metrics = committee_members(config, context, on_epoch)
-    example = context.data.test_images[:1].float() / 255.0
+    example = data.test_images[:1].float() / 255.0  # (1, C, H, W)
     macs = [count_macs(copy.deepcopy(m).cpu().eval(), example) for m in members]
     order = cheap_first(macs)
     cheap, large = (members[i] for i in order)
     member_macs = (macs[order[0]], macs[order[1]])
     with paced() as pace:
-        val_logits = (predict(cheap, context.val_images, pace=pace), predict(large, context.val_images, pace=pace))
-        test_logits = (predict(cheap, context.test_images, pace=pace), predict(large, context.test_images, pace=pace))
+        val_logits = (predict(cheap, validation.images, pace=pace), predict(large, validation.images, pace=pace))
+        test_logits = (predict(cheap, test.images, pace=pace), predict(large, test.images, pace=pace))
     routing_started = time.perf_counter()
     router = RouterSpec.from_config(config)
     if config.kind == "cascade":
-        routing = fit_cascade(cheap, large, val_logits, context.val_labels, router, member_macs)
+        routing = fit_cascade(cheap, large, val_logits, validation.labels, router, member_macs)
     else:
-        routing = fit_routed_pair(cheap, large, context, val_logits, router, SelectorSpec.from_config(config),
-                                  member_macs)
+        routing = fit_routed_pair(cheap, large, data, validation, policy, val_logits, router,
+                                  SelectorSpec.from_config(config), member_macs)
     committee = routing.committee.eval()
-    metrics["router_seconds"] = time.perf_counter() - routing_started
-    metrics.update(routing.figures)
+    figures: dict[str, Any] = {"router_seconds": time.perf_counter() - routing_started, **routing.figures}
     members_in_order = [identities[i] for i in order]  # every member list of the record is cheap member first
     if config.reuse is not None:
-        metrics["reused_from"] = members_in_order
-    val, test = committee_split_figures(committee, routing, context, val_logits, test_logits)
+        figures["reused_from"] = members_in_order
+    split_figures = committee_split_figures(committee, routing, validation, test, data.num_classes, val_logits,
+                                            test_logits)
     in_order = {"members": members_in_order, "member_names": [describe(members[i]) for i in order],
                 "member_params": [count_params(members[i]) for i in order]}
-    metrics.update(committee_record(config, routing, router, (val, test), member_macs, in_order))
-    metrics.update(measure_committee(committee, context, routing.val_deferred))
-    data = context.data
-    weights = save_checkpoint(work_dir / "student.pt", committee, family=config.kind, knobs={}, kind=config.kind,
-                              num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size,
-                              mean=data.mean, std=data.std, committee=committee_payload(committee),
-                              config=config.to_json(), accuracy=metrics["test_accuracy"],
-                              validation_accuracy=metrics["accuracy"])
-    metrics.update(weights_path=str(weights), trial_seconds=time.perf_counter() - started,
-                   device=str(context.device), compression="none", **environment(context.device))
-    return metrics
+    figures.update(committee_record(config, routing, router, split_figures, member_macs, in_order))
+    return committee, routing.val_deferred, figures
 
 
-def committee_split_figures(committee: nn.Module, routing: Routing, context: Any,
+def committee_split_figures(committee: nn.Module, routing: Routing, validation: Split, test: Split, num_classes: int,
                             val_logits: tuple[torch.Tensor, torch.Tensor],
                             test_logits: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, dict]:
     """The committee's figures on validation (its out-of-fold decisions) and on test (the deployed committee)."""
-    num_classes = context.data.num_classes
     cheap_v, large_v = (x.cpu() for x in val_logits)
     deferred_v = routing.val_deferred
     answer_v = torch.where(deferred_v[:, None], routing.deferred_answer(cheap_v, large_v), F.log_softmax(cheap_v, 1))
-    val = committee_figures(cheap_v, large_v, answer_v, deferred_v, context.val_labels.cpu(), num_classes,
+    val = committee_figures(cheap_v, large_v, answer_v, deferred_v, validation.labels.cpu(), num_classes,
                             deferred_answer=routing.deferred_answer(cheap_v, large_v))
-    answer_t, deferred_t = (x.cpu() for x in committee_outputs(committee, context.test_images))
+    answer_t, deferred_t = (x.cpu() for x in committee_outputs(committee, test.images))
     cheap_t, large_t = (x.cpu() for x in test_logits)
-    test = committee_figures(cheap_t, large_t, answer_t, deferred_t, context.test_labels.cpu(), num_classes,
-                             deferred_answer=routing.deferred_answer(cheap_t, large_t))
-    return val, test
+    test_figures = committee_figures(cheap_t, large_t, answer_t, deferred_t, test.labels.cpu(), num_classes,
+                                     deferred_answer=routing.deferred_answer(cheap_t, large_t))
+    return val, test_figures
 
 
 def committee_record(config: TrialConfig, routing: Routing, router: RouterSpec, figures: tuple[dict, dict],
@@ -174,21 +148,23 @@ def latency_stream(deferred: torch.Tensor, val_deferred: torch.Tensor, size: int
     return torch.tensor(sorted(going + staying), dtype=torch.long)
 
 
-def measure_committee(committee: nn.Module, context: Any, val_deferred: torch.Tensor) -> dict[str, Any]:
+def measure_committee(committee: nn.Module, images: torch.Tensor, val_deferred: torch.Tensor,
+                      latency: LatencySettings) -> dict[str, Any]:
     """What ships (params, bytes) and the deployed committee's batch-1 CPU latency per input.
 
-    Timed on a stream of validation inputs whose deferral share is the validation routing share,
-    so early exit is paid as it happens; the host is to itself while timing (autokd.hostlock).
+    Timed on a stream of the validation ``images`` (uint8) whose deferral share is the validation
+    routing share ``val_deferred``, so early exit is paid as it happens; the host is to itself while
+    timing (autokd.hostlock).
     """
     cpu = copy.deepcopy(committee).cpu().eval()
-    _, deferred = committee_outputs(cpu, context.data.val_images)
+    images = images.cpu()
+    _, deferred = committee_outputs(cpu, images)
     stream = latency_stream(deferred, val_deferred)
-    inputs = context.data.val_images[stream].float() / 255.0
-    stats = latency_stats(_BatchOneStream(cpu, inputs), inputs[:1], context.latency)
+    inputs = images[stream].float() / 255.0
+    stats = latency_stats(_BatchOneStream(cpu, inputs), inputs[:1], latency)
     n = len(stream)
     return {"params": count_params(cpu), "size_bytes": serialized_size_bytes(cpu),
             "latency_ms": stats.median_ms / n, "latency_spread_ms": stats.spread_ms / n,
             "latency_wait_s": stats.waited_s, "latency_alone": stats.alone,
-            "latency_threads": context.latency.threads, "latency_stream": n,
+            "latency_threads": latency.threads, "latency_stream": n,
             "latency_stream_deferred": int(deferred[stream].sum())}
-

@@ -15,6 +15,7 @@ def store_teacher(study: Any, context: TrialContext) -> None:
     summary = context.teacher_summary
     stored = study_teacher(study)
     if not stored or stored.get("id") != summary["id"]:
-        figures = measure_model(context.teacher, context)
+        figures = measure_model(context.teacher, context.validation, context.test, context.data.num_classes,
+                                latency=context.latency, device=context.device)
         record_teacher(study, {**summary, **figures, "architecture": " + ".join(summary["members"])},
                        list(context.data.classes))
