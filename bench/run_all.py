@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-SCRIPTS = ["bench.ray_overhead", "bench.trial_speed", "bench.compression", "bench.committees", "bench.time_to_accuracy"]
+SCRIPTS = ["bench.ray_overhead", "bench.trial_speed", "bench.compression", "bench.committees", "bench.time_to_accuracy",
+           "bench.bring_your_own"]
 
 if __name__ == "__main__":
     for name in SCRIPTS:
