@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autokd.config import StudyConfig, TeacherRecipe
-from autokd.errors import AutokdError, SearchFailed
+from autokd.errors import AutokdError, SearchFailed, disk_full
 from autokd.cli_help import Command, Group, plain_help
 from autokd.files import check_output_file, check_writable_folder
 from autokd.studies import open_existing, resolve_study, storage_from_env, storage_named, storage_origin
@@ -85,8 +85,12 @@ def guarded(fn: Callable) -> Callable:
         except KeyboardInterrupt as err:
             errors.print(getattr(err, "message", "interrupted"), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
-        except OSError as err:  # a disk that filled up or turned read-only mid-run: one line, not a traceback
-            if _state["debug"] or err.errno not in _WRITE_ERRORS:
+        except Exception as err:  # a disk that filled up or turned read-only mid-run: one line, not a traceback
+            full = disk_full(err)
+            if full is not None and not _state["debug"]:
+                errors.print(str(full), markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(full.exit_code) from None
+            if _state["debug"] or not isinstance(err, OSError) or err.errno not in _WRITE_ERRORS:
                 raise
             errors.print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}; fix: free space or "
                          "choose a writable folder (--output, --out), then run the same command again",
@@ -115,6 +119,8 @@ def search(
     n_trials: Optional[int] = typer.Option(None, help="Total finished trials the study should hold."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the output folder)."),
+    storage_retry_seconds: Optional[float] = typer.Option(
+        None, help="Wait this long for a lost database to come back before stopping (default 300)."),
     output: Optional[str] = typer.Option(None, help="Output folder (default: runs/NAME)."),
     dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
@@ -136,8 +142,8 @@ def search(
     from autokd.search.study import open_study, single_sqlite_driver
 
     cfg = resolve_study(study).with_overrides(
-        n_trials=n_trials, timeout=timeout, storage=storage, output=output, dataset=dataset, data_root=data_root,
-        download=download, image_size=image_size,
+        n_trials=n_trials, timeout=timeout, storage=storage, storage_retry_seconds=storage_retry_seconds, output=output,
+        dataset=dataset, data_root=data_root, download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, address=address)
     cfg = storage_from_env(cfg)

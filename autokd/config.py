@@ -308,6 +308,8 @@ class StudyConfig(_Strict):
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = Field(0, ge=0)
     storage: str | None = None
+    # Seconds a driver waits out a lost database connection before it stops (autokd.search.storage).
+    storage_retry_seconds: float = Field(300.0, ge=0)
     output: str | None = None
     latency_runs: int = Field(30, ge=5)
     latency_threads: int = Field(1, ge=1)

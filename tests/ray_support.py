@@ -6,6 +6,7 @@ that kill one also kill, by pid, every process it started (raylet, GCS, workers)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,27 @@ def _env() -> dict[str, str]:
 
 def load(study: Path) -> optuna.Study:
     return open_study(load_study_config(study), create=False, heartbeat=False)
+
+
+def running_with_checkpoint(study: Path) -> bool:
+    """A trial of the study is RUNNING with its parameters and has written an epoch checkpoint."""
+    try:
+        running = load(study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # the study does not exist yet
+        return False
+    return any(t.params and (study.parent / "out" / "trials" / f"{t.number:05d}" / "epoch" / "epoch.pt").is_file()
+               for t in running)
+
+
+def assert_exact(study: Path, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``n_trials`` COMPLETE trials, all with distinct parameters, none RUNNING or WAITING; returns them."""
+    trials = load(study).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    states = [(t.number, t.state.name, t.user_attrs.get("failed_because")) for t in trials]
+    assert len(complete) == n_trials, states
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == n_trials, states
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], states
+    return complete
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

@@ -13,13 +13,13 @@ digits study, on a SQLite file and on a fresh PostgreSQL database, and checks th
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from ray_support import kill_tree, load, run_search, start_search, wait_for, write_study
+from ray_support import (assert_exact, kill_tree, load, run_search, running_with_checkpoint, start_search, wait_for,
+                         write_study)
 
 from autokd.record import trial_figures
 
@@ -34,37 +34,13 @@ def backend(request) -> str | None:
     return request.getfixturevalue("postgres_url") if request.param == "postgres" else None
 
 
-def _running_with_checkpoint(study: Path) -> bool:
-    """A trial is RUNNING with its parameters and has written an epoch checkpoint."""
-    try:
-        running = load(study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    except Exception:  # the study does not exist yet
-        return False
-    return any(t.params and (study.parent / "out" / "trials" / f"{t.number:05d}" / "epoch" / "epoch.pt").is_file()
-               for t in running)
-
-
-def _distinct(trials) -> int:
-    return len({json.dumps(t.params, sort_keys=True) for t in trials})
-
-
-def _assert_exact(study: Path, n_trials: int) -> list:
-    trials = load(study).get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    states = [(t.number, t.state.name, t.user_attrs.get("failed_because")) for t in trials]
-    assert len(complete) == n_trials, states
-    assert _distinct(complete) == n_trials, states
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], states
-    return complete
-
-
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, executor):
     study = write_study(tmp_path, n_trials=2, epochs=10, batch_size=32, storage=backend, teacher=tiny_teacher,
                         executor=executor, max_concurrent=1)
     proc = start_search(study)
     try:
-        wait_for(lambda: _running_with_checkpoint(study), 180, "a running trial's first epoch checkpoint", proc)
+        wait_for(lambda: running_with_checkpoint(study), 180, "a running trial's first epoch checkpoint", proc)
     finally:
         kill_tree(proc)
     killed = [t.number for t in load(study).get_trials(states=(TrialState.RUNNING,))]
@@ -73,7 +49,7 @@ def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, ex
     done = run_search(study, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "re-enqueued" in done.stdout
-    complete = _assert_exact(study, 2)
+    complete = assert_exact(study, 2)
     after = load(study).trials
     for number in killed:
         assert after[number].state == TrialState.FAIL
@@ -98,7 +74,7 @@ def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_t
         assert len(refused) == 1 and "SQLite takes one driver" in refused[0], refused
     else:
         assert codes == [0, 0], [t[-3000:] for t in texts]
-    _assert_exact(study, 2)
+    assert_exact(study, 2)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -108,7 +84,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, ti
                         executor=executor)
     proc = start_search(study)
     try:
-        wait_for(lambda: _running_with_checkpoint(study), 180, "a running trial's first epoch checkpoint", proc)
+        wait_for(lambda: running_with_checkpoint(study), 180, "a running trial's first epoch checkpoint", proc)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130, study.with_suffix(".log").read_text()[-3000:]
     finally:
@@ -125,6 +101,6 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, ti
 
     done = run_search(study, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    complete = _assert_exact(study, 2)
+    complete = assert_exact(study, 2)
     [resumed] = [t for t in complete if t.user_attrs.get("retry_of") == interrupted.number]
     assert trial_figures(resumed)["resumed_from_epoch"] >= 1 and Path(resumed.user_attrs["weights_path"]).is_file()

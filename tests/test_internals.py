@@ -78,6 +78,23 @@ def test_heartbeat_is_recorded_when_the_storage_keeps_heartbeats(tmp_path):
     internals.record_heartbeat(quiet, quiet.ask())  # a no-op without heartbeats
 
 
+def test_a_delegating_storage_is_a_whole_storage_and_keeps_the_heartbeat(tmp_path):
+    assert isinstance(internals.HEARTBEAT_BASE, type), _moved("optuna.storages._heartbeat.BaseHeartbeat")
+    assert callable(getattr(internals.HEARTBEAT_BASE, internals.STALE_TRIALS_METHOD, None)), \
+        _moved(f"BaseHeartbeat.{internals.STALE_TRIALS_METHOD}")
+    assert not internals.DelegatingStorage.__abstractmethods__, _moved("the abstract methods of BaseStorage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'wrapped.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="wrapped", storage=internals.DelegatingStorage(optuna.storages.get_storage(rdb)))
+    assert isinstance(internals.storage_of(study), internals.DelegatingStorage)  # Optuna keeps it as given
+    beating = study.ask()
+    internals.record_heartbeat(study, beating)
+    time.sleep(2.1)
+    optuna.storages.fail_stale_trials(study)  # reaches the wrapped storage's stale trials through the wrapper
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.FAIL
+
+
 def test_fail_trial_fails_once_whichever_driver_calls(study):
     trial = study.ask()
     frozen = study.get_trials(deepcopy=False)[0]

@@ -8,6 +8,9 @@ loop is where Optuna itself reaches into ``study._storage``):
   give a RUNNING trial a system attribute (:func:`set_system_attr`: which driver holds it), read a
   live trial's (:func:`system_attrs`), keep its heartbeat (:func:`record_heartbeat`) and fail a trial
   another driver left RUNNING (:func:`fail_trial`);
+* Optuna's heartbeat mixin and the private method :func:`optuna.storages.fail_stale_trials` asks a
+  storage for (``_get_stale_trial_ids``), so a storage that wraps another (:class:`DelegatingStorage`,
+  the retrying storage of :mod:`autokd.search.storage`) keeps the heartbeat working;
 * the names of Optuna's tables, to list a database's studies without creating any (:func:`study_names_in`);
 * Ray's driver-side printer of worker and raylet output (:func:`intercept_ray_prints`), which has no
   setting to silence it.
@@ -35,7 +38,8 @@ RAY_PRINTER = ("ray._private.worker", "print_to_stdstream")
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The storage behind ``study`` (an ``RDBStorage`` for every study :func:`autokd.search.open_study` opens).
+    """The storage behind ``study`` (for every study :func:`autokd.search.open_study` opens, the retrying
+    storage around Optuna's ``RDBStorage``: :class:`autokd.search.storage.RetryingStorage`).
 
     Its public methods (``record_heartbeat``, ``get_heartbeat_interval``, ...) are fine to call; the
     study just does not expose it (``Study._storage``).
@@ -94,6 +98,46 @@ class _UserAttrWriter:
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self.tid, key, value)
+
+
+#: Optuna's heartbeat mixin of storages (``optuna.storages._heartbeat.BaseHeartbeat``): only a storage of this
+#: class has its stale trials failed by ``fail_stale_trials``.
+HEARTBEAT_BASE = optuna.storages._heartbeat.BaseHeartbeat
+#: The private method of :data:`HEARTBEAT_BASE` that ``fail_stale_trials`` calls on the study's storage.
+STALE_TRIALS_METHOD = "_get_stale_trial_ids"
+
+
+def _storage_methods() -> tuple[str, ...]:
+    bases = (optuna.storages.BaseStorage, HEARTBEAT_BASE)
+    public = {name for base in bases for name in getattr(base, "__abstractmethods__", ()) if not name.startswith("_")}
+    optional = {name for name, value in vars(optuna.storages.BaseStorage).items()
+                if callable(value) and not name.startswith("_")}
+    return tuple(sorted(public | optional | {STALE_TRIALS_METHOD}))
+
+
+def _passed_on(name: str) -> Callable[..., Any]:
+    def method(self: "DelegatingStorage", *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+class DelegatingStorage(optuna.storages.BaseStorage, HEARTBEAT_BASE):
+    """A storage that passes every call (public, and the heartbeat's private one) to ``inner`` through
+    :meth:`_call`, which a subclass overrides to act around each call (retry it, time it).
+
+    ``inner`` is what ``optuna.storages.get_storage`` makes of an ``RDBStorage`` (its caching
+    front), so trials read through this storage are cached as Optuna caches them.
+    """
+
+    def __init__(self, inner: optuna.storages.BaseStorage):
+        self.inner = inner
+
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return getattr(self.inner, name)(*args, **kwargs)
+
+    locals().update({_name: _passed_on(_name) for _name in _storage_methods()})
 
 
 def study_names_in(connection: Any) -> list[str] | None:

@@ -30,10 +30,11 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from autokd.config import StudyConfig, TrialConfig
+from autokd.errors import disk_full
 from autokd.record import (record_failed, record_pruned, record_result, record_start, record_weights_artifact,
                            resume_from)
-from autokd.search.internals import record_heartbeat
-from autokd.search.storage import HEARTBEAT_SECONDS
+from autokd.search.internals import record_heartbeat, storage_of
+from autokd.search.storage import HEARTBEAT_SECONDS, StorageLost
 from autokd.search.study import (Budget, SpaceExhausted, claim_trial, finished_count, give_back, propose,
                                  reclaim_stale_trials, requeue, trial_dir)
 from autokd.space import SearchSpace
@@ -163,12 +164,20 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._beat, daemon=True, name="autokd-heartbeat")
 
     def _beat(self) -> None:
+        storage = storage_of(self.study)
         while not self.stop.wait(HEARTBEAT_SECONDS):
             try:
                 for trial in self.live_trials():
                     record_heartbeat(self.study, trial)
-                reclaim_stale_trials(self.study, self.study_cfg)
+                # Right after an outage every driver's heartbeats are old: reclaim only once all had
+                # a beat to catch up, or a live driver's trials would be failed as a dead one's.
+                if getattr(storage, "settled", lambda _: True)(2 * HEARTBEAT_SECONDS):
+                    reclaim_stale_trials(self.study, self.study_cfg)
+            except StorageLost:  # the driver's own next call to the storage says so, in one line
+                return
             except Exception as err:  # a database hiccup must not kill the search; the next beat retries
+                if disk_full(err) is not None:  # a SQLite study on a full disk: the driver's next write says so
+                    continue
                 logging.getLogger(__name__).warning("heartbeat failed: %s", type(err).__name__)
 
     def __enter__(self) -> "Heartbeat":

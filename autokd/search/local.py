@@ -7,6 +7,7 @@ with an epoch checkpoint per trial and Ctrl-C = FAIL + re-enqueue, as on Ray.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,8 +17,10 @@ from rich.console import Console
 
 from autokd.checkpoint import EpochCheckpointer
 from autokd.config import StudyConfig, TrialConfig
+from autokd.errors import disk_full
 from autokd.search.executor import SearchProgress, run_search
 from autokd.search.lifecycle import Started, TrialLifecycle
+from autokd.search.storage import StorageLost
 from autokd.search.study import epoch_checkpoint
 from autokd.space import SearchSpace
 from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
@@ -28,7 +31,9 @@ def run_one(lifecycle: TrialLifecycle, started: Started, context: TrialContext,
     """Train, measure and tell one started trial; a trial failure is told FAIL with its log path.
 
     Ctrl-C (or any other exception) tells the trial FAIL and re-enqueues its parameters, so the
-    next run resumes it from its last epoch checkpoint; then the exception goes on.
+    next run resumes it from its last epoch checkpoint; then the exception goes on. A full disk
+    does the same where the study can still be written, and goes on as one line
+    (:class:`~autokd.errors.DiskFull`); a lost database leaves the trial to the next run's reclaim.
     """
     trial, config, study_cfg = started.trial, started.config, lifecycle.study_cfg
 
@@ -39,16 +44,26 @@ def run_one(lifecycle: TrialLifecycle, started: Started, context: TrialContext,
             on_epoch(trial.number, epoch, metrics | {"epochs": config.train.epochs})
 
     try:
-        metrics = run_trial(config, context, work_dir=started.work_dir, on_epoch=epoch_hook,
-                            checkpointer=EpochCheckpointer(epoch_checkpoint(study_cfg, trial.number)),
-                            resume_from=Path(started.resume_from) if started.resume_from else None)
-    except TRIAL_FAILURES as err:
-        reason, log = record_failure(started.work_dir, err)
-        return lifecycle.fail(trial, reason, log)
-    except BaseException:  # Ctrl-C or a bug: the trial must not stay RUNNING, and may resume
-        lifecycle.interrupt(trial, "interrupted")
+        try:
+            metrics = run_trial(config, context, work_dir=started.work_dir, on_epoch=epoch_hook,
+                                checkpointer=EpochCheckpointer(epoch_checkpoint(study_cfg, trial.number)),
+                                resume_from=Path(started.resume_from) if started.resume_from else None)
+        except TRIAL_FAILURES as err:
+            if disk_full(err) is not None:
+                raise
+            reason, log = record_failure(started.work_dir, err)
+            return lifecycle.fail(trial, reason, log)
+        return lifecycle.complete(trial, metrics)
+    except StorageLost:  # the database is gone: the next run reclaims the trial
         raise
-    return lifecycle.complete(trial, metrics)
+    except BaseException as err:  # Ctrl-C, a full disk or a bug: the trial must not stay RUNNING, and may resume
+        full = disk_full(err)
+        if full is None:
+            lifecycle.interrupt(trial, "interrupted")
+            raise
+        with contextlib.suppress(Exception):  # a SQLite study on that disk cannot record it: the next run will
+            lifecycle.interrupt(trial, "disk full")
+        raise full from None
 
 
 class LocalExecutor:

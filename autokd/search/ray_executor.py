@@ -37,12 +37,13 @@ import optuna
 from rich.console import Console
 
 from autokd.config import StudyConfig, TrialConfig
+from autokd.errors import FULL_DISK_FIX, DiskFull, disk_full
 from autokd.space import SearchSpace
 from autokd.record import study_teacher
 from autokd.search.executor import SearchProgress, run_search
 from autokd.search.lifecycle import TrialLifecycle
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
-from autokd.search.storage import strip_password
+from autokd.search.storage import StorageLost, strip_password
 from autokd.search.study import EPOCH_FILE, trial_dir
 from autokd.trial import TRIAL_LOG
 
@@ -57,8 +58,9 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
     """The Tune function trainable: one trial on a worker, reporting every epoch.
 
     Failures of the trial itself (a diverged student, a shape a family cannot take) are reported
-    as a final result with ``failed`` so the trial is told FAIL at once; anything else (the
-    worker dying) is left to Tune's ``FailureConfig``, which restarts from the last checkpoint.
+    as a final result with ``failed`` so the trial is told FAIL at once; a full disk as one with
+    ``fatal``, which ends the run (retrying would fail the same way); anything else (the worker
+    dying) is left to Tune's ``FailureConfig``, which restarts from the last checkpoint.
     """
     from ray import tune
 
@@ -95,11 +97,20 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch,
-                            checkpointer=EpochCheckpointer(epoch_dir / EPOCH_FILE), resume_from=resume_from)
-    except TRIAL_FAILURES as err:
-        reason, _ = record_failure(work_dir, err)  # the traceback goes to the trial's log, not the console
-        tune.report({"final": True, "failed": reason})
+        try:
+            metrics = run_trial(trial_cfg, context, work_dir=work_dir, on_epoch=on_epoch,
+                                checkpointer=EpochCheckpointer(epoch_dir / EPOCH_FILE), resume_from=resume_from)
+        except TRIAL_FAILURES as err:
+            if disk_full(err) is not None:
+                raise
+            reason, _ = record_failure(work_dir, err)  # the traceback goes to the trial's log, not the console
+            tune.report({"final": True, "failed": reason})
+            return
+    except Exception as err:  # a full disk is the run's end, not this trial's failure: no retries against it
+        full = disk_full(err)
+        if full is None:
+            raise
+        tune.report({"final": True, "fatal": full.problem})
         return
     metrics["teacher_accuracy"] = context.teacher_summary.get("accuracy")
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -125,6 +136,7 @@ def _make_study_search_class() -> type:
             self.lifecycle, self.study_cfg, self.on_told = lifecycle, study_cfg, on_told
             self.pruned_by_scheduler = pruned_by_scheduler
             self.running: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs, until told
+            self.fatal: Exception | None = None  # what ended the run for every trial (database lost, disk full)
 
         # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
         # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
@@ -148,7 +160,27 @@ def _make_study_search_class() -> type:
             for trial_id in list(self.running):
                 self.on_trial_complete(trial_id, None)
 
+        @contextlib.contextmanager
+        def fatal_guard(self) -> Iterator[None]:
+            """A lost database or a full disk ends the whole run (Tune would count it against a trial and
+            retry that): remembered here, every trial stopped, and raised by the driver after ``fit``."""
+            try:
+                yield
+            except Exception as err:
+                fatal = err if isinstance(err, StorageLost) else disk_full(err)
+                if fatal is None:
+                    raise
+                self.fatal = self.fatal or fatal
+                _stop_every_trial()
+
         def suggest(self, trial_id: str) -> dict | str | None:
+            if self.fatal is not None:
+                return Searcher.FINISHED
+            with self.fatal_guard():
+                return self._suggest(trial_id)
+            return Searcher.FINISHED
+
+        def _suggest(self, trial_id: str) -> dict | str | None:
             started = self.lifecycle.start()
             if isinstance(started, str):
                 return Searcher.FINISHED if started == "stop" else None
@@ -158,13 +190,26 @@ def _make_study_search_class() -> type:
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if isinstance(self.metric, str) and not result.get("final") and result.get(self.metric) is not None:
-                self.running[trial_id].report(result[self.metric], int(result["epoch"]))
+                with self.fatal_guard():
+                    self.running[trial_id].report(result[self.metric], int(result["epoch"]))
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if self.fatal is not None:  # the database is gone or the disk full: the next run reclaims the trial
+                return
+            with self.fatal_guard():
+                self._on_trial_complete(trial_id, result, error)
+
+        def _on_trial_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
             ot_trial = self.running.pop(trial_id, None)
             if ot_trial is None:  # told already, or never ours
                 return
             result = result or {}
+            if result.get("fatal"):  # the worker's disk is full: stop the run, resume this trial next time
+                self.fatal = DiskFull(result["fatal"], FULL_DISK_FIX)
+                _stop_every_trial()
+                with contextlib.suppress(Exception):  # a SQLite study on that same disk cannot record it
+                    self.lifecycle.interrupt(ot_trial, "disk full")
+                return
             if result.get("final") and not result.get("failed") and not error:
                 frozen = self.lifecycle.complete(ot_trial, json.loads(result["metrics_json"]))
             elif result.get("failed") or error:
@@ -269,7 +314,11 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         try:
             tuner.fit()
         finally:
-            searcher.fail_unfinished()
+            if searcher.fatal is None:
+                with searcher.fatal_guard():
+                    searcher.fail_unfinished()
+    if searcher.fatal is not None:  # running trials stay RUNNING: the next run re-enqueues them
+        raise searcher.fatal
     if ctrl_c.pressed:  # running trials were told FAIL and re-enqueued; the CLI exits 130
         raise KeyboardInterrupt
     if lifecycle.exhausted is not None:
@@ -279,6 +328,14 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
 
 #: Set by the first Ctrl-C during ``tuner.fit``; module-level because Tune pickles its stopper.
 _CTRL_C = threading.Event()
+#: Set when the database is lost or a disk full: every trial stops (``StudySearch.fatal`` says why).
+_FATAL = threading.Event()
+
+
+def _stop_every_trial() -> None:
+    """End the run (:class:`_CtrlCStopper` asks): a function, because Tune pickles the searcher's class by
+    value and an ``Event`` (a lock) does not pickle."""
+    _FATAL.set()
 
 
 class _CtrlCStopper:
@@ -293,7 +350,7 @@ class _CtrlCStopper:
         return False
 
     def stop_all(self) -> bool:
-        return _CTRL_C.is_set()
+        return _CTRL_C.is_set() or _FATAL.is_set()
 
     @property
     def pressed(self) -> bool:
@@ -304,6 +361,7 @@ class _CtrlCStopper:
         import signal
 
         _CTRL_C.clear()
+        _FATAL.clear()
         if threading.current_thread() is not threading.main_thread():
             yield
             return

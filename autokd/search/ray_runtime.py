@@ -239,7 +239,7 @@ def _route_logs(path: Path) -> None:
     _unroute_logs()
     if not path.parent.is_dir():  # a bench or script without an output folder: Ray logs as it would
         return
-    handler = logging.FileHandler(path, delay=True)
+    handler = _QuietFileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_remember_trial_errors)
     for name in _FILE_LOGGERS:
@@ -249,6 +249,14 @@ def _route_logs(path: Path) -> None:
         logger.propagate = False
     _SESSION.handler = handler
     _route_raylet_errors()
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that drops what it cannot write (a full disk) instead of printing a "--- Logging error
+    ---" block with a traceback per record: the run's own one-line error says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 def _remember_trial_errors(record: logging.LogRecord) -> bool:
@@ -301,7 +309,8 @@ def trial_error_lines(study_cfg: StudyConfig, note: Callable[[str], None] | None
     """A Tune callback: each failure of a trial's worker is one console line; its error goes to the trial's log.
 
     ``meta_key`` names the entry of the trial's config that holds its Optuna ``number``. A retried
-    failure prints ``trial N its worker died; retried from its last epoch checkpoint (...)``; the
+    failure prints ``trial N its worker died; retried from its last epoch checkpoint (...)``, or
+    ``...; restarts the trial (it had no epoch checkpoint yet) (...)`` before its first epoch; the
     final one (retries spent) only writes the log, since the trial's FAIL line follows.
     """
     return _callback_class()(study_cfg.model_copy(update={"storage": None}), note, meta_key)
@@ -347,8 +356,10 @@ def _callback_class() -> type:
                 pass
             if retried and self.note is not None:
                 allowed = self.study_cfg.executor.max_failures
-                self.note(f"trial {number:>3} {reason}; retried from its last epoch checkpoint "
-                          f"({trial.num_failures} of {allowed} retries) (log: {log})")
+                resumes = trial.checkpoint is not None or (trial.config.get(self.meta_key) or {}).get("resume_from")
+                how = ("retried from its last epoch checkpoint" if resumes
+                       else "restarts the trial (it had no epoch checkpoint yet)")
+                self.note(f"trial {number:>3} {reason}; {how} ({trial.num_failures} of {allowed} retries) (log: {log})")
 
     return TrialErrorLines
 

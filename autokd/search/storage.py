@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,11 +22,12 @@ from typing import Any, Iterator
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError,
+                            SQLAlchemyError)
 from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
-from autokd.search.internals import study_names_in
+from autokd.search.internals import DelegatingStorage, study_names_in
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and its sweeps for trials of dead drivers,
 #: :class:`autokd.search.lifecycle.Heartbeat`); declared to the storage as its heartbeat interval.
@@ -37,6 +41,11 @@ ENV_STORAGE = "AUTOKD_STORAGE"
 #: starting together on an empty database create the schema one after the other.
 SCHEMA_LOCK_KEY = 0x6175746F6B64  # "autokd"
 _SCHEMA_RETRIES = 3
+#: Seconds a driver waits out a lost database (failover, restart, dropped connections) before it stops:
+#: long enough for a PostgreSQL restart or a managed failover (typically 30-120 s), short enough that a
+#: database that is really gone ends the run within minutes instead of hanging it.
+STORAGE_RETRY_SECONDS = 300.0
+_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
 def redact_url(url: str) -> str:
@@ -223,12 +232,15 @@ def _is_creation_race(err: SQLAlchemyError) -> bool:
                                                and "already exists" in text)
 
 
-def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> optuna.storages.RDBStorage:
+def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None,
+                 retry_seconds: float = STORAGE_RETRY_SECONDS, notify: Any = None) -> "RetryingStorage":
     """An RDB storage with engine options fit for the backend; one clear line if it cannot open.
 
     Creates Optuna's tables in an empty database; any number of drivers may do so at once.
     ``on_stale(study, trial)`` is called for each trial ``optuna.storages.fail_stale_trials``
     fails because its heartbeat stopped (default: Optuna's retry callback, 3 retries).
+    Once open, a lost connection is waited out for ``retry_seconds`` (:class:`RetryingStorage`;
+    ``notify(line)`` says when the wait starts and ends, default: on stderr).
 
     Example:
         >>> open_storage("postgresql+psycopg://autokd@db.example/studies")  # doctest: +SKIP
@@ -249,7 +261,9 @@ def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> o
                         heartbeat_stale_trial_callback=retry if heartbeat else None)
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
                 _sqlite_wal(storage.engine)
-            return storage
+            # SQLite is a local file: nothing to wait for (a locked file has its own busy timeout).
+            waits = 0.0 if parsed.get_backend_name() == "sqlite" else retry_seconds
+            return RetryingStorage(storage, redact_url(url), waits, notify or _stderr_line)
         except SQLAlchemyError as err:
             if attempt + 1 < _SCHEMA_RETRIES and _is_creation_race(err):
                 continue  # the tables exist now: the next attempt only checks them
@@ -257,6 +271,135 @@ def open_storage(url: str, *, heartbeat: bool = True, on_stale: Any = None) -> o
         except (ImportError, ValueError) as err:
             raise _cannot_open(url, parsed, err, given != url) from None
     raise AssertionError("unreachable")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+#: What a lost or refused connection says, in the words of libpq/psycopg and MySQL (lower case).
+_CONNECTION_LOST = ("connection refused", "could not connect", "server closed the connection", "connection is closed",
+                    "connection already closed", "terminating connection", "not currently accepting connections",
+                    "the database system is starting up", "the database system is shutting down",
+                    "the database system is in recovery mode", "consuming input failed", "connection timeout expired",
+                    "timeout expired", "ssl syscall error", "connection reset", "broken pipe", "no route to host",
+                    "network is unreachable", "lost connection", "gone away", "can't connect")
+
+
+def is_connection_lost(err: BaseException) -> bool:
+    """True when ``err`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or refused
+    connection, which waiting may cure; a wrong query, a full disk or a constraint never is."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DBAPIError):
+            if err.connection_invalidated:
+                return True
+            text = str(err.orig or err).lower()
+            return any(words in text for words in _CONNECTION_LOST)
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class StorageLost(AutokdError):
+    """The database stayed out of reach for longer than the study's ``storage_retry_seconds``."""
+
+
+class _Outage:
+    """The one outage of a storage at a time, shared by the threads that use it (driver, heartbeat)."""
+
+    def __init__(self, where: str, limit: float, notify: Any):
+        self.where, self.limit, self.notify = where, limit, notify
+        self.lock = threading.Lock()
+        self.since: float | None = None  # monotonic time the first call failed
+        self.ended = 0.0  # monotonic time the last outage ended
+        self.lost: StorageLost | None = None
+
+    def failed(self, err: BaseException, tries: int) -> None:
+        """Wait before the next try; raise :class:`StorageLost` once the outage outlasts the limit."""
+        with self.lock:
+            now = time.monotonic()
+            if self.lost is None and self.since is None:
+                self.since = now
+                self.notify(f"storage: lost the connection to {self.where} ({_reason(err)}); "
+                            f"waiting up to {self.limit:g} s for it to come back")
+            if self.lost is None and now - self.since >= self.limit:
+                self.lost = StorageLost(
+                    f"lost the connection to storage {self.where} for {now - self.since:.0f} s "
+                    f"(storage_retry_seconds {self.limit:g}; last error: {_reason(err)})",
+                    "bring the database back (or raise --storage-retry-seconds), then run the same command "
+                    "again: the trials that were running are resumed")
+            if self.lost is not None:
+                raise self.again() from None
+            wait = min(_BACKOFF_SECONDS[min(tries, len(_BACKOFF_SECONDS) - 1)], self.since + self.limit - now)
+        time.sleep(max(0.0, wait))
+
+    def again(self) -> StorageLost:
+        """The outage's error, new for each raise (one object raised by several threads would pile up their tracebacks)."""
+        return StorageLost(self.lost.problem, self.lost.fix)
+
+    def recovered(self) -> None:
+        with self.lock:
+            if self.since is None or self.lost is not None:
+                return
+            self.notify(f"storage: connection to {self.where} back after {time.monotonic() - self.since:.0f} s; "
+                        "the study goes on")
+            self.since, self.ended = None, time.monotonic()
+
+
+def _reason(err: BaseException) -> str:
+    cause = err
+    while not isinstance(cause, DBAPIError) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    return (text.splitlines() or [type(cause).__name__])[0][:160]
+
+
+class RetryingStorage(DelegatingStorage):
+    """Optuna's RDB storage, each call of which waits out a lost database for up to ``retry_seconds``.
+
+    A call that fails with a lost or refused connection (:func:`is_connection_lost`) is tried again
+    with a growing pause (0.5 s to 5 s); the first failure of an outage prints one line and the first
+    success after it another. Once the outage outlasts ``retry_seconds`` every call, in every thread,
+    raises the same :class:`StorageLost` (one line, exit 2): the running trials stay RUNNING, and the
+    next run re-enqueues them as after a kill. A state change whose commit reached the database
+    but whose answer was lost is not applied twice: its retry finds the state already set.
+    """
+
+    def __init__(self, rdb: optuna.storages.RDBStorage, where: str, retry_seconds: float, notify: Any):
+        super().__init__(optuna.storages.get_storage(rdb))  # Optuna's caching front over the RDB storage
+        self.rdb, self.engine = rdb, rdb.engine
+        self.outage = _Outage(where, retry_seconds, notify)
+
+    def settled(self, seconds: float) -> bool:
+        """True when no outage is going on nor ended within the last ``seconds`` (heartbeats caught up)."""
+        return self.outage.since is None and time.monotonic() - self.outage.ended >= seconds
+
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        tries = 0
+        while True:
+            if self.outage.lost is not None:
+                raise self.outage.again()
+            try:
+                result = super()._call(name, args, kwargs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if not (tries and name == "set_trial_state_values" and self._already_set(*args, **kwargs)):
+                    raise
+                result = True  # the first try's commit went through; only its answer was lost
+            except Exception as err:
+                if self.outage.limit <= 0 or not is_connection_lost(err):
+                    raise
+                self.outage.failed(err, tries)
+                tries += 1
+                continue
+            if tries:
+                self.outage.recovered()
+            return result
+
+    def _already_set(self, trial_id: int, state: Any, values: Any = None) -> bool:
+        stored = super()._call("get_trial", (trial_id,), {})
+        return stored.state == state and (values is None or list(stored.values or []) == list(values))
 
 
 def stored_study_names(url: str) -> list[str] | None:

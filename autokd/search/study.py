@@ -213,7 +213,8 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
     Optuna silently keeps the stored directions when they differ from the ones asked for, so a
     resumed study whose YAML changed its objectives would optimise the wrong thing: refuse.
     """
-    storage = open_storage(study.storage_url, heartbeat=heartbeat, on_stale=RequeueStale(study))
+    storage = open_storage(study.storage_url, heartbeat=heartbeat, on_stale=RequeueStale(study),
+                           retry_seconds=study.storage_retry_seconds)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study.name in names:
         existing = optuna.load_study(study_name=study.name, storage=storage, sampler=make_sampler(study))
