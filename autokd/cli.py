@@ -131,6 +131,7 @@ def search(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial (ray), e.g. 0.25."),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (ray)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
+    latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""
     import signal
@@ -145,9 +146,12 @@ def search(
         n_trials=n_trials, timeout=timeout, storage=storage, storage_retry_seconds=storage_retry_seconds, output=output,
         dataset=dataset, data_root=data_root, download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial, address=address)
+        cpus_per_trial=cpus_per_trial, address=address, latency_backend=latency_backend)
     cfg = storage_from_env(cfg)
     check_writable_folder(cfg.output_dir, "output folder", "--output")
+    from autokd.latency import check_latency_command
+
+    check_latency_command(cfg.latency_command)
     if cfg.executor.kind == "ray":
         from autokd.search.ray_runtime import preflight
 
@@ -296,6 +300,7 @@ def check(
     dataset: Optional[str] = typer.Option(None, help="Dataset spec overriding the study's, e.g. imagefolder:PATH."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
     image_size: Optional[int] = typer.Option(None, help="Resize every image to N x N px (8..224)."),
+    latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
 ) -> None:
     """Validate a study without running it: values, search space, data, teacher, constraints.
 
@@ -306,7 +311,8 @@ def check(
     """
     from autokd.studies import check_study
 
-    cfg = resolve_study(study, "check").with_overrides(dataset=dataset, data_root=data_root, image_size=image_size)
+    cfg = resolve_study(study, "check").with_overrides(dataset=dataset, data_root=data_root, image_size=image_size,
+                                                       latency_backend=latency_backend)
     rows = check_study(cfg, print_warnings)
     from rich.table import Table
 

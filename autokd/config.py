@@ -59,6 +59,31 @@ class LatencySettings:
     threads: int = 1
     min_seconds: float = 0.0
     warmup: int = 10
+    #: ``onnxruntime`` (the student's ONNX export in an InferenceSession), ``torch`` (eager) or
+    #: ``command`` (``command`` run on the exported file prints the figure, e.g. on a target device).
+    backend: str = "torch"
+    batch: int = 1
+    command: str | None = None
+    command_timeout: float = 120.0
+    #: A file locked while ``command`` runs: one model at a time across the study (also under Ray).
+    lock_path: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What produced a figure, as a column header says it: ``ORT ms (1 thr, b1)``."""
+        return latency_label(self.backend, self.threads, self.batch)
+
+
+#: ``latency_backend`` values; the short name each is shown by in the report.
+LATENCY_BACKENDS = {"onnxruntime": "ORT", "torch": "eager", "command": "device"}
+
+
+def latency_label(backend: str | None, threads: int | None, batch: int | None) -> str:
+    """``ORT ms (1 thr, b1)``; a trial stored before backends were recorded was timed eager at batch 1."""
+    name = LATENCY_BACKENDS.get(backend or "torch", backend)
+    if backend == "command":
+        return f"{name} ms (b{batch or 1})"
+    return f"{name} ms ({threads or 1} thr, b{batch or 1})"
 
 
 
@@ -315,6 +340,12 @@ class StudyConfig(_Strict):
     latency_threads: int = Field(1, ge=1)
     # Timed runs go on for at least this long (a CPU's speed drifts within a second; docs/methodology.md).
     latency_min_seconds: float = Field(0.5, ge=0, le=60)
+    # What a latency figure is: the ONNX export in onnxruntime (default), eager PyTorch, or a
+    # command that times the ONNX file where the model will run (docs/latency.md).
+    latency_backend: Literal["onnxruntime", "torch", "command"] = "onnxruntime"
+    latency_batch: int = Field(1, ge=1, le=4096)
+    latency_command: str | None = None  # a template with {model}: prints one number, the latency in ms
+    latency_command_timeout: float = Field(120.0, gt=0)
     compile: bool = False  # torch.compile students (GPU); compile time is reported apart
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.
@@ -341,6 +372,14 @@ class StudyConfig(_Strict):
             if rule.problem(bound):
                 raise ValueError(f"constraints.{key} = {bound!r} {rule.problem(bound)}: must be {rule}")
         return value
+
+    @model_validator(mode="after")
+    def _latency_command(self) -> "StudyConfig":
+        if self.latency_backend == "command" and not self.latency_command:
+            raise ValueError("latency_backend: command needs latency_command, a command template with {model}")
+        if self.latency_command is not None and "{model}" not in self.latency_command:
+            raise ValueError(f"latency_command {self.latency_command!r} has no {{model}} (where the ONNX file goes)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -374,7 +413,10 @@ class StudyConfig(_Strict):
     @property
     def latency_settings(self) -> LatencySettings:
         return LatencySettings(runs=self.latency_runs, threads=self.latency_threads,
-                               min_seconds=self.latency_min_seconds)
+                               min_seconds=self.latency_min_seconds, backend=self.latency_backend,
+                               batch=self.latency_batch, command=self.latency_command,
+                               command_timeout=self.latency_command_timeout,
+                               lock_path=str(self.output_dir / "latency_command.lock"))
 
     def with_overrides(self, **overrides: Any) -> "StudyConfig":
         """CLI flags win over the YAML; ``None`` means 'not given'. Each keyword is the option's name

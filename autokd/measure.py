@@ -283,21 +283,25 @@ def measure_model(model: nn.Module, validation: Split, test: Split, num_classes:
     if device.type == "cuda":  # latencies are timed alone: other trials wait (autokd.hostlock)
         gpu = latency_stats(model, example.to(device), latency)
         metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
-    cpu_model = _cpu_copy(model)
-    # latency_ms: median of the timed runs; latency_spread_ms: their p90 - p10 (LatencyStats)
-    stats = latency_stats(cpu_model, example, latency)
-    metrics.update(
-        params=count_params(cpu_model),
-        size_bytes=serialized_size_bytes(cpu_model),
-        macs=count_macs(cpu_model, example),
-        latency_ms=stats.median_ms,
-        latency_spread_ms=stats.spread_ms,
-        latency_wait_s=stats.waited_s,
-        latency_alone=stats.alone,
-        latency_threads=latency.threads,
-        latency_runs=stats.runs,
-    )
+    metrics.update(model_costs(_cpu_copy(model), example, latency))
     return metrics
+
+
+def model_costs(model: nn.Module, example: torch.Tensor, latency: LatencySettings | None) -> dict[str, Any]:
+    """What running ``model`` (on CPU) costs: params, bytes, MACs and, unless ``latency`` is None, its
+    latency as the study's backend measures it (:func:`autokd.latency.deployed_latency`: the median
+    ``latency_ms``, its spread, and the backend, threads and batch that produced it).
+
+    None of these depend on the weights' values: an untrained network costs what the trained one
+    does, so a search can check its constraints before training (:func:`autokd.trial.cost_check`).
+    """
+    from autokd.latency import deployed_latency  # it imports this module (LatencyStats, latency_stats)
+
+    costs: dict[str, Any] = {"params": count_params(model), "size_bytes": serialized_size_bytes(model),
+                             "macs": count_macs(model, example)}
+    if latency is not None:
+        costs.update(deployed_latency(model.eval(), example, latency))
+    return costs
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from autokd.config import CONSTRAINTS, StudyConfig
+from autokd.config import CONSTRAINTS, StudyConfig, latency_label
 
 #: Figures stored as user attributes of their own: what optuna-dashboard lists and reports filter on.
 #: Every other figure goes into one JSON attribute (``METRICS_ATTR``; read with ``trial_figures``).
@@ -156,6 +156,28 @@ def trial_architecture(trial: Any) -> str | None:
 def trial_accuracy(trial: Any) -> float:
     """The objective accuracy (validation); 0 for a trial without one."""
     return float(trial.user_attrs.get("accuracy", 0.0))
+
+
+def latency_source(figures: dict[str, Any]) -> str:
+    """What produced a trial's ``latency_ms`` (``ORT ms (1 thr, b1)``); trials stored before backends
+    were recorded were timed in eager PyTorch at batch 1."""
+    return latency_label(figures.get("latency_backend"), figures.get("latency_threads"), figures.get("latency_batch"))
+
+
+def latency_header(figures: list[dict[str, Any]]) -> str:
+    """A latency column's header: what produced every figure in it, or ``latency ms (mixed)``."""
+    labels = {latency_source(f) for f in figures if f.get("latency_ms") is not None}
+    return labels.pop() if len(labels) == 1 else "latency ms (mixed)" if labels else "CPU ms"
+
+
+def record_rejected(trial: Any, constraint: str, value: float, bound: float) -> None:
+    """A proposal whose cost breaks a constraint before training: told FAIL, never trained, replaced."""
+    trial.set_user_attr("rejected_because", {"constraint": constraint, "value": value, "bound": bound})
+    record_failed(trial, f"{constraint}: {value:g} breaks the bound {bound:g} before training; replaced")
+
+
+def is_rejected(trial: Any) -> bool:
+    return "rejected_because" in trial.user_attrs
 
 
 def trial_macs(trial: Any) -> float:

@@ -121,8 +121,10 @@ def check_study(cfg: StudyConfig, warn: Callable[[list[str]], None]) -> list[tup
     from autokd.context import study_data_source
     from autokd.data import inspect_dataset
     from autokd.space import SearchSpace
+    from autokd.latency import check_latency_command
     from autokd.teacher import validate_teacher
 
+    check_latency_command(cfg.latency_command)
     space_path = cfg.resolve(cfg.search_space)
     space = SearchSpace.load(space_path)
     info = inspect_dataset(**study_data_source(cfg))
@@ -147,6 +149,8 @@ def check_study(cfg: StudyConfig, warn: Callable[[list[str]], None]) -> list[tup
                          f"{', '.join(sorted(space.families))}"),
         ("objectives", ", ".join(f"{o} ({d[:3]})" for o, d in zip(cfg.objectives, cfg.directions))),
         ("constraints", ", ".join(f"{k} {v:g}" for k, v in cfg.constraints.items()) or "none"),
+        ("latency", cfg.latency_settings.label + (f" by {cfg.latency_command}" if cfg.latency_backend == "command"
+                                                  else "")),
         ("budget", f"{cfg.n_trials} trials" + (f", timeout {cfg.timeout:g} s" if cfg.timeout else "")
                    + f", sampler {cfg.sampler}, executor {cfg.executor.kind}; output {cfg.output_dir}"),
     ]

@@ -36,11 +36,11 @@ from autokd.checkpoint import EpochCheckpointer, deployable, save_checkpoint
 from autokd.committee import committee_payload, fit_committee, load_member, measure_committee, second_config
 from autokd.compress import checkpoint_entry, compress_model
 from autokd.compress_rules import check_spec
-from autokd.config import COMMITTEE_KINDS, DistillSpec, TrialConfig
+from autokd.config import COMMITTEE_KINDS, CONSTRAINTS, DistillSpec, LatencySettings, TrialConfig
 from autokd.context import Teaching, TrialContext
 from autokd.data import ImageData
 from autokd.hostlock import idle_during, paced
-from autokd.measure import Split, accuracy, environment, measure_model
+from autokd.measure import Split, accuracy, environment, measure_model, model_costs
 from autokd.models import build_model, describe
 from autokd.train import predict, train_model
 
@@ -166,6 +166,47 @@ def build_student(config: TrialConfig, data: ImageData) -> nn.Sequential:
     net = build_model(config.student.family, num_classes=data.num_classes, in_channels=data.channels,
                       image_size=data.image_size, weights=config.student.weights, **config.student.knob_dict)
     return deployable(net, data.mean, data.std)
+
+
+#: The figures a network's architecture alone fixes: known before it trains (the untrained network
+#: costs what the trained one does).
+COSTS = ("params", "size_bytes", "macs", "latency_ms")
+
+
+def cost_check(config: TrialConfig, data: ImageData, constraints: dict[str, float],
+               latency: LatencySettings) -> tuple[str, float, float] | None:
+    """The first cost constraint the trial's untrained student breaks: ``(constraint, value, bound)``, or None.
+
+    Only an uncompressed single student's costs are final before training (compression changes
+    them; a committee's latency depends on its routing). Latency is timed, as the study times it,
+    only when a latency constraint asks.
+
+    Example:
+        >>> cost_check(TrialConfig(student=StudentSpec.of("cnn5", width=1.0)), data, {"max_params": 5000},
+        ...            LatencySettings())
+        ('max_params', 33194.0, 5000.0)
+    """
+    checked = {k: b for k, b in constraints.items() if CONSTRAINTS[k][0] in COSTS}
+    if not checked or config.kind != "single" or config.compress.method != "none":
+        return None
+    timed = any(CONSTRAINTS[k][0] == "latency_ms" for k in checked)
+    model = build_student(config, data).eval()
+    example = torch.rand(1, data.channels, data.image_size, data.image_size)  # (1, C, H, W) in [0, 1]
+    costs = model_costs(model, example, latency if timed else None)
+    for key, bound in checked.items():
+        metric, kind = CONSTRAINTS[key]
+        value = float(costs[metric])
+        if (value > bound) if kind == "max" else (value < bound):
+            return key, value, float(bound)
+    return None
+
+
+def cost_checker(constraints: dict[str, float], context: TrialContext | None
+                 ) -> Callable[[TrialConfig], tuple[str, float, float] | None] | None:
+    """:func:`cost_check` against the study's ``constraints`` for its proposals (None: nothing to check)."""
+    if not constraints or context is None:
+        return None
+    return lambda config: cost_check(config, context.data, constraints, context.latency)
 
 
 def distill_student(model: nn.Module, config: TrialConfig, teaching: Teaching, train: Split, validation: Split, *,

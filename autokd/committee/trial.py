@@ -166,5 +166,5 @@ def measure_committee(committee: nn.Module, images: torch.Tensor, val_deferred: 
     return {"params": count_params(cpu), "size_bytes": serialized_size_bytes(cpu),
             "latency_ms": stats.median_ms / n, "latency_spread_ms": stats.spread_ms / n,
             "latency_wait_s": stats.waited_s, "latency_alone": stats.alone,
-            "latency_threads": latency.threads, "latency_stream": n,
+            "latency_threads": latency.threads, "latency_backend": "torch", "latency_batch": 1, "latency_stream": n,
             "latency_stream_deferred": int(deferred[stream].sum())}

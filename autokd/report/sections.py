@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.models import describe
 from autokd.readout import duration, human, percent
-from autokd.record import study_classes, study_teacher, trial_accuracy, trial_config, trial_figures, trial_kind
+from autokd.record import latency_header, study_classes, study_teacher, trial_accuracy, trial_config, trial_figures, trial_kind
 from autokd.report.trials import best_single_within, committee_trials, pareto_trials, trial_seconds
 
 
@@ -108,6 +108,8 @@ def _trials_section(heading: str, title: str, trials: list[FrozenTrial], teacher
     """One row per trial (the teacher first, dimmed); ``extra``: a last column's header and cells by trial number."""
     section = Section(heading, title, title_justify="left")
     columns = _TRIAL_COLUMNS + (_DETAIL_COLUMNS if detail else ()) + (((extra[0], "left"),) if extra else ())
+    latency = latency_header([trial_figures(t) for t in trials])  # which backend, threads and batch timed them
+    columns = tuple((latency if col == "CPU ms" else col, justify) for col, justify in columns)
     for col, justify in columns:
         section.add_column(col, justify=justify, overflow="fold")
     if teacher:

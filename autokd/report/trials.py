@@ -8,13 +8,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.readout import format_objective
-from autokd.record import (failed_because, is_duplicate, is_stopped, log_path, recorded_seconds, study_objectives,
+from autokd.record import (failed_because, is_duplicate, is_rejected, is_stopped, log_path, recorded_seconds, study_objectives,
                            trial_accuracy, trial_driver, trial_figures, trial_kind, trial_macs)
 
 
 def failed_trials(told: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials that failed while training (not duplicates replaced before training, not interrupted ones)."""
-    return [t for t in told if t.state == TrialState.FAIL and not is_duplicate(t) and not is_stopped(t)]
+    return [t for t in told if t.state == TrialState.FAIL and not is_duplicate(t) and not is_rejected(t)
+            and not is_stopped(t)]
 
 
 def failure_summary(told: list[FrozenTrial]) -> str | None:

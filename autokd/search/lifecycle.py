@@ -35,7 +35,7 @@ from autokd.record import (record_failed, record_pruned, record_result, record_s
                            resume_from)
 from autokd.search.internals import record_heartbeat, storage_of
 from autokd.search.storage import HEARTBEAT_SECONDS, StorageLost
-from autokd.search.study import (Budget, SpaceExhausted, claim_trial, finished_count, give_back, propose,
+from autokd.search.study import (Budget, CostCheck, SpaceExhausted, claim_trial, finished_count, give_back, propose,
                                  reclaim_stale_trials, requeue, trial_dir)
 from autokd.space import SearchSpace
 
@@ -68,8 +68,9 @@ class TrialLifecycle:
     """
 
     def __init__(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, executor: str,
-                 teacher_accuracy: float | None):
+                 teacher_accuracy: float | None, cost_check: CostCheck | None = None):
         self.study, self.study_cfg, self.space = study, study_cfg, space
+        self.cost_check = cost_check  # a proposal over a cost constraint is replaced before it trains
         self.executor, self.teacher_accuracy = executor, teacher_accuracy
         remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(study)
         self.budget = Budget(study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
@@ -98,7 +99,7 @@ class TrialLifecycle:
             return decision
         try:
             with self._lock:
-                trial, config = propose(self.study, self.study_cfg, self.space)
+                trial, config = propose(self.study, self.study_cfg, self.space, self.cost_check)
                 self._live[trial.number] = trial
         except SpaceExhausted as err:
             self.exhausted = err

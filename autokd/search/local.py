@@ -23,7 +23,7 @@ from autokd.search.lifecycle import Started, TrialLifecycle
 from autokd.search.storage import StorageLost
 from autokd.search.study import epoch_checkpoint
 from autokd.space import SearchSpace
-from autokd.trial import TRIAL_FAILURES, TrialContext, record_failure, run_trial
+from autokd.trial import TRIAL_FAILURES, TrialContext, cost_checker, record_failure, run_trial
 
 
 def run_one(lifecycle: TrialLifecycle, started: Started, context: TrialContext,
@@ -74,7 +74,8 @@ class LocalExecutor:
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: TrialContext,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
         lifecycle = TrialLifecycle(study, study_cfg, space, executor="local",
-                                   teacher_accuracy=context.teacher_summary.get("accuracy"))
+                                   teacher_accuracy=context.teacher_summary.get("accuracy"),
+                                   cost_check=cost_checker(study_cfg.constraints, context))
         deadline = None if study_cfg.timeout is None else time.monotonic() + study_cfg.timeout
         with lifecycle.heartbeat():
             while deadline is None or time.monotonic() < deadline:

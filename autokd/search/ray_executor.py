@@ -44,8 +44,8 @@ from autokd.search.executor import SearchProgress, run_search
 from autokd.search.lifecycle import TrialLifecycle
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
 from autokd.search.storage import StorageLost, strip_password
-from autokd.search.study import EPOCH_FILE, trial_dir
-from autokd.trial import TRIAL_LOG
+from autokd.search.study import EPOCH_FILE, CostCheck, trial_dir
+from autokd.trial import TRIAL_LOG, cost_checker
 
 #: Key of the executor's own values in the config Tune passes to the trainable.
 META = "_autokd"
@@ -263,7 +263,7 @@ class RayExecutor:
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
         started_ray = init_ray(study_cfg)
         try:
-            return _fit(study, study_cfg, space, progress, self.trainable)
+            return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context))
         finally:
             if started_ray:
                 shutdown_ray()
@@ -281,14 +281,15 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
 
 
 def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, progress: SearchProgress,
-         trainable_fn: Callable[..., None]) -> list[optuna.trial.FrozenTrial]:
+         trainable_fn: Callable[..., None], cost_check: CostCheck | None = None) -> list[optuna.trial.FrozenTrial]:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     ex = study_cfg.executor
     pruned: set[str] = set()
     teacher = study_teacher(optuna_study) or {}
-    lifecycle = TrialLifecycle(optuna_study, study_cfg, space, executor="ray", teacher_accuracy=teacher.get("accuracy"))
+    lifecycle = TrialLifecycle(optuna_study, study_cfg, space, executor="ray", teacher_accuracy=teacher.get("accuracy"),
+                               cost_check=cost_check)  # the driver's: over-budget proposals are replaced untrained
     searcher = _make_study_search_class()(lifecycle, pruned_by_scheduler=pruned, on_told=progress.told_trial)
     worker_cfg = study_cfg.model_copy(update={
         "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),

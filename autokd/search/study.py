@@ -11,17 +11,18 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
 
-from autokd.config import StudyConfig, TrialConfig
+from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
 from autokd.space import SearchSpace
 from autokd.errors import AutokdError
-from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, queued_attrs, queued_kind,
-                           record_duplicate, record_failed, record_objectives, retry_attrs, stored_objectives,
-                           trial_accuracy, trial_config, trial_driver, weights_path)
+from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, latency_source, queued_attrs,
+                           queued_kind, record_duplicate, record_failed, record_objectives, record_rejected,
+                           retry_attrs, stored_objectives, trial_accuracy, trial_config, trial_driver, trial_figures,
+                           trial_kind, weights_path)
 from autokd.search.internals import fail_trial, record_heartbeat, set_system_attr, system_attrs
 from autokd.search.ray_reaper import start_ticks
 from autokd.search.storage import open_storage
@@ -133,14 +134,21 @@ def queue_single_if_needed(study: optuna.Study, finished: int) -> None:
         study.enqueue_trial({"kind": "single"}, user_attrs=queued_attrs("singles first: committees reuse them"))
 
 
-def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> tuple[optuna.Trial, TrialConfig]:
+#: Checks a proposal's cost before it trains: the constraint it breaks ``(name, value, bound)``, or None.
+CostCheck = Callable[[TrialConfig], "tuple[str, float, float] | None"]
+
+
+def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
+            cost_check: CostCheck | None = None) -> tuple[optuna.Trial, TrialConfig]:
     """Ask the study for its next trial, never one that repeats a finished or running configuration.
 
     The sampler is re-seeded from the study's history before each ask (:func:`sampler_seed`). A
     re-enqueued trial (``retry_of``: its driver died or was stopped) replays its own parameters.
     Any other proposal equal to a taken trial's is told FAIL with ``duplicate_of`` (it never
     trains) and replaced: by the study's sampler, then by random proposals; after
-    ``MAX_PROPOSALS`` duplicates the space counts as exhausted (:class:`SpaceExhausted`).
+    ``MAX_PROPOSALS`` duplicates the space counts as exhausted (:class:`SpaceExhausted`). A proposal
+    whose cost ``cost_check`` finds over a constraint is told FAIL with ``rejected_because`` (the
+    constraint, its value and bound) and replaced the same way, before any training.
     """
     # Finished single students a reuse pair may draw from (replaced duplicates never change them).
     students = finished_students(study, space.reuse_pool) if space.reuse_pool else ()
@@ -155,13 +163,18 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace) -> 
         if is_retry(trial):
             return trial, config
         twin = duplicate_of(study, trial)
-        if twin is None:
+        broken = cost_check(config) if twin is None and cost_check is not None else None
+        if twin is None and broken is None:
             return trial, config
-        record_duplicate(trial, twin)
+        if twin is not None:
+            record_duplicate(trial, twin)
+        else:
+            record_rejected(trial, *broken)
         study.tell(trial, state=TrialState.FAIL)
     raise SpaceExhausted(f"the last {MAX_PROPOSALS} proposals all repeated configurations study "
-                         f"'{study_cfg.name}' already holds: its search space looks exhausted",
-                         "widen the search space, or lower n_trials")
+                         f"'{study_cfg.name}' already holds or broke its constraints before training: "
+                         "its search space looks exhausted",
+                         "widen the search space, loosen the constraints, or lower n_trials")
 
 
 class Budget:
@@ -225,6 +238,8 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
                 f"study '{study.name}' is stored with objectives {objectives or stored}, "
                 f"the YAML asks for {study.objectives}",
                 "restore the original objectives, or give the study a new name")
+        if create:
+            _refuse_other_latency(existing, study)
         if existing.metric_names is None and create:  # a study created before metrics were named (search only)
             existing.set_metric_names(study.objectives)
         return existing
@@ -236,6 +251,25 @@ def open_study(study: StudyConfig, *, create: bool = True, heartbeat: bool = Tru
     record_objectives(created, study.objectives)
     created.set_metric_names(study.objectives)  # optuna-dashboard and study.metric_names show them
     return created
+
+
+def _refuse_other_latency(existing: optuna.Study, study: StudyConfig) -> None:
+    """Refuse to go on with latencies timed another way than the stored trials' when latency is ranked on.
+
+    Trials stored before backends were recorded read as eager PyTorch (:func:`autokd.record.latency_source`),
+    so a study from before ``onnxruntime`` became the default goes on with ``latency_backend: torch``.
+    """
+    ranked = "latency_ms" in study.objectives or any(CONSTRAINTS[k][0] == "latency_ms" for k in study.constraints)
+    if not ranked:
+        return
+    wanted = study.latency_settings.label
+    for t in existing.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        figures = trial_figures(t)
+        if trial_kind(figures) == "single" and latency_source(figures) != wanted:
+            raise AutokdError(f"study '{study.name}' holds latencies timed as '{latency_source(figures)}' "
+                              f"(trial {t.number}), the YAML asks for '{wanted}'",
+                              "set latency_backend, latency_threads and latency_batch as the study was run, "
+                              "or give the study a new name")
 
 
 def _safe(study: StudyConfig) -> str:

@@ -1,0 +1,193 @@
+"""Latency where the model will run: the student's ONNX export timed in onnxruntime, or by a command.
+
+Three backends (the study's ``latency_backend``, docs/latency.md):
+
+* ``onnxruntime``: the student exported as ``autokd export`` writes it (:func:`autokd.export.export_model`;
+  static int8 students as QDQ ONNX), timed in an ``InferenceSession`` with ``latency_threads``
+  intra-op threads and sequential execution: warm-up, then the median of at least ``latency_runs``
+  runs over at least ``latency_min_seconds``, at batch ``latency_batch``.
+* ``torch``: eager PyTorch (:func:`autokd.measure.latency_stats`).
+* ``command``: ``latency_command`` with ``{model}`` replaced by the exported file prints one number,
+  the latency in ms (a script that copies the file to a board and runs its benchmark there). One
+  command runs at a time across the study: a ``flock`` on a file in the study's output folder, so
+  it holds across processes (Ray workers) too.
+
+Example:
+    >>> settings = LatencySettings(backend="onnxruntime", threads=1, runs=30)
+    >>> deployed_latency(student, example, settings)["latency_ms"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from autokd.config import LatencySettings
+from autokd.errors import AutokdError
+from autokd.hostlock import timed_alone
+from autokd.measure import LatencyStats, latency_stats
+
+#: Characters of a failing command's last output line kept in the trial's one-line reason.
+_LAST_LINE_CHARS = 200
+
+
+def deployed_latency(model: nn.Module, example: torch.Tensor, settings: LatencySettings) -> dict[str, Any]:
+    """The model's latency figures as ``settings.backend`` measures them (``model`` on CPU, eval mode).
+
+    Returns ``latency_ms`` (the median), ``latency_spread_ms`` (p90 - p10; 0 for a command), and what
+    produced them: ``latency_backend``, ``latency_threads``, ``latency_batch``, ``latency_runs``.
+    A model with no ONNX form (dynamic int8) or a failing command raises ``RuntimeError`` (the trial
+    fails with one line).
+    """
+    x = example[:1].expand(settings.batch, *example.shape[1:]).contiguous()  # (B, C, H, W)
+    what = {"latency_backend": settings.backend, "latency_threads": settings.threads, "latency_batch": settings.batch}
+    if settings.backend == "torch":
+        stats = latency_stats(model, x, settings)
+        return {**_figures(stats), **what}
+    with tempfile.TemporaryDirectory(prefix="autokd-latency-") as folder:
+        path = export_onnx(model, Path(folder) / "student.onnx", x)
+        if settings.backend == "onnxruntime":
+            return {**_figures(onnx_latency_stats(path, x, settings)), **what}
+        ms = command_latency(path, settings)
+    return {"latency_ms": ms, "latency_spread_ms": 0.0, "latency_runs": 1, "latency_command": settings.command,
+            **what}
+
+
+def _figures(stats: LatencyStats) -> dict[str, Any]:
+    return {"latency_ms": stats.median_ms, "latency_spread_ms": stats.spread_ms, "latency_wait_s": stats.waited_s,
+            "latency_alone": stats.alone, "latency_runs": stats.runs}
+
+
+def export_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
+    """``model`` as ``autokd export --format onnx`` writes it (without the metadata, which does not run)."""
+    from autokd.export import export_model
+
+    try:
+        return export_model(model.eval(), "onnx", path, example)
+    except AutokdError as err:  # a dynamic-int8 model has no ONNX form: this trial cannot be timed
+        raise RuntimeError(f"cannot time it in onnxruntime: {err.problem}") from None
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session: ``threads`` intra-op threads, one inter-op, sequential, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_latency_stats(path: Path, example: torch.Tensor, settings: LatencySettings) -> LatencyStats:
+    """Forward times of the ONNX file at ``path`` in onnxruntime on ``example`` (its batch is the timed batch)."""
+    session = onnx_session(path, settings.threads)
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(example.cpu().numpy(), dtype=np.float32)}
+    return timed_runs(lambda: session.run(None, feed), settings)
+
+
+def timed_runs(run: Callable[[], Any], settings: LatencySettings) -> LatencyStats:
+    """``settings.warmup`` untimed calls, then calls until there are ``settings.runs`` of them and they
+    took ``settings.min_seconds``; the median and spread of their wall times, timed with the host to itself."""
+    with timed_alone() as host:
+        for _ in range(settings.warmup):
+            run()
+        times: list[float] = []
+        started = time.perf_counter()
+        while len(times) < max(1, settings.runs) or time.perf_counter() - started < settings.min_seconds:
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1000.0)
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    return LatencyStats(median_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
+                        waited_s=host.waited_s, alone=host.alone)
+
+
+# --------------------------------------------------------------------------- a command on a device
+
+
+def command_argv(template: str, model: Path | str) -> list[str]:
+    """The command's arguments: ``template`` split as a shell would, ``{model}`` replaced in each (no shell runs)."""
+    return [arg.replace("{model}", str(model)) for arg in shlex.split(template)]
+
+
+def check_latency_command(template: str | None) -> None:
+    """Refuse a ``latency_command`` whose program cannot be found (one line, before anything trains)."""
+    if not template:
+        return
+    try:
+        program = command_argv(template, "model.onnx")[0]
+    except (ValueError, IndexError):
+        raise AutokdError(f"latency_command {template!r} is not a command line",
+                          "give a program and its arguments, with {model} where the ONNX file goes") from None
+    if shutil.which(program) is None:
+        raise AutokdError(f"latency_command program {program!r} was not found",
+                          "give a program on PATH or its full path (a script must be executable)")
+
+
+@contextlib.contextmanager
+def one_at_a_time(lock_path: str | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (kernel-released even if the holder is killed)."""
+    if lock_path is None:
+        yield
+        return
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def command_latency(path: Path, settings: LatencySettings) -> float:
+    """Run ``settings.command`` on the ONNX file at ``path``; the one number it prints (ms).
+
+    Not a number, a non-zero exit or a timeout raise ``RuntimeError`` naming the command and its
+    last output line.
+    """
+    argv = command_argv(settings.command or "", path)
+    shown = settings.command
+    with one_at_a_time(settings.lock_path):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=settings.command_timeout)
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"latency command {shown!r} timed out after {settings.command_timeout:g} s; "
+                               f"last output: {_last_line(_text(err.stdout) + _text(err.stderr))!r}") from None
+        except OSError as err:
+            raise RuntimeError(f"latency command {shown!r} could not start: {err.strerror or err}") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"latency command {shown!r} exited with {done.returncode}; "
+                           f"last output: {_last_line(done.stdout + done.stderr)!r}")
+    last = _last_line(done.stdout)
+    try:
+        ms = float(last)
+    except ValueError:
+        ms = float("nan")
+    if not np.isfinite(ms) or ms < 0:
+        raise RuntimeError(f"latency command {shown!r} printed no latency in ms; last output: "
+                           f"{_last_line(done.stdout + done.stderr)!r}")
+    return ms
+
+
+def _text(out: bytes | str | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:_LAST_LINE_CHARS] if lines else ""
