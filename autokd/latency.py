@@ -23,10 +23,8 @@ import contextlib
 import fcntl
 import shlex
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,8 +34,7 @@ from torch import nn
 
 from autokd.config import LatencySettings
 from autokd.errors import AutokdError
-from autokd.hostlock import timed_alone
-from autokd.measure import LatencyStats, latency_stats
+from autokd.measure import LatencyStats, latency_stats, timed_runs
 
 #: Characters of a failing command's last output line kept in the trial's one-line reason.
 _LAST_LINE_CHARS = 200
@@ -48,8 +45,10 @@ def deployed_latency(model: nn.Module, example: torch.Tensor, settings: LatencyS
 
     Returns ``latency_ms`` (the median), ``latency_spread_ms`` (p90 - p10; 0 for a command), and what
     produced them: ``latency_backend``, ``latency_threads``, ``latency_batch``, ``latency_runs``.
-    A model with no ONNX form (dynamic int8) or a failing command raises ``RuntimeError`` (the trial
-    fails with one line).
+    A model with no ONNX form (dynamic int8: its quantized Linear has no opset) is timed in eager
+    PyTorch under ``onnxruntime``, and says so (``latency_backend: torch``, ``latency_fallback``);
+    under ``command`` it raises ``RuntimeError``, as a failing command does (the trial fails with
+    one line).
     """
     x = example[:1].expand(settings.batch, *example.shape[1:]).contiguous()  # (B, C, H, W)
     what = {"latency_backend": settings.backend, "latency_threads": settings.threads, "latency_batch": settings.batch}
@@ -57,7 +56,13 @@ def deployed_latency(model: nn.Module, example: torch.Tensor, settings: LatencyS
         stats = latency_stats(model, x, settings)
         return {**_figures(stats), **what}
     with tempfile.TemporaryDirectory(prefix="autokd-latency-") as folder:
-        path = export_onnx(model, Path(folder) / "student.onnx", x)
+        try:
+            path = export_onnx(model, Path(folder) / "student.onnx", x)
+        except RuntimeError as err:
+            if settings.backend == "command":
+                raise
+            return {**_figures(latency_stats(model, x, settings)), **what, "latency_backend": "torch",
+                    "latency_fallback": str(err)}
         if settings.backend == "onnxruntime":
             return {**_figures(onnx_latency_stats(path, x, settings)), **what}
         ms = command_latency(path, settings)
@@ -77,7 +82,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
     try:
         return export_model(model.eval(), "onnx", path, example)
     except AutokdError as err:  # a dynamic-int8 model has no ONNX form: this trial cannot be timed
-        raise RuntimeError(f"cannot time it in onnxruntime: {err.problem}") from None
+        raise RuntimeError(f"no ONNX file to time: {err.problem}") from None
 
 
 def onnx_session(path: Path, threads: int) -> Any:
@@ -98,23 +103,6 @@ def onnx_latency_stats(path: Path, example: torch.Tensor, settings: LatencySetti
     session = onnx_session(path, settings.threads)
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(example.cpu().numpy(), dtype=np.float32)}
     return timed_runs(lambda: session.run(None, feed), settings)
-
-
-def timed_runs(run: Callable[[], Any], settings: LatencySettings) -> LatencyStats:
-    """``settings.warmup`` untimed calls, then calls until there are ``settings.runs`` of them and they
-    took ``settings.min_seconds``; the median and spread of their wall times, timed with the host to itself."""
-    with timed_alone() as host:
-        for _ in range(settings.warmup):
-            run()
-        times: list[float] = []
-        started = time.perf_counter()
-        while len(times) < max(1, settings.runs) or time.perf_counter() - started < settings.min_seconds:
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1000.0)
-    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-    return LatencyStats(median_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
-                        waited_s=host.waited_s, alone=host.alone)
 
 
 # --------------------------------------------------------------------------- a command on a device

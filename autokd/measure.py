@@ -171,7 +171,7 @@ class LatencyStats:
 @torch.inference_mode()
 def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings()
                   ) -> LatencyStats:
-    """Batch-1 forward wall times on ``example.device``, timed with the host to itself.
+    """Forward wall times on ``example.device`` at batch ``settings.batch`` (1 by default), timed with the host to itself.
 
     The whole measurement (warm-up included) runs inside :func:`autokd.hostlock.timed_alone`:
     other autokd processes on the host (trials training at concurrency > 1) wait at their next
@@ -181,27 +181,38 @@ def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySett
     synchronisation.
     """
     model.eval()
-    x = example[:1]
+    x = example[:settings.batch]  # (B, C, H, W): the first settings.batch inputs of the example
     cuda = x.device.type == "cuda"
     old_threads = torch.get_num_threads()
+
+    def run() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        model(x)
+        if cuda:
+            torch.cuda.synchronize()
+
+    if not cuda:
+        torch.set_num_threads(settings.threads)
+    try:
+        return timed_runs(run, settings)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def timed_runs(run: Callable[[], Any], settings: LatencySettings) -> LatencyStats:
+    """``settings.warmup`` untimed calls of ``run``, then calls until there are ``settings.runs`` of them
+    and they took ``settings.min_seconds``; the median and spread of their wall times, taken with
+    the host to itself (:func:`autokd.hostlock.timed_alone`, warm-up included)."""
     with timed_alone() as host:
-        if not cuda:
-            torch.set_num_threads(settings.threads)
-        try:
-            for _ in range(settings.warmup):
-                model(x)
-            times: list[float] = []
-            started = time.perf_counter()
-            while len(times) < max(1, settings.runs) or time.perf_counter() - started < settings.min_seconds:
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model(x)
-                if cuda:
-                    torch.cuda.synchronize()
-                times.append((time.perf_counter() - start) * 1000.0)
-        finally:
-            torch.set_num_threads(old_threads)
+        for _ in range(settings.warmup):
+            run()
+        times: list[float] = []
+        started = time.perf_counter()
+        while len(times) < max(1, settings.runs) or time.perf_counter() - started < settings.min_seconds:
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1000.0)
     deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
     return LatencyStats(median_ms=statistics.median(times), p10_ms=deciles[0], p90_ms=deciles[-1], runs=len(times),
                         waited_s=host.waited_s, alone=host.alone)

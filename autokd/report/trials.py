@@ -8,8 +8,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.readout import format_objective
-from autokd.record import (failed_because, is_duplicate, is_rejected, is_stopped, log_path, recorded_seconds, study_objectives,
-                           trial_accuracy, trial_driver, trial_figures, trial_kind, trial_macs)
+from autokd.record import (failed_because, is_duplicate, is_rejected, is_stopped, log_path, recorded_seconds,
+                           study_objectives, trial_accuracy, trial_driver, trial_figures, trial_kind, trial_macs)
 
 
 def failed_trials(told: list[FrozenTrial]) -> list[FrozenTrial]:
