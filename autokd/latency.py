@@ -80,9 +80,20 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
     from autokd.export import export_model
 
     try:
-        return export_model(model.eval(), "onnx", path, example)
+        path = export_model(model.eval(), "onnx", path, example)
     except AutokdError as err:  # a dynamic-int8 model has no ONNX form: this trial cannot be timed
         raise RuntimeError(f"no ONNX file to time: {err.problem}") from None
+    if not _graph_inputs(path):  # the forward left torch (an ONNX teacher run by onnxruntime): traced as a constant
+        raise RuntimeError("no ONNX file to time: the exported graph takes no input (the model does not run in torch)")
+    return path
+
+
+def _graph_inputs(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 def onnx_session(path: Path, threads: int) -> Any:
