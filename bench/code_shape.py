@@ -10,7 +10,8 @@ refactor can be judged by numbers, not impressions:
   the modules visited, how often the path *returns* to a module it had left, and how often it
   *climbs up* (calls into a module that imports the caller's module, directly or through others).
 * **import graph**: every ``import``/``from ... import`` of an ``autokd`` module, at module level
-  or inside a function (not under ``if TYPE_CHECKING``, which never runs); any cycle is listed.
+  or inside a function (not under ``if TYPE_CHECKING``, which never runs), and the packages a
+  submodule import runs first (``a/__init__``); any cycle is listed.
 * **sizes**: modules over 600 lines and functions over 80 lines (package and ``bench/``).
 * **private APIs**: attribute accesses of the form ``x._name`` on optuna/ray/rich/typer objects,
   found by the names the code used to reach (``_storage``, ``_trial_id``, ``_cells``, ``ray._private``,
@@ -80,8 +81,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         for target in targets:
             while target and target not in known:
                 target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
+            while target:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+                if target != name and not name.startswith(target + "."):
+                    found.add(target)
+                target = target.rpartition(".")[0] if "." in target.partition("autokd.")[2] else ""
     return found
 
 
