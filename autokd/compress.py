@@ -5,7 +5,7 @@
 fine-tunes with and a ``finetune`` callable (KD from the teacher, :func:`autokd.trial.finetune_student`),
 and returns the compressed deployable model and what was done. It measures nothing: the trial
 measures the student before (the ``uncompressed_*`` figures it hands in, so the report can show what
-the step bought) and the compressed model after (:func:`autokd.measure.measure_model`).
+the step bought) and the compressed model after (:func:`autokd.deployed.measure_model`).
 
 Methods (``CompressSpec.method``; ``ratio`` means something per method):
 
@@ -113,7 +113,7 @@ def compress_model(model: nn.Module, spec: CompressSpec, *, train: Split, valida
             calibration, fine-tuning).
         validation: its first image traces the network.
         num_classes: the logits layer keeps its outputs.
-        uncompressed: the student's own measurement (:func:`autokd.measure.measure_model`), recorded
+        uncompressed: the student's own measurement (:func:`autokd.deployed.measure_model`), recorded
             as the ``uncompressed_*`` figures.
         finetune: ``finetune(model, epochs) -> seconds``; needed where ``spec.finetune_epochs`` > 0.
         seed: seeds the Fisher importance sample.

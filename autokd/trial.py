@@ -7,7 +7,7 @@ The stages of a trial, in order, each a function of what it uses:
    split, its epoch curve read on ``validation``;
 3. **compress** (:func:`compress_stage`, :func:`autokd.compress.compress_model`): the distilled
    student pruned, factorized or quantized, fine-tuned by KD (:func:`finetune_student`);
-4. **measure** (:func:`autokd.measure.measure_model`): accuracy on ``validation`` and ``test``,
+4. **measure** (:func:`autokd.deployed.measure_model`): accuracy on ``validation`` and ``test``,
    size, MACs and latency, of the student before compressing (the record compares) and of the model
    that ships;
 5. **save** (:func:`save_student`): the checkpoint, with the config and the data's shape.
@@ -40,7 +40,8 @@ from autokd.config import COMMITTEE_KINDS, CONSTRAINTS, DistillSpec, LatencySett
 from autokd.context import Teaching, TrialContext
 from autokd.data import ImageData
 from autokd.hostlock import idle_during, paced
-from autokd.measure import Split, accuracy, environment, measure_model, model_costs
+from autokd.deployed import measure_model, model_costs
+from autokd.measure import Split, accuracy, environment
 from autokd.models import build_model, describe
 from autokd.train import predict, train_model
 
@@ -251,7 +252,7 @@ def compress_stage(model: nn.Module, config: TrialConfig, teaching: Teaching, tr
                    num_classes: int, uncompressed: dict[str, Any]) -> tuple[nn.Module, dict]:
     """``config.compress`` applied to the distilled student, fine-tuned by KD from ``teaching`` on ``train``.
 
-    ``uncompressed``: the student's own measurement (:func:`autokd.measure.measure_model`), which
+    ``uncompressed``: the student's own measurement (:func:`autokd.deployed.measure_model`), which
     the record keeps as ``uncompressed_*``.
     """
     finetune = functools.partial(finetune_student, config=config, teaching=teaching, train=train)

@@ -36,7 +36,7 @@ from autokd.compress import quant_engine
 from autokd.config import CompressSpec, DistillSpec, StudentSpec, StudyConfig, TrainSpec, TrialConfig
 from autokd.measure import latency_ms
 from autokd.context import build_context
-from autokd.measure import measure_model
+from autokd.deployed import measure_model
 from autokd.trial import build_student, compress_stage, distill_student
 from bench.common import cifar10_folder, write_result
 

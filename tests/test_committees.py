@@ -170,7 +170,7 @@ def test_cascade_defers_only_doubtful_rows_and_runs_the_large_member_on_them_alo
 def committee_study(tmp_path_factory):
     """Two singles, then a reuse cascade, a reuse pair and a cascade that trains its own members."""
     from autokd.context import build_context
-    from autokd.measure import measure_model
+    from autokd.deployed import measure_model
     from autokd.search.local import run_local
     from autokd.search.study import open_study
 

@@ -26,7 +26,7 @@ from autokd.errors import AutokdError
 from autokd.export import agreement, export_model
 from autokd.train import predict
 from autokd.context import build_context
-from autokd.measure import measure_model
+from autokd.deployed import measure_model
 from autokd.record import trial_figures
 from autokd.trial import build_student, compress_stage, distill_student, run_trial
 from tests.tiny import TEST_SEED

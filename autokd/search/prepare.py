@@ -8,7 +8,7 @@ import functools
 from typing import Any
 
 from autokd.context import TrialContext
-from autokd.measure import measure_model
+from autokd.deployed import measure_model
 from autokd.record import record_teacher, study_teacher
 
 
