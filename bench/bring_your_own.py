@@ -111,6 +111,105 @@ def file_outputs(files: dict[str, Path], table: Path) -> dict:
             for kind, out in (("TorchScript", scripted), ("ONNX", onnx))}
 
 
+def same_teacher_three_files(root: Path, ten: Path, all10: tuple[str, ...], e: int) -> tuple[dict, dict]:
+    """(a) One teacher as an autokd checkpoint, TorchScript and ONNX: the same student from each."""
+    from autokd.export import export_metadata, export_model, load_trial_model
+
+    teacher_epochs = 15 * e
+    cli("teacher", "train", "--dataset", f"csv:{ten}", "--family", "cnn5", "--knob", "width=0.5", "--epochs",
+        str(teacher_epochs), "--batch-size", "64", "--out", str(root / "teacher.pt"))
+    model, payload = load_trial_model(root / "teacher.pt")
+    meta = export_metadata(payload, classes=list(all10), study=None, trial=None)
+    example = torch.zeros(2, 3, 32, 32)
+    files = {"autokd checkpoint": root / "teacher.pt",
+             "TorchScript": export_model(model, "torchscript", root / "teacher.ts", example, meta),
+             "ONNX": export_model(model, "onnx", root / "teacher.onnx", example, meta)}
+    fixed = {"students": {"cnn5": {"width": 0.25, "hidden": 64}},
+             "distill": {"loss": "kd", "alpha": 0.9, "temperature": 4.0},
+             "train": {"epochs": 6 * e, "batch_size": 64, "lr": 0.05}}
+    same = []
+    for kind, file in files.items():
+        name = "a-" + {"autokd checkpoint": "checkpoint", "TorchScript": "torchscript", "ONNX": "onnx"}[kind]
+        st = study(root, name, ten, {"checkpoint": str(file)}, fixed)
+        same.append({"teacher_file": kind, "file": file.name, "teacher": teacher_row(st),
+                     **trial_row(st.trials[0])})
+    return files, {
+        "teacher_outputs_against_the_checkpoint": file_outputs(files, ten),
+        "teacher": f"cnn5 width 0.5, {teacher_epochs} epochs (autokd teacher train), exported by autokd",
+        "student": f"cnn5 width 0.25 hidden 64, KD alpha 0.9 T 4, {6 * e} epochs, seed 0",
+        "runs": same,
+        "same_student_accuracy": len({(r["validation_accuracy"], r["test_accuracy"]) for r in same}) == 1,
+        "test_points_from_the_checkpoints": {r["teacher_file"]: round(100 * (r["test_accuracy"] - same[0]["test_accuracy"]), 2)
+                                             for r in same}}
+
+
+def weights_of_other_classes(root: Path, six: Path, four: Path, e: int) -> dict:
+    """(b) A student started from weights trained on other classes, against one from scratch, 3 seeds."""
+    from safetensors.torch import save_file
+
+    from autokd.checkpoint import load_checkpoint, network_from_checkpoint
+
+    student = {"width": 0.5, "hidden": 128}
+    pre_epochs, b_epochs, teacher_epochs = 10 * e, 6 * e, 15 * e
+    cli("teacher", "train", "--dataset", f"csv:{six}", "--family", "cnn5", "--knob", "width=0.5", "--knob",
+        "hidden=128", "--epochs", str(pre_epochs), "--batch-size", "64", "--out", str(root / "six.pt"))
+    net = network_from_checkpoint(load_checkpoint(root / "six.pt"))
+    weights = root / "cnn5-six-classes.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith("hint_layer.")},
+              str(weights))
+    cli("teacher", "train", "--dataset", f"csv:{four}", "--family", "cnn5", "--knob", "width=0.5", "--epochs",
+        str(teacher_epochs), "--batch-size", "64", "--out", str(root / "teacher-four.pt"))
+    arms: dict[str, list] = {"from_weights": [], "from_scratch": []}
+    for seed in (0, 1, 2):
+        for arm, start in (("from_weights", str(weights)), ("from_scratch", None)):
+            space = {"students": {"cnn5": {**student, **({"weights": start} if start else {})}},
+                     "distill": {"loss": "kd", "alpha": 0.9, "temperature": 4.0},
+                     "train": {"epochs": b_epochs, "batch_size": 64, "lr": 0.05}}
+            st = study(root, f"b-{arm}-{seed}", four, {"checkpoint": str(root / "teacher-four.pt")}, space, seed=seed)
+            arms[arm].append({"seed": seed, **trial_row(st.trials[0])})
+    mean = {arm: statistics.mean(r["test_accuracy"] for r in rows) for arm, rows in arms.items()}
+    mean_val = {arm: statistics.mean(r["validation_accuracy"] for r in rows) for arm, rows in arms.items()}
+    return {
+        "student": f"cnn5 width 0.5 hidden 128, KD alpha 0.9 T 4 from a cnn5 teacher of the 4 classes, {b_epochs} "
+                   f"epochs either way",
+        "pretrained": f"{pre_epochs} epochs on labels of {', '.join(SIX)} (autokd teacher train), saved as "
+                      f"safetensors; its 6-class head replaced",
+        "runs": arms,
+        "mean_test_accuracy": mean, "mean_validation_accuracy": mean_val,
+        "gain_test_points": round(100 * (mean["from_weights"] - mean["from_scratch"]), 2),
+        "gain_validation_points": round(100 * (mean_val["from_weights"] - mean_val["from_scratch"]), 2)}
+
+
+def front_with_timm_students(root: Path, ten: Path, teacher_file: Path, e: int) -> dict:
+    """(c) A searched front whose space holds timm and torchvision students beside cnn5."""
+    space = {"students": {"cnn5": {"width": {"float": [0.25, 0.5]}, "hidden": 64},
+                          "timm/mobilenetv3_small_050": {},
+                          "timm/resnet10t": {},
+                          "torchvision/shufflenet_v2_x0_5": {}},
+             "distill": {"loss": "kd", "alpha": {"float": [0.5, 0.9]}, "temperature": 4.0},
+             "train": {"epochs": 6 * e, "batch_size": 64, "lr": 0.05}}
+    st = study(root, "c-front", ten, {"checkpoint": str(teacher_file)}, space, n_trials=10,
+               objectives=("accuracy", "params", "latency_ms"))
+    done = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    front = {t.number for t in st.best_trials}
+    rows = [{**trial_row(t), "latency_ms": t.values[2], "on_front": t.number in front} for t in done]
+    found = {
+        "teacher": teacher_row(st), "objectives": ["accuracy (validation)", "params", "latency_ms"],
+        "trials": rows,
+        "front": [r for r in rows if r["on_front"]],
+        "timm_on_front": [r["student"] for r in rows if r["on_front"] and "timm/" in str(r["student"])]}
+    timm = [r for r in rows if "timm/" in str(r["student"])]
+    if timm and not found["timm_on_front"]:
+        best = max(timm, key=lambda r: r["validation_accuracy"])
+        top = max(r["validation_accuracy"] for r in rows)
+        found["finding"] = (
+            f"no timm student is on the front at this size: the best, {best['student']} (trial {best['trial']}), "
+            f"reached {100 * best['validation_accuracy']:.1f}% validation against {100 * top:.1f}% for the best "
+            f"student, with {best['params'] / 1e6:.2f}M parameters; ImageNet-shaped networks trained from scratch "
+            f"for {6 * e} epochs on 32 px images lose to cnn5 on every objective")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1, help="images per class x N, epochs x ceil(N/2)")
@@ -132,98 +231,9 @@ def main() -> None:
                              "six": f"{', '.join(SIX)}: {400 * s} train per class", "four":
                              f"{', '.join(FOUR)}: {100 * s} train + {200 * s} test per class"}}
 
-    # ------------------------------------------------------------------ (a) one teacher, three files
-    from autokd.export import export_metadata, export_model, load_trial_model
-
-    teacher_epochs = 15 * e
-    cli("teacher", "train", "--dataset", f"csv:{ten}", "--family", "cnn5", "--knob", "width=0.5", "--epochs",
-        str(teacher_epochs), "--batch-size", "64", "--out", str(root / "teacher.pt"))
-    model, payload = load_trial_model(root / "teacher.pt")
-    meta = export_metadata(payload, classes=list(all10), study=None, trial=None)
-    example = torch.zeros(2, 3, 32, 32)
-    files = {"autokd checkpoint": root / "teacher.pt",
-             "TorchScript": export_model(model, "torchscript", root / "teacher.ts", example, meta),
-             "ONNX": export_model(model, "onnx", root / "teacher.onnx", example, meta)}
-    fixed = {"students": {"cnn5": {"width": 0.25, "hidden": 64}},
-             "distill": {"loss": "kd", "alpha": 0.9, "temperature": 4.0},
-             "train": {"epochs": 6 * e, "batch_size": 64, "lr": 0.05}}
-    same = []
-    for kind, file in files.items():
-        name = "a-" + {"autokd checkpoint": "checkpoint", "TorchScript": "torchscript", "ONNX": "onnx"}[kind]
-        st = study(root, name, ten, {"checkpoint": str(file)}, fixed)
-        same.append({"teacher_file": kind, "file": file.name, "teacher": teacher_row(st),
-                     **trial_row(st.trials[0])})
-    result["a_same_teacher_three_files"] = {
-        "teacher_outputs_against_the_checkpoint": file_outputs(files, ten),
-        "teacher": f"cnn5 width 0.5, {teacher_epochs} epochs (autokd teacher train), exported by autokd",
-        "student": f"cnn5 width 0.25 hidden 64, KD alpha 0.9 T 4, {6 * e} epochs, seed 0",
-        "runs": same,
-        "same_student_accuracy": len({(r["validation_accuracy"], r["test_accuracy"]) for r in same}) == 1,
-        "test_points_from_the_checkpoints": {r["teacher_file"]: round(100 * (r["test_accuracy"] - same[0]["test_accuracy"]), 2)
-                                             for r in same}}
-
-    # ------------------------------------------------------------------ (b) weights of other classes
-    from safetensors.torch import save_file
-
-    from autokd.checkpoint import load_checkpoint, network_from_checkpoint
-
-    student = {"width": 0.5, "hidden": 128}
-    pre_epochs, b_epochs = 10 * e, 6 * e
-    cli("teacher", "train", "--dataset", f"csv:{six}", "--family", "cnn5", "--knob", "width=0.5", "--knob",
-        "hidden=128", "--epochs", str(pre_epochs), "--batch-size", "64", "--out", str(root / "six.pt"))
-    net = network_from_checkpoint(load_checkpoint(root / "six.pt"))
-    weights = root / "cnn5-six-classes.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith("hint_layer.")},
-              str(weights))
-    cli("teacher", "train", "--dataset", f"csv:{four}", "--family", "cnn5", "--knob", "width=0.5", "--epochs",
-        str(teacher_epochs), "--batch-size", "64", "--out", str(root / "teacher-four.pt"))
-    arms: dict[str, list] = {"from_weights": [], "from_scratch": []}
-    for seed in (0, 1, 2):
-        for arm, start in (("from_weights", str(weights)), ("from_scratch", None)):
-            space = {"students": {"cnn5": {**student, **({"weights": start} if start else {})}},
-                     "distill": {"loss": "kd", "alpha": 0.9, "temperature": 4.0},
-                     "train": {"epochs": b_epochs, "batch_size": 64, "lr": 0.05}}
-            st = study(root, f"b-{arm}-{seed}", four, {"checkpoint": str(root / "teacher-four.pt")}, space, seed=seed)
-            arms[arm].append({"seed": seed, **trial_row(st.trials[0])})
-    mean = {arm: statistics.mean(r["test_accuracy"] for r in rows) for arm, rows in arms.items()}
-    mean_val = {arm: statistics.mean(r["validation_accuracy"] for r in rows) for arm, rows in arms.items()}
-    result["b_weights_of_other_classes"] = {
-        "student": f"cnn5 width 0.5 hidden 128, KD alpha 0.9 T 4 from a cnn5 teacher of the 4 classes, {b_epochs} "
-                   f"epochs either way",
-        "pretrained": f"{pre_epochs} epochs on labels of {', '.join(SIX)} (autokd teacher train), saved as "
-                      f"safetensors; its 6-class head replaced",
-        "runs": arms,
-        "mean_test_accuracy": mean, "mean_validation_accuracy": mean_val,
-        "gain_test_points": round(100 * (mean["from_weights"] - mean["from_scratch"]), 2),
-        "gain_validation_points": round(100 * (mean_val["from_weights"] - mean_val["from_scratch"]), 2)}
-
-    # ------------------------------------------------------------------ (c) a front with timm students
-    space = {"students": {"cnn5": {"width": {"float": [0.25, 0.5]}, "hidden": 64},
-                          "timm/mobilenetv3_small_050": {},
-                          "timm/resnet10t": {},
-                          "torchvision/shufflenet_v2_x0_5": {}},
-             "distill": {"loss": "kd", "alpha": {"float": [0.5, 0.9]}, "temperature": 4.0},
-             "train": {"epochs": 6 * e, "batch_size": 64, "lr": 0.05}}
-    st = study(root, "c-front", ten, {"checkpoint": str(files["TorchScript"])}, space, n_trials=10,
-               objectives=("accuracy", "params", "latency_ms"))
-    done = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    front = {t.number for t in st.best_trials}
-    rows = [{**trial_row(t), "latency_ms": t.values[2], "on_front": t.number in front} for t in done]
-    result["c_front_with_timm_students"] = {
-        "teacher": teacher_row(st), "objectives": ["accuracy (validation)", "params", "latency_ms"],
-        "trials": rows,
-        "front": [r for r in rows if r["on_front"]],
-        "timm_on_front": [r["student"] for r in rows if r["on_front"] and "timm/" in str(r["student"])]}
-    timm = [r for r in rows if "timm/" in str(r["student"])]
-    if timm and not result["c_front_with_timm_students"]["timm_on_front"]:
-        best = max(timm, key=lambda r: r["validation_accuracy"])
-        top = max(r["validation_accuracy"] for r in rows)
-        result["c_front_with_timm_students"]["finding"] = (
-            f"no timm student is on the front at this size: the best, {best['student']} (trial {best['trial']}), "
-            f"reached {100 * best['validation_accuracy']:.1f}% validation against {100 * top:.1f}% for the best "
-            f"student, with {best['params'] / 1e6:.2f}M parameters; ImageNet-shaped networks trained from scratch "
-            f"for {6 * e} epochs on 32 px images lose to cnn5 on every objective")
-
+    files, result["a_same_teacher_three_files"] = same_teacher_three_files(root, ten, all10, e)
+    result["b_weights_of_other_classes"] = weights_of_other_classes(root, six, four, e)
+    result["c_front_with_timm_students"] = front_with_timm_students(root, ten, files["TorchScript"], e)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["loadavg_start"] = [round(x, 2) for x in load_start]
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -120,10 +120,66 @@ def train_trial(config: dict[str, Any], *, study_yaml: str, cwd: str) -> None:
 # --------------------------------------------------------------------------- driver side
 
 
+class _StudySearchBasics:
+    """The parts of the study searcher that need no Ray import: pickling, fatal errors, cleanup."""
+
+    study_cfg: StudyConfig
+    running: dict[str, optuna.Trial]
+    fatal: Exception | None
+
+    # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
+    # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode")}
+        # tuner.pkl sits in the output folder: the storage URL goes in without its password.
+        state["study_cfg"] = self.study_cfg.model_copy(update={"storage": strip_password(self.study_cfg.storage)})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+    def fail_unfinished(self) -> None:
+        """Tell FAIL (and re-enqueue) each trial Tune ended without reporting its end (Ctrl-C, timeout)."""
+        for trial_id in list(self.running):
+            self.on_trial_complete(trial_id, None)  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def fatal_guard(self) -> Iterator[None]:
+        """A lost database or a full disk ends the whole run (Tune would count it against a trial and
+        retry that): remembered here, every trial stopped, and raised by the driver after ``fit``."""
+        try:
+            yield
+        except Exception as err:
+            fatal = err if isinstance(err, StorageLost) else disk_full(err)
+            if fatal is None:
+                raise
+            self.fatal = self.fatal or fatal
+            _stop_every_trial()
+
+
+def _tell_finished(lifecycle: TrialLifecycle, ot_trial: optuna.Trial, result: dict, error: bool,
+                   pruned: bool) -> optuna.trial.FrozenTrial:
+    """Tell the study how a Tune trial ended: COMPLETE, FAIL, PRUNED, or interrupted (resumed next run)."""
+    if result.get("final") and not result.get("failed") and not error:
+        return lifecycle.complete(ot_trial, json.loads(result["metrics_json"]))
+    if result.get("failed") or error:
+        return lifecycle.fail(ot_trial, result.get("failed") or "worker failed too often",
+                              trial_dir(lifecycle.study_cfg, ot_trial.number) / TRIAL_LOG)
+    if pruned:
+        return lifecycle.prune(ot_trial, result)
+    return lifecycle.interrupt(ot_trial, "driver stopped")  # a driver shutdown: the next run resumes it
+
+
 def _make_study_search_class() -> type:
     from ray.tune.search import Searcher
 
-    class StudySearch(Searcher):
+    class StudySearch(_StudySearchBasics, Searcher):
         """A Tune searcher over the study's own ask and tell: each Tune trial is one trial of ``lifecycle``."""
 
         def __init__(self, lifecycle: TrialLifecycle, *, pruned_by_scheduler: set[str],
@@ -137,41 +193,6 @@ def _make_study_search_class() -> type:
             self.pruned_by_scheduler = pruned_by_scheduler
             self.running: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs, until told
             self.fatal: Exception | None = None  # what ended the run for every trial (database lost, disk full)
-
-        # Tune pickles its searcher (tuner.pkl, experiment checkpoints). The study lives in the
-        # database and resume goes through it (``reclaim_stale_trials``), so only settings are kept.
-        def __getstate__(self) -> dict:
-            state = {k: v for k, v in self.__dict__.items() if k in ("_metric", "_mode")}
-            # tuner.pkl sits in the output folder: the storage URL goes in without its password.
-            state["study_cfg"] = self.study_cfg.model_copy(update={"storage": strip_password(self.study_cfg.storage)})
-            return state
-
-        def __setstate__(self, state: dict) -> None:
-            self.__dict__.update(state)
-
-        def save(self, checkpoint_path: str) -> None:
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            return None
-
-        def fail_unfinished(self) -> None:
-            """Tell FAIL (and re-enqueue) each trial Tune ended without reporting its end (Ctrl-C, timeout)."""
-            for trial_id in list(self.running):
-                self.on_trial_complete(trial_id, None)
-
-        @contextlib.contextmanager
-        def fatal_guard(self) -> Iterator[None]:
-            """A lost database or a full disk ends the whole run (Tune would count it against a trial and
-            retry that): remembered here, every trial stopped, and raised by the driver after ``fit``."""
-            try:
-                yield
-            except Exception as err:
-                fatal = err if isinstance(err, StorageLost) else disk_full(err)
-                if fatal is None:
-                    raise
-                self.fatal = self.fatal or fatal
-                _stop_every_trial()
 
         def suggest(self, trial_id: str) -> dict | str | None:
             if self.fatal is not None:
@@ -210,16 +231,8 @@ def _make_study_search_class() -> type:
                 with contextlib.suppress(Exception):  # a SQLite study on that same disk cannot record it
                     self.lifecycle.interrupt(ot_trial, "disk full")
                 return
-            if result.get("final") and not result.get("failed") and not error:
-                frozen = self.lifecycle.complete(ot_trial, json.loads(result["metrics_json"]))
-            elif result.get("failed") or error:
-                frozen = self.lifecycle.fail(ot_trial, result.get("failed") or "worker failed too often",
-                                             trial_dir(self.study_cfg, ot_trial.number) / TRIAL_LOG)
-            elif trial_id in self.pruned_by_scheduler:
-                frozen = self.lifecycle.prune(ot_trial, result)
-            else:  # stopped by a driver shutdown: give its parameters to the next run
-                frozen = self.lifecycle.interrupt(ot_trial, "driver stopped")
-            self.on_told(frozen)
+            self.on_told(_tell_finished(self.lifecycle, ot_trial, result, error,
+                                        pruned=trial_id in self.pruned_by_scheduler))
 
     return StudySearch
 
