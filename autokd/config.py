@@ -304,6 +304,23 @@ class ExecutorConfig(_Strict):
     address: str | None = None
     asha: bool = False
     max_failures: int = Field(2, ge=0)
+    # Torch intra-op threads of each trial; null: the host's cores shared by the trials at once.
+    threads_per_trial: int | None = Field(None, ge=1)
+
+    def trial_threads(self, cores: int) -> int:
+        """Torch intra-op threads for one trial on a host with ``cores`` CPUs, so that the trials
+        running at once do not oversubscribe it: ``threads_per_trial`` when set, else ``cores``
+        divided by the trials at once on the host (local: 1; ray: ``max_concurrent``, at most
+        ``cores / cpus_per_trial``), at least 1.
+
+        Example:
+            >>> ExecutorConfig(kind="ray", max_concurrent=2).trial_threads(2), ExecutorConfig(kind="local").trial_threads(2)
+            (1, 2)
+        """
+        if self.threads_per_trial is not None:
+            return self.threads_per_trial
+        at_once = 1 if self.kind == "local" else max(1, min(self.max_concurrent, int(cores // self.cpus_per_trial)))
+        return max(1, cores // at_once)
 
 
 class StudyConfig(_Strict):

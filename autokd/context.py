@@ -7,6 +7,7 @@ stages of a trial (:mod:`autokd.trial`) take the pieces of the :class:`TrialCont
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from autokd.config import LatencySettings, StudyConfig
 from autokd.data import PATH_SOURCES, ImageData, load_dataset
 from autokd.distill import Teacher
+from autokd.hostlock import scope_key
 from autokd.measure import Split
 from autokd.teacher import build_teacher
 from autokd.train import AugmentPolicy, TeacherLogitCache, pick_device
@@ -77,6 +79,10 @@ class TrialContext:
     cache_dir: Path | None
     latency: LatencySettings = LatencySettings()
     compile: bool = False
+    #: Torch intra-op threads of each trial (``ExecutorConfig.trial_threads``); None: torch's own.
+    threads: int | None = None
+    #: The study's key for :func:`autokd.hostlock.study_scope`: a measurement pauses only its own study's trials.
+    lock_scope: str | None = None
 
     def __post_init__(self) -> None:
         if not self.data.has_validation:
@@ -129,7 +135,13 @@ def build_context(study: StudyConfig, *, device: torch.device | None = None, sho
     teacher, summary = build_teacher(study, data, policy, device, on_epoch=on_teacher_epoch)
     return TrialContext(data=data, device=device, teacher=teacher, teacher_summary=summary, policy=policy,
                         cache_dir=study.output_dir / "teacher_cache", latency=study.latency_settings,
-                        compile=study.compile)
+                        compile=study.compile, threads=study.executor.trial_threads(host_cores()),
+                        lock_scope=scope_key(str(study.output_dir.resolve()), study.name))
+
+
+def host_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=2)

@@ -1,17 +1,27 @@
-"""A host-wide lock so timed measurements run while no other autokd process computes.
+"""A per-study lock so a timed measurement runs while the other trials of ITS study pause.
 
-Two ``flock`` files in one folder per user and host (``$AUTOKD_LOCK_DIR``, default
-``{tempfile.gettempdir()}/autokd-locks-{uid}``; ``AUTOKD_LOCK_DIR=off`` disables the lock):
+Only trials of one study wait on each other: a process enters a study's scope
+(:func:`study_scope`, keyed by the study's output folder and name; :func:`autokd.trial.run_trial`
+does it for every trial), and every lock file lives in that study's folder. Two independent
+studies on one host, or a study and the test suite, never wait on each other: they share the
+cores as the kernel shares them (threads per trial: :meth:`autokd.config.ExecutorConfig.trial_threads`),
+and their figures stay honest by how they are taken (the deployed runtime on a fixed thread count,
+warm-up, a median over a time window, re-timing), not by stopping the host. Outside any scope
+nothing is locked and a measurement times at once (``Alone.alone is False``).
 
-* ``busy``: every process that computes (training, prediction, teacher logits) holds it SHARED
-  inside :func:`host_busy`, and calls :func:`safe_point` between steps;
+Two ``flock`` files per study and host, in ``{base}/study-{key}`` (``base`` is ``$AUTOKD_LOCK_DIR``,
+default ``{tempfile.gettempdir()}/autokd-locks-{uid}``; ``AUTOKD_LOCK_DIR=off`` disables the lock):
+
+* ``busy``: every process of the study that computes (training, prediction, teacher logits) holds
+  it SHARED inside :func:`host_busy`, and calls :func:`safe_point` between steps;
 * ``gate``: a measurement (:func:`timed_alone`) takes it EXCLUSIVE, then ``busy`` EXCLUSIVE, so
-  it starts once every trainer has reached a safe point, and times with the host to itself.
+  it starts once every trainer of its study has reached a safe point.
 
 A trainer at a safe point checks the gate with one non-blocking shared ``flock`` (released at
 once): when a measurement is waiting it lets go of ``busy``, blocks on the gate until the
-measurement ends, and takes ``busy`` back. A trainer entering :func:`host_busy` passes the gate
-first, so a waiting measurement is never starved by trainers that keep starting.
+measurement ends (the seconds add to :func:`paused_seconds`), and takes ``busy`` back. A trainer
+entering :func:`host_busy` passes the gate first, so a waiting measurement is never starved by
+trainers that keep starting.
 
 Rules that keep it deadlock-free:
 
@@ -22,6 +32,7 @@ Rules that keep it deadlock-free:
 * :func:`timed_alone` inside :func:`host_busy` releases the caller's own shared ``busy`` first
   and takes it back afterwards; nested :func:`host_busy` / :func:`timed_alone` scopes are
   counted per process (re-entrant), and a :func:`host_busy` inside a measurement takes nothing.
+  A scope entered while a lock is held takes effect when the process next holds nothing.
 * A measurement waits at most ``timeout`` seconds (``$AUTOKD_LOCK_TIMEOUT``, default 600) for
   trainers to reach a safe point (a hung or stopped neighbour), then times anyway and says so
   (``Alone.alone is False``).
@@ -42,6 +53,7 @@ hand epoch callbacks that wait on other processes through :func:`idle_during`.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 import threading
@@ -58,10 +70,11 @@ except ImportError:  # no flock (Windows): every scope is a no-op and nothing is
 
 DEFAULT_TIMEOUT_S = 600.0
 F = TypeVar("F", bound=Callable)
+_scope: str | None = None  # the study this process computes for (study_scope); None: no lock
 
 
-def lock_dir() -> Path | None:
-    """The host-wide lock folder (``None`` when disabled with ``AUTOKD_LOCK_DIR=off``)."""
+def base_dir() -> Path | None:
+    """The folder holding every study's lock folder (``None`` when disabled with ``AUTOKD_LOCK_DIR=off``)."""
     value = os.environ.get("AUTOKD_LOCK_DIR", "")
     if fcntl is None or value.lower() in ("off", "none", "0"):
         return None
@@ -70,9 +83,45 @@ def lock_dir() -> Path | None:
     return Path(tempfile.gettempdir()) / f"autokd-locks-{os.getuid()}"
 
 
+def lock_dir() -> Path | None:
+    """The current study's lock folder (``None`` outside :func:`study_scope`, or when disabled)."""
+    base, scope = base_dir(), _scope
+    return None if base is None or scope is None else base / f"study-{scope}"
+
+
+def scope_key(*parts: str) -> str:
+    """A short, file-name-safe key for a study (e.g. its resolved output folder and its name)."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def study_scope(key: str | None) -> Iterator[None]:
+    """Lock with the processes of study ``key`` only (``None``: no lock) for the duration; re-entrant.
+
+    Example:
+        >>> with study_scope(scope_key(str(output_dir), name)), paced() as pace:
+        ...     train_model(..., pace=pace)
+    """
+    global _scope
+    with _current().mutex:
+        previous, _scope = _scope, key
+    try:
+        yield
+    finally:
+        with _current().mutex:
+            _scope = previous
+
+
+def paused_seconds() -> float:
+    """Seconds this process has waited at safe points (or entering :func:`host_busy`) for measurements."""
+    return _current().paused_s
+
+
 @dataclass(frozen=True)
 class Alone:
-    """How a :func:`timed_alone` section began: seconds waited, and whether it had the host."""
+    """How a :func:`timed_alone` section began: seconds waited for its study's trainers, and
+    whether every other process of its study on this host had paused (``False`` outside a study
+    scope, with the lock off, or after the timeout)."""
 
     waited_s: float = 0.0
     alone: bool = True
@@ -91,6 +140,7 @@ class _State:
         self.measuring = 0  # open timed_alone scopes
         self.held = False  # busy held SHARED
         self.disabled = False
+        self.paused_s = 0.0  # seconds spent waiting behind the gate (measurements of this study)
 
     def close(self) -> None:
         for fd in (self.busy_fd, self.gate_fd):
@@ -158,12 +208,14 @@ def _try(fd: int, op: int) -> bool:
 
 def _take_shared(st: _State) -> None:
     """Take ``busy`` SHARED behind the gate (waits while a measurement is waiting or running)."""
+    started = time.monotonic()
     fcntl.flock(st.gate_fd, fcntl.LOCK_SH)
     try:
         fcntl.flock(st.busy_fd, fcntl.LOCK_SH)
     finally:
         fcntl.flock(st.gate_fd, fcntl.LOCK_UN)
     st.held = True
+    st.paused_s += time.monotonic() - started
 
 
 def _release_shared(st: _State) -> None:
@@ -277,9 +329,10 @@ def _acquire_alone(st: _State, deadline: float) -> bool:
 
 @contextmanager
 def timed_alone(timeout: float | None = None) -> Iterator[Alone]:
-    """Run the body while no other autokd process on this host computes.
+    """Run the body while no other process of this study (:func:`study_scope`) on this host computes.
 
-    Waits for a measurement in progress elsewhere, then for every trainer to reach a safe point
+    Waits for a measurement of the study in progress elsewhere, then for every trainer of the
+    study to reach a safe point
     (at most ``timeout`` s, default ``$AUTOKD_LOCK_TIMEOUT`` or 600); yields :class:`Alone`.
     Re-entrant; the caller's own :func:`host_busy` scopes are suspended for the duration.
     """
@@ -292,7 +345,7 @@ def timed_alone(timeout: float | None = None) -> Iterator[Alone]:
             finally:
                 st.measuring -= 1
             return
-        if not _open(st):  # disabled or unwritable: timed as is, and said so
+        if not _open(st):  # no study scope, disabled or unwritable: timed as is, and said so
             yield Alone(alone=False)
             return
         if timeout is None:

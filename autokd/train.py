@@ -14,6 +14,7 @@ give way to a timed measurement pass one (:func:`autokd.hostlock.paced`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -21,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,21 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda")
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch intra-op threads set to ``threads`` for the duration (``None``: left as they are), then restored."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 #: A step hook: training and prediction call it before every step or batch (to give way to a
-#: measurement elsewhere on the host, :func:`autokd.hostlock.paced`).
+#: measurement of the same study elsewhere on the host, :func:`autokd.hostlock.paced`).
 Pace = Callable[[], None]
 
 

@@ -39,11 +39,11 @@ from autokd.compress_rules import check_spec
 from autokd.config import COMMITTEE_KINDS, CONSTRAINTS, DistillSpec, LatencySettings, TrialConfig
 from autokd.context import Teaching, TrialContext
 from autokd.data import ImageData
-from autokd.hostlock import idle_during, paced
+from autokd.hostlock import idle_during, paced, paused_seconds, study_scope
 from autokd.deployed import measure_model, model_costs
 from autokd.measure import Split, accuracy, environment
 from autokd.models import build_model, describe
-from autokd.train import predict, train_model
+from autokd.train import predict, torch_threads, train_model
 
 #: Failures that end one trial as FAIL and let the study go on (a diverged student, a shape a
 #: family cannot take). Anything else stops the search.
@@ -75,9 +75,26 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path, on_
     stop the trial. ``checkpointer`` keeps the last finished epoch; ``resume_from`` (a file it
     wrote) continues from there. Committee trials (pairs, cascades) have no epoch
     checkpoints: they start over.
+
+    It runs on ``context.threads`` torch threads and in the study's lock scope
+    (:func:`autokd.hostlock.study_scope`: a measurement pauses only this study's trials); the
+    metrics say how many threads (``train_threads``) and how long its training sat at safe
+    points for measurements of other trials of the study (``host_paused_s``).
     """
-    if config.kind in COMMITTEE_KINDS:
-        return committee_trial(config, context, work_dir=work_dir, on_epoch=on_epoch)
+    with study_scope(context.lock_scope), torch_threads(context.threads):
+        paused = paused_seconds()
+        if config.kind in COMMITTEE_KINDS:
+            metrics = committee_trial(config, context, work_dir=work_dir, on_epoch=on_epoch)
+        else:
+            metrics = single_trial(config, context, work_dir=work_dir, on_epoch=on_epoch, checkpointer=checkpointer,
+                                   resume_from=resume_from)
+        metrics.update(train_threads=torch.get_num_threads(), host_paused_s=paused_seconds() - paused)
+    return metrics
+
+
+def single_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path, on_epoch: OnEpoch | None = None,
+                 checkpointer: EpochCheckpointer | None = None, resume_from: Path | None = None) -> dict[str, Any]:
+    """One student trained, compressed, measured and saved (the body of :func:`run_trial` for ``kind: single``)."""
     started = time.perf_counter()
     if config.compress.method != "none":  # a setting that cannot compress fails before training
         check_spec(config.compress)

@@ -1,8 +1,9 @@
-"""The host-wide measuring lock (autokd.hostlock) with real processes, and latency_stats.
+"""The per-study measuring lock (autokd.hostlock) with real processes, and latency_stats.
 
 Trainers are spawned processes that loop inside ``host_busy()`` calling ``safe_point()`` and
 count their steps in a shared counter; the test process measures with ``timed_alone()``. Every
-test uses its own lock folder (``AUTOKD_LOCK_DIR``), inherited by the spawned processes.
+test uses its own lock folder (``AUTOKD_LOCK_DIR``), inherited by the spawned processes, and runs
+in study ``SCOPE`` (``study_scope``), as do the trainers unless a test gives them another study.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import time
 import pytest
 
 from autokd import hostlock
-from autokd.hostlock import host_busy, host_idle, safe_point, timed_alone
+from autokd.hostlock import host_busy, host_idle, paused_seconds, safe_point, study_scope, timed_alone
 
 SPAWN = mp.get_context("spawn")
+SCOPE = "study-a"  # the study of the test process and, unless told otherwise, of its trainers
 
 
 @pytest.fixture(autouse=True)
@@ -25,17 +27,21 @@ def lock_dir(tmp_path, monkeypatch):
     folder = tmp_path / "locks"
     monkeypatch.setenv("AUTOKD_LOCK_DIR", str(folder))
     monkeypatch.delenv("AUTOKD_LOCK_TIMEOUT", raising=False)
-    return folder
+    with study_scope(SCOPE):
+        yield folder / f"study-{SCOPE}"
 
 
-def trainer(counter, stop, step_s: float) -> None:
-    """A stand-in trial: computes (sleeps) inside host_busy and reaches a safe point each step."""
-    with host_busy():
+def trainer(counter, stop, step_s: float, scope: str = SCOPE, paused=None) -> None:
+    """A stand-in trial of study ``scope``: computes (sleeps) inside host_busy and reaches a safe
+    point each step; ``paused`` (a shared double) gets its paused_seconds() when it stops."""
+    with study_scope(scope), host_busy():
         while not stop.is_set():
             with counter.get_lock():
                 counter.value += 1
             time.sleep(step_s)
             safe_point()
+    if paused is not None:
+        paused.value = paused_seconds()
 
 
 def late_trainer(counter, stop, ready) -> None:
@@ -44,9 +50,9 @@ def late_trainer(counter, stop, ready) -> None:
     trainer(counter, stop, 0.002)
 
 
-def stubborn(counter, stop) -> None:
-    """A busy process that never reaches a safe point (hung, or a very long step)."""
-    with host_busy():
+def stubborn(counter, stop, scope: str = SCOPE) -> None:
+    """A busy process of study ``scope`` that never reaches a safe point (hung, or a very long step)."""
+    with study_scope(scope), host_busy():
         counter.value = 1
         stop.wait(30)
 
@@ -90,7 +96,8 @@ def test_timed_alone_with_no_other_process_is_immediate(lock_dir):
 
 
 def test_trainer_pauses_while_timed_alone_and_resumes_after():
-    proc, counter, stop = start(trainer, 0.002)
+    paused = SPAWN.Value("d", -1.0)
+    proc, counter, stop = start(trainer, 0.002, SCOPE, paused)
     try:
         for _ in range(2):  # twice: the trainer takes busy back and gives way again
             with timed_alone() as host:
@@ -104,6 +111,7 @@ def test_trainer_pauses_while_timed_alone_and_resumes_after():
                 time.sleep(0.01)
     finally:
         finish(proc, stop)
+    assert 0.6 <= paused.value < 30  # the trainer counted both pauses (2 x 0.3 s at least)
 
 
 def test_trainer_that_starts_during_a_measurement_waits_for_it():
@@ -208,6 +216,52 @@ def test_measurement_gives_up_waiting_for_a_stuck_process(monkeypatch):
         finish(proc, stop)
 
 
+def test_trainer_of_another_study_never_pauses():
+    """The old host-wide lock froze every autokd process; a measurement now pauses its own study only."""
+    paused = SPAWN.Value("d", -1.0)
+    proc, counter, stop = start(trainer, 0.002, "study-b", paused)
+    try:
+        with timed_alone() as host:
+            frozen = counter.value
+            time.sleep(0.3)  # ~150 steps of study b's trainer
+            steps = counter.value - frozen
+        assert host.alone and host.waited_s < 1.0
+        assert steps >= 10  # it kept computing (at least 10 of ~150 on a loaded host)
+    finally:
+        finish(proc, stop)
+    assert 0.0 <= paused.value < 0.2
+
+
+def test_stuck_process_of_another_study_does_not_delay_a_measurement(monkeypatch):
+    """Under the old lock this measurement waited the whole timeout for the other study's process."""
+    monkeypatch.setenv("AUTOKD_LOCK_TIMEOUT", "20")
+    proc, counter, stop = start(stubborn, "study-b")
+    try:
+        started = time.monotonic()
+        with timed_alone() as host:
+            pass
+        assert host.alone and host.waited_s < 1.0 and time.monotonic() - started < 2.0
+        with study_scope("study-b"), timed_alone(timeout=0.5) as theirs:  # its own study still waits for it
+            pass
+        assert not theirs.alone and theirs.waited_s >= 0.4
+    finally:
+        finish(proc, stop)
+
+
+def test_outside_a_study_nothing_is_locked(lock_dir):
+    proc, counter, stop = start(stubborn)
+    try:
+        with study_scope(None):
+            assert hostlock.lock_dir() is None
+            started = time.monotonic()
+            with host_busy(), timed_alone(timeout=20) as host:
+                safe_point()
+        assert not host.alone and host.waited_s == 0.0 and time.monotonic() - started < 1.0
+    finally:
+        finish(proc, stop)
+    assert hostlock.lock_dir() == lock_dir  # the fixture's study again
+
+
 def forked_child(ready, stop) -> None:
     """Computes without a safe point, inside a host_busy scope it entered after the fork."""
     with host_busy():
@@ -217,7 +271,7 @@ def forked_child(ready, stop) -> None:
 
 
 def probe_alone(result) -> None:
-    with timed_alone() as host:
+    with study_scope(SCOPE), timed_alone() as host:
         result.value = int(host.alone)
 
 
