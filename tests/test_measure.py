@@ -44,6 +44,13 @@ def trainer(counter, stop, step_s: float, scope: str = SCOPE, paused=None) -> No
         paused.value = paused_seconds()
 
 
+def hold_measurement(scope: str, entered, hold_s: float) -> None:
+    """A measurement of study ``scope`` (another process) that lasts ``hold_s`` seconds."""
+    with study_scope(scope), timed_alone():
+        entered.set()
+        time.sleep(hold_s)
+
+
 def late_trainer(counter, stop, ready) -> None:
     """A trainer that says when it is about to enter host_busy()."""
     ready.set()

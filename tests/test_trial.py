@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing as mp
 from pathlib import Path
 
 import pytest
+import torch
 
 from autokd.config import DistillSpec, StudentSpec, TrainSpec, TrialConfig, load_study_config
 from autokd.context import build_context
 from autokd.export import load_trial_model
 from autokd.train import predict
 from autokd.trial import run_trial
+from tests.test_measure import hold_measurement
 from tests.tiny import TEST_SEED, write_tiny_study
 
 
@@ -41,6 +45,35 @@ def test_every_loss_trains_and_measures(context, tmp_path, loss, path, figure):
     assert figure("validation accuracy", metrics["accuracy"]) > 0.2
     assert metrics["macs"] > 1000 and metrics["latency_ms"] > 0 and metrics["size_bytes"] > 4 * metrics["params"]
     assert TrialConfig.from_json(payload["config"]) == config
+
+
+@pytest.mark.parametrize("same_study", [True, False], ids=["same-study", "other-study"])
+def test_a_trial_pauses_for_its_own_studys_measurements_only(context, tmp_path, monkeypatch, same_study):
+    """A real trial on its study's threads: a measurement of its study in another process pauses its
+    training (``host_paused_s``); one of another study, as under the old host-wide lock, no longer does."""
+    monkeypatch.setenv("AUTOKD_LOCK_DIR", str(tmp_path / "locks"))  # inherited by the spawned measurement
+    spawn = mp.get_context("spawn")
+    entered, measurements = spawn.Event(), []
+
+    def after_epoch(epoch: int, metrics: dict) -> None:  # between epochs: a 1.5 s measurement starts elsewhere
+        if epoch == 0:
+            scope = context.lock_scope if same_study else "another-study"
+            measurements.append(spawn.Process(target=hold_measurement, args=(scope, entered, 1.5), daemon=True))
+            measurements[0].start()
+            assert entered.wait(60), "the measurement did not start"
+
+    threads_before = torch.get_num_threads()
+    config = TrialConfig(student=StudentSpec.of("resnet", depth=8, width=4), distill=DistillSpec(loss="kd"),
+                         train=TrainSpec(epochs=2, batch_size=64, lr=0.05, seed=TEST_SEED))
+    metrics = run_trial(config, dataclasses.replace(context, threads=1), work_dir=tmp_path / "trial",
+                        on_epoch=after_epoch)
+    measurements[0].join(30)
+    assert measurements[0].exitcode == 0
+    assert metrics["train_threads"] == 1 and torch.get_num_threads() == threads_before  # restored after the trial
+    if same_study:
+        assert 1.0 <= metrics["host_paused_s"] < 30  # waited out most of the 1.5 s measurement
+    else:
+        assert 0.0 <= metrics["host_paused_s"] < 0.5
 
 
 def test_study_teacher_is_trained_once_and_reused(tmp_path, figure):
