@@ -1,7 +1,7 @@
 """Measurement: accuracy, per-class accuracy, parameters, serialized size, MACs and latency.
 
-Metrics are pure functions of tensors; the timing functions follow benchmark discipline: the host
-to itself (:func:`autokd.hostlock.timed_alone`: other trials pause at a safe point), warm-up,
+Metrics are pure functions of tensors; the timing functions follow benchmark discipline: the
+study's other trials paused (:func:`autokd.hostlock.timed_alone`: they wait at a safe point), warm-up,
 synchronise, inference mode, fixed thread count, median of n runs with its spread, and the device
 and versions recorded next to every number (:func:`environment`).
 """
@@ -151,7 +151,7 @@ class LatencyStats:
 
     ``spread_ms`` is ``p90_ms - p10_ms`` (10th to 90th percentile of the runs, inclusive
     method; 0.0 with fewer than 2 runs). ``waited_s``: how long the measurement waited for the
-    host (:func:`autokd.hostlock.timed_alone`); ``alone``: whether it had it to itself.
+    other trials of its study (:func:`autokd.hostlock.timed_alone`); ``alone``: whether they all paused.
     """
 
     median_ms: float
@@ -169,11 +169,11 @@ class LatencyStats:
 @torch.inference_mode()
 def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings()
                   ) -> LatencyStats:
-    """Forward wall times on ``example.device`` at batch ``settings.batch`` (1 by default), timed with the host to itself.
+    """Forward wall times on ``example.device`` at batch ``settings.batch`` (1 by default), its study's other trials paused.
 
     The whole measurement (warm-up included) runs inside :func:`autokd.hostlock.timed_alone`:
-    other autokd processes on the host (trials training at concurrency > 1) wait at their next
-    safe point until it ends. Runs go on until there are ``settings.runs`` of them and they
+    the other trials of the study on this host (concurrency > 1) wait at their next safe point
+    until it ends; other studies and processes go on. Runs go on until there are ``settings.runs`` of them and they
     took ``settings.min_seconds``; the median of all of them is the latency. On CPU the thread
     count is fixed (``settings.threads``) and restored after; on CUDA each run is bracketed by
     synchronisation.
@@ -201,7 +201,7 @@ def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySett
 def timed_runs(run: Callable[[], Any], settings: LatencySettings) -> LatencyStats:
     """``settings.warmup`` untimed calls of ``run``, then calls until there are ``settings.runs`` of them
     and they took ``settings.min_seconds``; the median and spread of their wall times, taken with
-    the host to itself (:func:`autokd.hostlock.timed_alone`, warm-up included)."""
+    the study's other trials paused (:func:`autokd.hostlock.timed_alone`, warm-up included)."""
     with timed_alone() as host:
         for _ in range(settings.warmup):
             run()
