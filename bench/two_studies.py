@@ -56,8 +56,11 @@ def write_study(folder: Path, name: str, args: argparse.Namespace) -> Path:
     study = {"name": name, "dataset": "digits", "teacher": {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2},
              "search_space": "space.yaml", "objectives": ["accuracy", "params", "latency_ms"],
              "n_trials": args.trials, "sampler": "random", "seed": args.seed, "output": "out"}
-    if args.executor:
-        study["executor"] = {"kind": args.executor}
+    executor = {"kind": args.executor} if args.executor else {}
+    if args.threads_per_trial:
+        executor["threads_per_trial"] = args.threads_per_trial
+    if executor:
+        study["executor"] = executor
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--executor", choices=["ray", "local"], default=None,
                         help="executor.kind of both studies (default: the study default, ray)")
+    parser.add_argument("--threads-per-trial", type=int, default=None,
+                        help="executor.threads_per_trial of both studies (default: the study default, cores / trials at once)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lock-dir", type=Path, help="AUTOKD_LOCK_DIR of both studies (default: a fresh temporary folder)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for each mode")
@@ -178,7 +183,8 @@ def main() -> None:
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
               "settings": {"trials_per_study": args.trials, "epochs": args.epochs, "dataset": "digits",
                            "family": "cnn5", "knobs": {"width": args.width, "hidden": args.hidden},
-                           "executor": args.executor or "study default", "sampler": "random", "seed": args.seed,
+                           "executor": args.executor or "study default", "threads_per_trial": args.threads_per_trial,
+                           "sampler": "random", "seed": args.seed,
                            "lock_dir": "shared by both studies"},
               "sequential_wall_s": modes["sequential"]["wall_s"], "side_by_side_wall_s": modes["side_by_side"]["wall_s"],
               "ratio": round(ratio, 3), **modes}

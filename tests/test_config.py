@@ -172,6 +172,8 @@ def test_malformed_dimension_names_the_key(dimension, expected):
     ({"executor": {"kind": "local", "max_concurrent": 0}},
      "executor.max_concurrent = 0 is out of range: must be an integer >= 1"),
     ({"executor": {"cpus_per_trial": 0}}, "executor.cpus_per_trial = 0 is out of range: must be a number > 0"),
+    ({"executor": {"threads_per_trial": 0}},
+     "executor.threads_per_trial = 0 is out of range: must be an integer >= 1"),
     ({"executor": {"kind": "local", "speed": 3}}, "unknown key 'executor.speed'"),
     ({"sampler": "cmaes"}, "sampler = 'cmaes': Input should be"),
 ])
@@ -182,6 +184,19 @@ def test_out_of_range_study_value_is_one_line_naming_key_value_and_range(tmp_pat
     message = str(info.value)
     assert message.startswith(f"error: study {path}: {expected}"), message
     assert "fix: correct" in message and "\n" not in message
+
+
+def test_trial_threads_share_the_host_cores_between_the_trials_at_once():
+    from autokd.config import ExecutorConfig
+
+    assert ExecutorConfig(kind="ray", max_concurrent=2).trial_threads(2) == 1  # the default on 2 cores
+    assert ExecutorConfig(kind="ray", max_concurrent=2).trial_threads(16) == 8
+    assert ExecutorConfig(kind="ray", max_concurrent=8).trial_threads(2) == 1  # Ray fits 2 of 1 CPU at once
+    assert ExecutorConfig(kind="ray", max_concurrent=4, cpus_per_trial=4).trial_threads(16) == 4
+    assert ExecutorConfig(kind="ray", max_concurrent=4, cpus_per_trial=0.5).trial_threads(2) == 1  # never below 1
+    assert ExecutorConfig(kind="local", max_concurrent=4).trial_threads(2) == 2  # one trial at a time
+    assert ExecutorConfig(kind="local", threads_per_trial=1).trial_threads(16) == 1  # the study's setting wins
+    assert ExecutorConfig(kind="ray", threads_per_trial=3).trial_threads(2) == 3
 
 
 def test_cli_flag_out_of_range_names_the_option(tmp_path):

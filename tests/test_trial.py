@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autokd.config import DistillSpec, StudentSpec, TrainSpec, TrialConfig, load_study_config
-from autokd.context import build_context
+from autokd.config import DistillSpec, ExecutorConfig, StudentSpec, TrainSpec, TrialConfig, load_study_config
+from autokd.context import build_context, host_cores
 from autokd.export import load_trial_model
 from autokd.train import predict
 from autokd.trial import run_trial
@@ -62,6 +62,7 @@ def test_a_trial_pauses_for_its_own_studys_measurements_only(context, tmp_path, 
             measurements[0].start()
             assert entered.wait(60), "the measurement did not start"
 
+    assert context.threads == ExecutorConfig(kind="local").trial_threads(host_cores())  # the tiny study runs local
     threads_before = torch.get_num_threads()
     config = TrialConfig(student=StudentSpec.of("resnet", depth=8, width=4), distill=DistillSpec(loss="kd"),
                          train=TrainSpec(epochs=2, batch_size=64, lr=0.05, seed=TEST_SEED))
