@@ -17,6 +17,7 @@ same script measures an older checkout for the "before" figure:
     python -m bench.latency_isolation --label before --repo /tmp/autokd-before
     python -m bench.latency_isolation --label after-runs-only --latency-min-seconds 0
     python -m bench.latency_isolation --label after --latency-min-seconds 1.0
+    AUTOKD_LOCK_DIR=off python -m bench.latency_isolation --label lock-off --latency-backend torch
 
 Results merge into ``bench/results/latency_isolation.json`` by ``--label``, so "before" and
 "after" sit side by side with their host, load average and settings. Run it on an idle host.
@@ -57,6 +58,7 @@ def write_study(folder: Path, args: argparse.Namespace) -> Path:
         "search_space": "space.yaml", "objectives": ["accuracy", "params", "latency_ms"],
         "n_trials": args.trials, "sampler": "random", "seed": args.seed, "latency_runs": args.latency_runs,
         **({"latency_min_seconds": args.latency_min_seconds} if args.latency_min_seconds is not None else {}),
+        **({"latency_backend": args.latency_backend} if args.latency_backend is not None else {}),
         "output": "out",
         "executor": {"kind": "ray", "max_concurrent": args.concurrency, "cpus_per_trial": args.cpus_per_trial},
     }
@@ -100,12 +102,18 @@ def host_floor(args: argparse.Namespace, repeats: int, pause_s: float) -> dict[s
 
     torch.manual_seed(0)
     model = build_model("cnn5", num_classes=10, in_channels=1, image_size=8, width=args.width, hidden=args.hidden)
-    settings = LatencySettings(runs=args.latency_runs, threads=1, min_seconds=args.latency_min_seconds or 0.0)
+    settings = LatencySettings(runs=args.latency_runs, threads=1, min_seconds=args.latency_min_seconds or 0.0,
+                               backend=args.latency_backend or "torch")
     values = []
     for _ in range(repeats):
-        values.append(latency_stats(model.eval(), torch.rand(1, 1, 8, 8), settings).median_ms)
+        if settings.backend == "torch":
+            values.append(latency_stats(model.eval(), torch.rand(1, 1, 8, 8), settings).median_ms)
+        else:  # as the study times it (autokd.latency: the ONNX export in onnxruntime)
+            from autokd.latency import deployed_latency
+
+            values.append(deployed_latency(model.eval(), torch.rand(1, 1, 8, 8), settings)["latency_ms"])
         time.sleep(pause_s)
-    return {"latency_ms": values, "max_over_min": round(max(values) / min(values), 3),
+    return {"latency_ms": values, "max_over_min": round(max(values) / min(values), 3), "backend": settings.backend,
             "repeats": repeats, "pause_s": pause_s, "min_seconds": settings.min_seconds, "runs": settings.runs}
 
 
@@ -156,6 +164,9 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument("--latency-min-seconds", type=float, default=None,
                         help="study key latency_min_seconds (left out of the study when not given: older checkouts lack it)")
+    parser.add_argument("--latency-backend", choices=["onnxruntime", "torch"], default=None,
+                        help="study key latency_backend (left out when not given: the checkout's default; "
+                             "older checkouts lack it). The idle-host floor is timed the same way (eager without it)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole search")
@@ -190,6 +201,8 @@ def main() -> None:
                      "trials": args.trials, "concurrency": args.concurrency, "epochs": args.epochs,
                      "latency_runs": args.latency_runs, "latency_min_seconds": args.latency_min_seconds,
                      "latency_threads": 1, "cpus_per_trial": args.cpus_per_trial,
+                     "latency_backend": args.latency_backend or "checkout default",
+                     "lock_dir": os.environ.get("AUTOKD_LOCK_DIR", "default"),
                      "executor": "ray", "sampler": "random", "seed": args.seed},
         "complete_trials": len(rows),
         "overlapping_trials": sum(r["overlapped"] for r in rows),
