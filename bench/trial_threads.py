@@ -4,7 +4,9 @@ The two-trials-at-once case is what a study at ``max_concurrent: 2`` (or two stu
 does to a host: with 2 torch (OpenMP) threads per trial on a 2-core machine there are 4 busy
 threads for 2 cores. Each measurement trains the same cnn5 student on digits (labels only, the
 digits training split, ``--epochs`` epochs, batch 64) in its own spawned process, on ``--threads``
-torch threads; ``pair`` starts two such processes together and records each one's seconds.
+torch threads, with OpenMP's ``OMP_WAIT_POLICY`` ``ACTIVE`` (threads spin while they wait, as
+libgomp does by default for a while) or ``PASSIVE`` (they sleep; autokd's default since issue
+25); ``pair`` starts two such processes together and records each one's seconds.
 Settings are interleaved round-robin (``--repeats`` rounds), so drift of a shared host hits each
 alike; the JSON keeps every figure and the median per setting, with the load average.
 
@@ -45,11 +47,12 @@ def train_once(threads: int, epochs: int, start, result) -> None:
     result.value = time.perf_counter() - began
 
 
-def run(threads: int, processes: int, epochs: int) -> list[float]:
-    """``processes`` trainings at once on ``threads`` threads each; each one's seconds."""
+def run(threads: int, processes: int, epochs: int, wait_policy: str) -> list[float]:
+    """``processes`` trainings at once on ``threads`` threads each (OpenMP ``wait_policy``); each one's seconds."""
     start = SPAWN.Event()
     results = [SPAWN.Value("d", -1.0) for _ in range(processes)]
     procs = [SPAWN.Process(target=train_once, args=(threads, epochs, start, r)) for r in results]
+    os.environ["OMP_WAIT_POLICY"] = wait_policy  # read by each child's OpenMP when torch loads it
     for p in procs:
         p.start()
     time.sleep(3.0)  # imports and data loading finish before the clock starts
@@ -66,13 +69,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     load_before = os.getloadavg()
-    settings = [(mode, t) for mode in ("alone", "pair") for t in args.threads]
-    figures: dict[str, list[float]] = {f"{m}-{t}thr": [] for m, t in settings}
+    # one thread never waits for another: the wait policy matters from 2 threads on
+    settings = [(mode, t, policy) for mode in ("alone", "pair") for t in args.threads
+                for policy in (("ACTIVE", "PASSIVE") if t > 1 else ("PASSIVE",))]
+    figures: dict[str, list[float]] = {f"{m}-{t}thr-{p.lower()}": [] for m, t, p in settings}
     for round_ in range(args.repeats):
-        for mode, threads in settings:
-            seconds = run(threads, 1 if mode == "alone" else 2, args.epochs)
-            figures[f"{mode}-{threads}thr"].extend(seconds)
-            print(f"round {round_}: {mode} at {threads} thread(s): {seconds} s", flush=True)
+        for mode, threads, policy in settings:
+            seconds = run(threads, 1 if mode == "alone" else 2, args.epochs, policy)
+            figures[f"{mode}-{threads}thr-{policy.lower()}"].extend(seconds)
+            print(f"round {round_}: {mode} at {threads} thread(s), OMP_WAIT_POLICY={policy}: {seconds} s", flush=True)
     medians = {k: statistics.median(v) for k, v in figures.items()}
     path = write_result("trial_threads", {
         "what": __doc__.splitlines()[0], "cpus": len(os.sched_getaffinity(0)), "epochs": args.epochs,
