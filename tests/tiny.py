@@ -12,6 +12,9 @@ import yaml
 #: ``AUTOKD_TEST_SEED=3 make test`` trains other networks, as another processor's rounding would.
 #: 0, the default, is the suite as written. How the margins were measured: docs/testing.md.
 TEST_SEED = int(os.environ.get("AUTOKD_TEST_SEED", "0"))
+#: ``AUTOKD_TEST_THREADS=N``: the trials of every tiny study train on N torch threads too
+#: (``executor.threads_per_trial``; run_trial sets a trial's threads from its study).
+TEST_THREADS = int(os.environ["AUTOKD_TEST_THREADS"]) if os.environ.get("AUTOKD_TEST_THREADS") else None
 
 TINY_SPACE = {
     "students": {
@@ -38,7 +41,8 @@ def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None
         "latency_runs": 5, "latency_min_seconds": 0,
         "output": str(folder / name),
         "seed": TEST_SEED,
-        "executor": {"kind": "local"},  # in-process: the Ray executor has its own tests
+        # in-process: the Ray executor has its own tests
+        "executor": {"kind": "local", **({"threads_per_trial": TEST_THREADS} if TEST_THREADS else {})},
     }
     study.update(overrides)
     path = folder / f"{name}.yaml"
