@@ -1,16 +1,21 @@
-"""A per-study lock so a timed measurement runs while the other trials of ITS study pause.
+"""An opt-in, per-study lock so a timed measurement runs while the other trials of ITS study pause.
 
-Only trials of one study wait on each other: a process enters a study's scope
+Off unless ``$AUTOKD_LOCK_DIR`` names a folder (or ``on``: ``{tempfile.gettempdir()}/autokd-locks-{uid}``);
+unset, empty or ``off``, every scope below is a no-op. Measured on a 2-core host (issue 25,
+``bench/latency_isolation.py``), pausing a study's other trials left the spread of one
+architecture's figures where it was without the lock (max/min 1.03x onnxruntime, 1.02x eager,
+both ways) and only cost the paused trials time, so figures are kept honest by how they are
+taken (the deployed runtime on a fixed thread count, warm-up, a median over a time window, the
+front re-timed together); the lock stays for cases not measured there (trials sharing one GPU).
+
+When on, only trials of one study wait on each other: a process enters a study's scope
 (:func:`study_scope`, keyed by the study's output folder and name; :func:`autokd.trial.run_trial`
 does it for every trial), and every lock file lives in that study's folder. Two independent
 studies on one host, or a study and the test suite, never wait on each other: they share the
-cores as the kernel shares them (threads per trial: :meth:`autokd.config.ExecutorConfig.trial_threads`),
-and their figures stay honest by how they are taken (the deployed runtime on a fixed thread count,
-warm-up, a median over a time window, re-timing), not by stopping the host. Outside any scope
-nothing is locked and a measurement times at once (``Alone.alone is False``).
+cores as the kernel shares them (threads per trial: :meth:`autokd.config.ExecutorConfig.trial_threads`).
+Outside any scope nothing is locked and a measurement times at once (``Alone.alone is False``).
 
-Two ``flock`` files per study and host, in ``{base}/study-{key}`` (``base`` is ``$AUTOKD_LOCK_DIR``,
-default ``{tempfile.gettempdir()}/autokd-locks-{uid}``; ``AUTOKD_LOCK_DIR=off`` disables the lock):
+Two ``flock`` files per study and host, in ``{base}/study-{key}`` (``base``: :func:`base_dir`):
 
 * ``busy``: every process of the study that computes (training, prediction, teacher logits) holds
   it SHARED inside :func:`host_busy`, and calls :func:`safe_point` between steps;
@@ -74,13 +79,14 @@ _scope: str | None = None  # the study this process computes for (study_scope); 
 
 
 def base_dir() -> Path | None:
-    """The folder holding every study's lock folder (``None`` when disabled with ``AUTOKD_LOCK_DIR=off``)."""
+    """The folder holding every study's lock folder: ``$AUTOKD_LOCK_DIR``, or the default one for
+    ``on``; ``None`` (no lock) when it is unset, empty or ``off``."""
     value = os.environ.get("AUTOKD_LOCK_DIR", "")
-    if fcntl is None or value.lower() in ("off", "none", "0"):
+    if fcntl is None or value.lower() in ("", "off", "none", "0"):
         return None
-    if value:
-        return Path(value)
-    return Path(tempfile.gettempdir()) / f"autokd-locks-{os.getuid()}"
+    if value.lower() in ("on", "1"):
+        return Path(tempfile.gettempdir()) / f"autokd-locks-{os.getuid()}"
+    return Path(value)
 
 
 def lock_dir() -> Path | None:

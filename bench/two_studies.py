@@ -10,12 +10,15 @@ at a safe point for a measurement; ``latency_wait_s``: seconds its measurement w
 trainers), threads and wall time are read back from the study databases, with the spread
 (max/min) of the recorded latencies of the fixed architecture in each mode.
 
-Both studies share one lock folder (``AUTOKD_LOCK_DIR``, a fresh temporary one unless
-``--lock-dir``), as they would on a user's host, so other autokd processes on a shared machine do
-not enter the figure; ``--repo`` runs an older checkout's code for a "before" figure:
+The studies run with the checkout's lock default (off since issue 25) unless ``--lock-dir``
+gives both one lock folder (``AUTOKD_LOCK_DIR``), as they would share it on a user's host; give
+one for an older checkout, whose host-wide lock is on by default, so that other autokd processes
+on a shared machine do not enter its figure. ``--repo`` runs an older checkout's code:
 
     python -m bench.two_studies --label after
-    git archive eb98735 | tar -x -C /tmp/autokd-before && python -m bench.two_studies --label before --repo /tmp/autokd-before
+    python -m bench.two_studies --label after-local --executor local
+    git archive eb98735 | tar -x -C /tmp/autokd-before
+    python -m bench.two_studies --label before --repo /tmp/autokd-before --lock-dir /tmp/autokd-before-locks
 
 Results merge into ``bench/results/two_studies.json`` by ``--label``, with host, load averages,
 versions, date and commit. The lead re-runs it on an idle host.
@@ -66,11 +69,14 @@ def write_study(folder: Path, name: str, args: argparse.Namespace) -> Path:
     return path
 
 
-def launch(repo: Path, study: Path, lock_dir: Path) -> subprocess.Popen:
+def launch(repo: Path, study: Path, lock_dir: Path | None) -> subprocess.Popen:
     """``autokd search STUDY`` from ``repo``'s code, in the study's folder, with its own private Ray."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "COLUMNS": "200", "AUTOKD_LOCK_DIR": str(lock_dir)}
+           "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("AUTOKD_LOCK_DIR", None)  # the checkout's default, unless --lock-dir
+    if lock_dir is not None:
+        env["AUTOKD_LOCK_DIR"] = str(lock_dir)
     log = open(study.parent / "search.log", "w")
     return subprocess.Popen([sys.executable, "-m", "autokd", "search", str(study)], cwd=study.parent, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -115,7 +121,7 @@ def read_trials(study: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_mode(mode: str, repo: Path, root: Path, lock_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(mode: str, repo: Path, root: Path, lock_dir: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     """Both studies, one after the other (``sequential``) or started together (``side_by_side``)."""
     studies = [write_study(root / f"{mode}-{x}", f"two-studies-{mode}-{x}", args) for x in ("a", "b")]
     started = time.perf_counter()
@@ -161,7 +167,8 @@ def main() -> None:
     parser.add_argument("--threads-per-trial", type=int, default=None,
                         help="executor.threads_per_trial of both studies (default: the study default, cores / trials at once)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lock-dir", type=Path, help="AUTOKD_LOCK_DIR of both studies (default: a fresh temporary folder)")
+    parser.add_argument("--lock-dir", type=Path,
+                        help="AUTOKD_LOCK_DIR of both studies (default: unset, the checkout's default)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for each mode")
     parser.add_argument("--output", type=Path, default=RESULTS / f"{NAME}.json")
     args = parser.parse_args()
@@ -171,7 +178,7 @@ def main() -> None:
     load_before = os.getloadavg()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="autokd-two-studies-") as tmp:
-        lock_dir = args.lock_dir.resolve() if args.lock_dir else Path(tmp) / "locks"
+        lock_dir = args.lock_dir.resolve() if args.lock_dir else None
         modes = {}
         for mode in ("sequential", "side_by_side"):
             print(f"[{args.label}] {mode}: 2 studies x {args.trials} trials, code from {repo}", flush=True)
@@ -185,7 +192,7 @@ def main() -> None:
                            "family": "cnn5", "knobs": {"width": args.width, "hidden": args.hidden},
                            "executor": args.executor or "study default", "threads_per_trial": args.threads_per_trial,
                            "sampler": "random", "seed": args.seed,
-                           "lock_dir": "shared by both studies"},
+                           "lock_dir": str(args.lock_dir) if args.lock_dir else "the checkout's default"},
               "sequential_wall_s": modes["sequential"]["wall_s"], "side_by_side_wall_s": modes["side_by_side"]["wall_s"],
               "ratio": round(ratio, 3), **modes}
     data = merge(args.label, record, args.output)

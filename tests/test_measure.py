@@ -313,13 +313,30 @@ def test_forked_child_holds_its_own_busy_lock(monkeypatch):
     assert probe() == 1
 
 
-def test_disabled_lock_is_a_no_op(monkeypatch):
-    monkeypatch.setenv("AUTOKD_LOCK_DIR", "off")
-    with host_busy():
-        safe_point()
-        with timed_alone() as host:
-            pass
-    assert not host.alone and host.waited_s == 0.0
+@pytest.mark.parametrize("value", ["off", "", None], ids=["off", "empty", "unset"])
+def test_disabled_lock_is_a_no_op(monkeypatch, value):
+    """Off by default (issue 25): with the lock off a stuck trainer of the same study delays nothing."""
+    monkeypatch.setenv("AUTOKD_LOCK_TIMEOUT", "20")
+    proc, counter, stop = start(stubborn)  # holds the study's busy lock in the fixture's folder
+    try:
+        if value is None:
+            monkeypatch.delenv("AUTOKD_LOCK_DIR")
+        else:
+            monkeypatch.setenv("AUTOKD_LOCK_DIR", value)
+        assert hostlock.base_dir() is None and hostlock.lock_dir() is None
+        with host_busy():
+            safe_point()
+            with timed_alone() as host:
+                pass
+        assert not host.alone and host.waited_s == 0.0
+    finally:
+        finish(proc, stop)
+
+
+def test_on_means_the_default_folder(monkeypatch):
+    monkeypatch.setenv("AUTOKD_LOCK_DIR", "on")
+    assert hostlock.lock_dir() == hostlock.base_dir() / f"study-{SCOPE}"
+    assert hostlock.base_dir().name == f"autokd-locks-{os.getuid()}"
 
 
 def test_latency_stats_median_and_spread():
