@@ -40,7 +40,7 @@ def measure_model(model: nn.Module, validation: Split, test: Split, num_classes:
     with paced() as pace:
         metrics = split_accuracies(lambda images: predict(model, images, pace=pace), validation, test, num_classes)
     example = test.images[:1].cpu().float() / 255.0  # (1, C, H, W)
-    if device.type == "cuda":  # latencies are timed with the study's other trials paused (autokd.hostlock)
+    if device.type == "cuda":  # the GPU latency as well (autokd.measure.latency_stats)
         gpu = latency_stats(model, example.to(device), latency)
         metrics.update(gpu_latency_ms=gpu.median_ms, gpu_latency_spread_ms=gpu.spread_ms)
     metrics.update(model_costs(_cpu_copy(model), example, latency))

@@ -1,7 +1,6 @@
 """Measurement: accuracy, per-class accuracy, parameters, serialized size, MACs and latency.
 
-Metrics are pure functions of tensors; the timing functions follow benchmark discipline: the
-study's other trials paused (:func:`autokd.hostlock.timed_alone`: they wait at a safe point), warm-up,
+Metrics are pure functions of tensors; the timing functions follow benchmark discipline: warm-up,
 synchronise, inference mode, fixed thread count, median of n runs with its spread, and the device
 and versions recorded next to every number (:func:`environment`).
 """
@@ -151,7 +150,8 @@ class LatencyStats:
 
     ``spread_ms`` is ``p90_ms - p10_ms`` (10th to 90th percentile of the runs, inclusive
     method; 0.0 with fewer than 2 runs). ``waited_s``: how long the measurement waited for the
-    other trials of its study (:func:`autokd.hostlock.timed_alone`); ``alone``: whether they all paused.
+    other trials of its study (:func:`autokd.hostlock.timed_alone`; 0 with the lock off, the
+    default); ``alone``: whether they all paused (False with the lock off).
     """
 
     median_ms: float
@@ -169,11 +169,11 @@ class LatencyStats:
 @torch.inference_mode()
 def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings()
                   ) -> LatencyStats:
-    """Forward wall times on ``example.device`` at batch ``settings.batch`` (1 by default), its study's other trials paused.
+    """Forward wall times on ``example.device`` at batch ``settings.batch`` (1 by default).
 
     The whole measurement (warm-up included) runs inside :func:`autokd.hostlock.timed_alone`:
-    the other trials of the study on this host (concurrency > 1) wait at their next safe point
-    until it ends; other studies and processes go on. Runs go on until there are ``settings.runs`` of them and they
+    with the opt-in lock on, the other trials of the study on this host wait at their next safe
+    point until it ends; other studies and processes always go on. Runs go on until there are ``settings.runs`` of them and they
     took ``settings.min_seconds``; the median of all of them is the latency. On CPU the thread
     count is fixed (``settings.threads``) and restored after; on CUDA each run is bracketed by
     synchronisation.
@@ -200,8 +200,9 @@ def latency_stats(model: nn.Module, example: torch.Tensor, settings: LatencySett
 
 def timed_runs(run: Callable[[], Any], settings: LatencySettings) -> LatencyStats:
     """``settings.warmup`` untimed calls of ``run``, then calls until there are ``settings.runs`` of them
-    and they took ``settings.min_seconds``; the median and spread of their wall times, taken with
-    the study's other trials paused (:func:`autokd.hostlock.timed_alone`, warm-up included)."""
+    and they took ``settings.min_seconds``; the median and spread of their wall times, inside
+    :func:`autokd.hostlock.timed_alone` (warm-up included; it pauses the study's other trials only
+    with the opt-in lock on)."""
     with timed_alone() as host:
         for _ in range(settings.warmup):
             run()

@@ -153,8 +153,8 @@ def measure_committee(committee: nn.Module, images: torch.Tensor, val_deferred: 
     """What ships (params, bytes) and the deployed committee's batch-1 CPU latency per input.
 
     Timed on a stream of the validation ``images`` (uint8) whose deferral share is the validation
-    routing share ``val_deferred``, so early exit is paid as it happens; the study's other trials
-    pause while timing (autokd.hostlock).
+    routing share ``val_deferred``, so early exit is paid as it happens; timed inside
+    autokd.hostlock.timed_alone (the opt-in lock).
     """
     cpu = copy.deepcopy(committee).cpu().eval()
     images = images.cpu()
