@@ -77,9 +77,9 @@ def run_trial(config: TrialConfig, context: TrialContext, *, work_dir: Path, on_
     checkpoints: they start over.
 
     It runs on ``context.threads`` torch threads and in the study's lock scope
-    (:func:`autokd.hostlock.study_scope`: a measurement pauses only this study's trials); the
-    metrics say how many threads (``train_threads``) and how long its training sat at safe
-    points for measurements of other trials of the study (``host_paused_s``).
+    (:func:`autokd.hostlock.study_scope`: with the opt-in lock on, a measurement pauses only this
+    study's trials); the metrics say how many threads (``train_threads``) and how long its
+    training sat at safe points for measurements of other trials of the study (``host_paused_s``).
     """
     with study_scope(context.lock_scope), torch_threads(context.threads):
         paused = paused_seconds()
