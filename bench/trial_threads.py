@@ -21,8 +21,10 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from pathlib import Path
 
 from bench.common import write_result
+from bench.latency_isolation import repo_commit
 
 SPAWN = mp.get_context("spawn")
 
@@ -80,7 +82,8 @@ def main() -> None:
             print(f"round {round_}: {mode} at {threads} thread(s), OMP_WAIT_POLICY={policy}: {seconds} s", flush=True)
     medians = {k: statistics.median(v) for k, v in figures.items()}
     path = write_result("trial_threads", {
-        "what": __doc__.splitlines()[0], "cpus": len(os.sched_getaffinity(0)), "epochs": args.epochs,
+        "what": __doc__.splitlines()[0], "commit": repo_commit(Path(__file__).resolve().parents[1]),
+        "cpus": len(os.sched_getaffinity(0)), "epochs": args.epochs,
         "repeats": args.repeats, "student": "cnn5(width=0.5, hidden=64), digits, labels only, batch 64",
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
