@@ -332,7 +332,9 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
            storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the study."),
            html: bool = typer.Option(False, "--html", help="Also write one self-contained HTML report "
                                                           "(default OUTPUT/report.html)."),
-           out: Optional[Path] = typer.Option(None, help="The HTML report's file (implies --html).")) -> None:
+           out: Optional[Path] = typer.Option(None, help="The HTML report's file (implies --html)."),
+           retime: bool = typer.Option(False, "--retime", help="First time the front's members again together, "
+                                       "interleaved (kept beside earlier re-timings; docs/latency.md).")) -> None:
     """Print the Pareto front and per-class accuracy; write pareto.png, per_class.png, history.png beside the study."""
     from autokd.report import html_report, print_report
     from autokd.search.snapshot import study_settings
@@ -340,6 +342,11 @@ def report(study: Optional[str] = typer.Argument(None, help="Study YAML, output 
     if out is not None:
         check_output_file(out, "--out")
     cfg, optuna_study = open_existing(study, storage, "report")
+    if retime:
+        from autokd.search.retime import retime_front, retime_line
+
+        retiming = retime_front(optuna_study, cfg, trigger="report")
+        console.print(retime_line(retiming) if retiming else "no front to re-time: the study has no COMPLETE trial")
     print_report(optuna_study, cfg, console)
     if html or out is not None:
         target = out or cfg.output_dir / "report.html"

@@ -363,6 +363,10 @@ class StudyConfig(_Strict):
     latency_batch: int = Field(1, ge=1, le=4096)
     latency_command: str | None = None  # a template with {model}: prints one number, the latency in ms
     latency_command_timeout: float = Field(120.0, gt=0)
+    # After the last trial, time the front's members again together, interleaved round-robin over
+    # retime_rounds rounds, so the host's drift hits every member alike (docs/latency.md).
+    retime_front: bool = True
+    retime_rounds: int = Field(15, ge=3, le=1000)
     compile: bool = False  # torch.compile students (GPU); compile time is reported apart
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.

@@ -20,13 +20,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import random
 import shlex
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -190,3 +193,76 @@ def _text(out: bytes | str | None) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:_LAST_LINE_CHARS] if lines else ""
+
+
+# --------------------------------------------------------------------------- interleaved re-timing
+
+
+def interleaved_rounds(timers: Sequence[Callable[[], float]], rounds: int, seed: int = 0) -> list[list[float]]:
+    """Call every timer once per round, in a new shuffled order each round; each timer's figure per round.
+
+    A host's speed drifts over seconds (a CPU's clock, a neighbour's load): timed one after another,
+    minutes apart as trials are, two models compare the host's moments as much as themselves.
+    Interleaved, every round visits every member within a short while, so drift hits them alike; the
+    shuffle keeps any one member from always running first (or right after the heaviest). The
+    median of a member's figures over the rounds is its re-timed latency.
+
+    Example:
+        >>> interleaved_rounds([lambda: 1.0, lambda: 2.0], rounds=3)
+        [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
+    """
+    order = list(range(len(timers)))
+    shuffle = random.Random(seed).shuffle
+    figures: list[list[float]] = [[] for _ in timers]
+    for _ in range(max(1, rounds)):
+        shuffle(order)
+        for i in order:
+            figures[i].append(float(timers[i]()))
+    return figures
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberTimer:
+    """One member of an interleaved re-timing: ``time()`` returns one round's figure in ms;
+    ``backend`` says what times it (``torch`` where a model has no ONNX form under ``onnxruntime``)."""
+
+    time: Callable[[], float]
+    backend: str
+
+
+@contextlib.contextmanager
+def member_timers(models: Sequence[nn.Module], examples: Sequence[torch.Tensor], settings: LatencySettings,
+                  rounds: int) -> Iterator[list[MemberTimer]]:
+    """A timer per model (CPU, eval mode) as ``settings.backend`` times it, each export written once.
+
+    One round of a member is a block as a trial's timing is (warm-up, then the median of at least
+    ``settings.runs`` runs), over ``settings.min_seconds / rounds``, so all the rounds together time
+    each member about as long as its trial did. Under ``command`` one round is one run of the command
+    (it times the model where it runs, as often as it likes). A model with no ONNX form is timed in
+    eager PyTorch under ``onnxruntime``; under ``command`` it raises ``RuntimeError``.
+    """
+    block = dataclasses.replace(settings, min_seconds=settings.min_seconds / max(1, rounds))
+    with tempfile.TemporaryDirectory(prefix="autokd-retime-") as folder:
+        timers = []
+        for i, (model, example) in enumerate(zip(models, examples)):
+            x = example[:1].expand(settings.batch, *example.shape[1:]).contiguous()  # (B, C, H, W)
+            timers.append(_member_timer(model.eval(), x, block, Path(folder) / f"member{i}.onnx"))
+        yield timers
+
+
+def _member_timer(model: nn.Module, x: torch.Tensor, block: LatencySettings, path: Path) -> MemberTimer:
+    if block.backend != "torch":
+        try:
+            with warnings.catch_warnings():  # tracing a trained student: shape checks are constants, as meant
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                path = export_onnx(model, path, x)
+        except RuntimeError:
+            if block.backend == "command":
+                raise
+        else:
+            if block.backend == "command":
+                return MemberTimer(lambda: command_latency(path, block), "command")
+            session = onnx_session(path, block.threads)
+            feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.numpy(), dtype=np.float32)}
+            return MemberTimer(lambda: timed_runs(lambda: session.run(None, feed), block).median_ms, "onnxruntime")
+    return MemberTimer(lambda: latency_stats(model, x, block).median_ms, "torch")

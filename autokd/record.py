@@ -36,6 +36,8 @@ PRUNED_FIGURES = ("accuracy", "epoch", "loss")
 _RETRY_ATTRS = ("retry_of", "resume_from")
 #: The objectives of a study that stored none (older studies).
 DEFAULT_OBJECTIVES = ("accuracy", "params", "latency_ms")
+#: Study user attributes holding the front's interleaved re-timings, one each: ``retiming:<UTC date>:<id>``.
+RETIMING_PREFIX = "retiming:"
 
 
 # --------------------------------------------------------------------------- writing a trial
@@ -267,3 +269,39 @@ def stored_objectives(study: Any) -> list[str] | None:
 def study_objectives(study: Any) -> list[str]:
     """The study's objectives, the default ones for an older study that stored none."""
     return list(stored_objectives(study) or DEFAULT_OBJECTIVES)
+
+
+# --------------------------------------------------------------------------- re-timings of the front
+
+
+def record_retiming(study: Any, retiming: dict[str, Any]) -> str:
+    """Store one interleaved re-timing of the front (:func:`autokd.search.retime.retime_front`); returns its key.
+
+    Each re-timing is a study user attribute of its own (``retiming:<date>:<id>``), never a change to
+    a trial: a trial's ``latency_ms`` is what the sampler saw and stays, and Optuna refuses to change
+    a finished trial anyway. One key per re-timing keeps every one, also when two drivers sharing a
+    PostgreSQL study re-time at once. ``retiming["members"]`` maps trial numbers (as text) to figures.
+    """
+    import uuid
+
+    key = f"{RETIMING_PREFIX}{retiming['date']}:{uuid.uuid4().hex[:8]}"
+    members = {n: json_safe(m) for n, m in retiming.get("members", {}).items()}
+    study.set_user_attr(key, {**json_safe(retiming), "members": members})
+    return key
+
+
+def study_retimings(study: Any) -> list[dict[str, Any]]:
+    """Every re-timing of the front stored on the study (:func:`record_retiming`), oldest first."""
+    attrs = study.user_attrs
+    return [attrs[key] for key in sorted(k for k in attrs if k.startswith(RETIMING_PREFIX))]
+
+
+def retimed_ms(retiming: dict[str, Any], number: int) -> float | None:
+    """Trial ``number``'s figure in one re-timing (the median over its rounds), None when it was not re-timed."""
+    member = (retiming.get("members") or {}).get(str(number))
+    return None if member is None else member.get("latency_ms")
+
+
+def trial_retimings(retimings: list[dict[str, Any]], number: int) -> list[float]:
+    """Trial ``number``'s figures across ``retimings`` (:func:`study_retimings`), oldest first."""
+    return [ms for ms in (retimed_ms(r, number) for r in retimings) if ms is not None]

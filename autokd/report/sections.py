@@ -15,7 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.models import describe
 from autokd.readout import duration, human, percent
-from autokd.record import latency_header, study_classes, study_teacher, trial_accuracy, trial_config, trial_figures, trial_kind
+from autokd.measure import kendall_tau
+from autokd.record import (latency_header, retimed_ms, study_classes, study_retimings, study_teacher, trial_accuracy,
+                           trial_config, trial_figures, trial_kind, trial_retimings)
 from autokd.report.trials import best_single_within, committee_trials, pareto_trials, trial_seconds
 
 
@@ -81,6 +83,9 @@ def split_accuracy_cells(attrs: dict[str, Any]) -> list[str]:
     return [percent(attrs.get("validation_accuracy", attrs.get("accuracy"))), percent(attrs.get("test_accuracy"))]
 
 
+#: The header of the column beside a trial's own latency: its figure in the latest interleaved re-timing.
+RETIMED_HEADER = "re-timed ms"
+
 #: Columns of a table of trials: (header, justify); ``detail`` adds the last three (the HTML report's).
 _TRIAL_COLUMNS = (("trial", "right"), ("architecture", "left"), ("val acc", "right"), ("test acc", "right"),
                   ("params", "right"), ("size", "right"), ("MACs", "right"), ("CPU ms", "right"),
@@ -104,12 +109,16 @@ def _number(value: Any) -> str:
 
 
 def _trials_section(heading: str, title: str, trials: list[FrozenTrial], teacher: dict[str, Any] | None,
-                    detail: bool, extra: tuple[str, dict[int, str]] | None = None) -> Section:
-    """One row per trial (the teacher first, dimmed); ``extra``: a last column's header and cells by trial number."""
+                    detail: bool, extra: tuple[str, dict[int, str]] | None = None,
+                    retimed: dict[int, str] | None = None) -> Section:
+    """One row per trial (the teacher first, dimmed); ``extra``: a last column's header and cells by trial number;
+    ``retimed``: a ``re-timed ms`` column beside the latency (cells by trial number)."""
     section = Section(heading, title, title_justify="left")
     columns = _TRIAL_COLUMNS + (_DETAIL_COLUMNS if detail else ()) + (((extra[0], "left"),) if extra else ())
     latency = latency_header([trial_figures(t) for t in trials])  # which backend, threads and batch timed them
-    columns = tuple((latency if col == "CPU ms" else col, justify) for col, justify in columns)
+    columns = tuple(pair for col, justify in columns
+                    for pair in ([(latency, justify)] + ([(RETIMED_HEADER, "right")] if retimed is not None else [])
+                                 if col == "CPU ms" else [(col, justify)]))
     for col, justify in columns:
         section.add_column(col, justify=justify, overflow="fold")
     if teacher:
@@ -122,6 +131,7 @@ def _trials_section(heading: str, title: str, trials: list[FrozenTrial], teacher
         cells = [str(t.number), describe(a.get("architecture", "?")) + _start(a), *split_accuracy_cells(a),
                  human(a.get("params")),
                  human(a.get("size_bytes"), "B"), human(a.get("macs")), f"{a.get('latency_ms', 0):.3f}",
+                 *([retimed.get(t.number, "-")] if retimed is not None else []),
                  _kd(a), str(cfg.get("epochs", "-")), _compression(a)]
         if detail:
             cells += [_number(cfg.get("lr")), _number(cfg.get("weight_decay")), duration(trial_seconds(t))]
@@ -136,9 +146,73 @@ def pareto_section(study: optuna.Study, teacher: dict[str, Any] | None = None, d
     time too."""
     trials = pareto_trials(study)
     title = (f"Pareto front of '{study.study_name}' ({len(trials)} of "
-             f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials); "
-             "chosen on validation, test reported only")
-    return _trials_section("Pareto front", title, trials, teacher, detail)
+             f"{len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} complete trials), "
+             "most accurate on validation first; chosen on validation, test reported only")
+    retimings = study_retimings(study)
+    if not retimings:
+        return _trials_section("Pareto front", title, trials, teacher, detail)
+    latest = {t.number: ms_cell(trial_retimings(retimings, t.number)[-1]) for t in trials
+              if trial_retimings(retimings, t.number)}
+    return _trials_section("Pareto front", title + f"; {RETIMED_HEADER}: the latest interleaved re-timing",
+                           trials, teacher, detail, retimed=latest)
+
+
+def ms_cell(value: float | None) -> str:
+    """A latency in ms to 3 significant digits (onnxruntime figures of small students are 0.00x ms)."""
+    return "-" if value is None else f"{value:.3g}" if value < 1 else f"{value:.3f}"
+
+
+def retiming_section(study: optuna.Study, last: int | None = 3) -> Section | None:
+    """The front's interleaved re-timings beside the trials' own figures (None before any re-timing).
+
+    One column per re-timing (the ``last`` ones; all with None), headed by its date and rounds; rows are
+    the current front's members, fastest in the latest re-timing first. Its notes give the rank
+    agreement (Kendall tau) of the last two re-timings and of the trials' own figures with the latest.
+    """
+    retimings = study_retimings(study)
+    if not retimings:
+        return None
+    shown = retimings if last is None else retimings[-last:]
+    front = pareto_trials(study)
+    newest = {t.number: trial_retimings(retimings, t.number)[-1:] for t in front}
+    rows = sorted(front, key=lambda t: (not newest[t.number], newest[t.number] or [0.0], t.number))
+    agreement = "".join(f"; {line}" for line in rank_agreement(retimings, front))
+    section = Section("Interleaved re-timings", f"Interleaved re-timings: the front's members timed together "
+                      f"({len(shown)} of {len(retimings)} re-timings; median over rounds, ms), fastest in the "
+                      f"latest first; per-trial: each timed alone when its trial ended{agreement}",
+                      title_justify="left")
+    section.add_column("trial", justify="right")
+    section.add_column("architecture", overflow="fold")
+    section.add_column(f"per-trial {latency_header([trial_figures(t) for t in front])}", justify="right")
+    for r in shown:
+        section.add_column(f"{str(r.get('date', '?'))[5:16].replace('T', ' ')} {r.get('trigger', '?')} "
+                           f"({r.get('rounds')} rounds)", justify="right")
+    for t in rows:
+        a = trial_figures(t)
+        section.add_row(str(t.number), describe(a.get("architecture", "?")), ms_cell(a.get("latency_ms")),
+                        *[ms_cell(retimed_ms(r, t.number)) for r in shown])
+    skipped = sorted(set().union(*(r.get("skipped") or {} for r in retimings)), key=int)
+    if skipped:
+        section.notes.append(f"not re-timed: trial(s) {', '.join(skipped)} (committees: their latency is per input "
+                             "over a routed stream of validation images)")
+    return section
+
+
+def rank_agreement(retimings: list[dict[str, Any]], front: list[FrozenTrial]) -> list[str]:
+    """How far the orders by latency agree (Kendall tau, 3 members or more): the last two re-timings, and
+    the trials' own figures against the latest."""
+    notes = []
+    both = [t.number for t in front if len(retimings) > 1 and retimed_ms(retimings[-1], t.number) is not None
+            and retimed_ms(retimings[-2], t.number) is not None]
+    if len(both) > 2:
+        tau = kendall_tau([retimed_ms(retimings[-2], n) for n in both], [retimed_ms(retimings[-1], n) for n in both])
+        notes.append(f"the last two re-timings agree on the order of {len(both)} members with Kendall tau {tau:.2f}")
+    own = [t for t in front if retimed_ms(retimings[-1], t.number) is not None]
+    if len(own) > 2:
+        tau = kendall_tau([trial_figures(t).get("latency_ms") or 0.0 for t in own],
+                          [retimed_ms(retimings[-1], t.number) for t in own])
+        notes.append(f"per-trial figures vs the latest re-timing: Kendall tau {tau:.2f}")
+    return notes
 
 
 def off_front_section(study: optuna.Study, detail: bool = True) -> Section:
@@ -299,7 +373,8 @@ def report_sections(study: optuna.Study, full: bool = False) -> list[Section]:
     holds (every front member's per-class figures and every committee, learning rate, weight decay and time
     on the front, and the trials off it, failed and pruned)."""
     teacher = study_teacher(study)
-    sections: list[Section | None] = [pareto_section(study, teacher, detail=full)]
+    sections: list[Section | None] = [pareto_section(study, teacher, detail=full),
+                                      retiming_section(study, last=None if full else 3)]
     if full:
         sections += [off_front_section(study), unfinished_section(study)]
     top = len(pareto_trials(study)) if full else 3

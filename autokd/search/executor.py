@@ -139,5 +139,27 @@ def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, 
             return []
         context = prepare() if prepare is not None else None
         with SearchProgress(study, study_cfg, console, executor.label) as progress:
-            return executor.run(study, study_cfg, space, context, progress)
+            told = executor.run(study, study_cfg, space, context, progress)
+        retime_after_search(study, study_cfg, told, console)
+        return told
+
+
+def retime_after_search(study: optuna.Study, study_cfg: StudyConfig, told: list[optuna.trial.FrozenTrial],
+                        console: Console) -> None:
+    """After the last trial, the front's members timed again together (:mod:`autokd.search.retime`) when
+    ``retime_front`` is on and this run finished a trial; a re-timing that fails is a warning line, the
+    search's outcome stands."""
+    if not study_cfg.retime_front or not any(t.state == optuna.trial.TrialState.COMPLETE for t in told):
+        return
+    from autokd.errors import AutokdError
+    from autokd.search.retime import retime_front, retime_line
+
+    try:
+        retiming = retime_front(study, study_cfg, trigger="search")
+    except AutokdError as err:
+        console.print(f"warning: {err.problem}; the trials' own latencies stand ({err.fix})", markup=False,
+                      highlight=False, soft_wrap=True)
+        return
+    if retiming is not None:
+        console.print(retime_line(retiming), markup=False, highlight=False, soft_wrap=True)
 
