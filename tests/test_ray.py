@@ -22,7 +22,7 @@ from ray_support import (assert_study_exact, cmdline, descendants, kill_tree, lo
                          wait_for, write_study)
 
 from autokd.config import load_study_config
-from autokd.record import DRIVER_ATTR, trial_figures
+from autokd.record import DRIVER_ATTR, study_retimings, trial_figures
 from autokd.search.internals import set_system_attr
 from autokd.search.study import open_study, reclaim_stale_trials, single_sqlite_driver
 
@@ -76,6 +76,10 @@ def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
     # the driver stored the teacher's figures (a 1-epoch teacher: measured 0.257-0.563, chance 0.1)
     assert figure("teacher accuracy", load(study).user_attrs["teacher"]["accuracy"]) > 0.15
+    # after the last trial the driver re-timed exactly the front, together (autokd.search.retime)
+    retimings = study_retimings(load(study))
+    assert len(retimings) == 1 and set(retimings[0]["members"]) == {str(t.number) for t in load(study).best_trials}
+    assert "front re-timed together" in done.stdout
 
 
 @pytest.mark.slow

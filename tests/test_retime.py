@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from autokd.cli import app
@@ -84,44 +83,38 @@ def front_numbers(study_path: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_search_resume_and_report_retime_store_and_show_each_re_timing(tmp_path):
-    study = write_tiny_study(tmp_path, n_trials=2, teacher=ONE_EPOCH_TEACHER, space=ONE_EPOCH_SPACE,
-                             objectives=["accuracy", "latency_ms"], retime_rounds=4)
+    settings = dict(teacher=ONE_EPOCH_TEACHER, space=ONE_EPOCH_SPACE, objectives=["accuracy", "latency_ms"],
+                    retime_rounds=4)
+    study = write_tiny_study(tmp_path, n_trials=2, retime_front=False, **settings)
     first = runner.invoke(app, ["search", str(study)], catch_exceptions=False)
-    assert first.exit_code == 0 and "front re-timed together" in first.output, first.output
-    resumed = runner.invoke(app, ["search", str(study), "--n-trials", "3"], catch_exceptions=False)
-    assert resumed.exit_code == 0, resumed.output
+    assert first.exit_code == 0 and "re-timed" not in first.output, first.output
+    assert study_retimings(open_study(load_study_config(study), create=False)) == []  # switched off: none
+
+    write_tiny_study(tmp_path, n_trials=3, **settings)  # the same study, re-timing on (the default)
+    resumed = runner.invoke(app, ["search", str(study)], catch_exceptions=False)
+    assert resumed.exit_code == 0 and "front re-timed together" in resumed.output, resumed.output
     stored = open_study(load_study_config(study), create=False)
     retimings = study_retimings(stored)
-    assert [r["trigger"] for r in retimings] == ["search", "search"]
-    assert set(retimings[-1]["members"]) == front_numbers(study)  # exactly the front after the last trial
-    for number, member in retimings[-1]["members"].items():
+    assert [r["trigger"] for r in retimings] == ["search"] and len(stored.trials) == 3
+    assert set(retimings[0]["members"]) == front_numbers(study)  # exactly the front after the last trial
+    for number, member in retimings[0]["members"].items():
         trial = stored.trials[int(number)]
         assert len(member["rounds_ms"]) == 4 and member["backend"] == "onnxruntime"
         # the trial's own figure, which the sampler saw, is untouched
         assert trial.values[1] == trial_figures(trial)["latency_ms"] == member["per_trial_ms"]
-    assert (retimings[-1]["backend"], retimings[-1]["threads"], retimings[-1]["batch"]) == ("onnxruntime", 1, 1)
+    assert (retimings[0]["backend"], retimings[0]["threads"], retimings[0]["batch"]) == ("onnxruntime", 1, 1)
 
     report = runner.invoke(app, ["report", str(study), "--retime", "--html"], catch_exceptions=False)
     assert report.exit_code == 0, report.output
     retimings = study_retimings(open_study(load_study_config(study), create=False))
-    assert [r["trigger"] for r in retimings] == ["search", "search", "report"]
-    assert set(retimings[-1]["members"]) == front_numbers(study)
+    assert [r["trigger"] for r in retimings] == ["search", "report"]
+    assert set(retimings[1]["members"]) == front_numbers(study)
     assert "re-timed ms" in report.output, report.output
     cells = report.output.split("Interleaved re-timings")[-1]
-    for number in front_numbers(study):  # each member's row holds its figure in every re-timing, in order
+    for number in front_numbers(study):  # each member's row holds its figure in both re-timings, in order
         row = next(line for line in cells.splitlines() if line.strip("│┃ ").startswith(f"{number} "))
-        figures = [ms_cell(r["members"][number]["latency_ms"]) for r in retimings if number in r["members"]]
-        assert all(f in row for f in figures) and row.index(figures[0]) < row.rindex(figures[-1]), (row, figures)
+        figures = [ms_cell(r["members"][number]["latency_ms"]) for r in retimings]
+        assert all(f in row for f in figures) and row.index(figures[0]) < row.rindex(figures[1]), (row, figures)
     html = (tmp_path / "tiny" / "report.html").read_text()
     assert "Interleaved re-timings" in html and "re-timed ms" in html
     assert all(f"{r['date'][5:16].replace('T', ' ')} {r['trigger']} (4 rounds)" in html for r in retimings)
-
-
-@pytest.mark.slow
-def test_retime_front_false_stores_no_re_timing(tmp_path):
-    study = write_tiny_study(tmp_path, n_trials=1, teacher=ONE_EPOCH_TEACHER, space=ONE_EPOCH_SPACE,
-                             retime_front=False)
-    result = runner.invoke(app, ["search", str(study)], catch_exceptions=False)
-    assert result.exit_code == 0 and "re-timed" not in result.output, result.output
-    stored = open_study(load_study_config(study), create=False)
-    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] and study_retimings(stored) == []
