@@ -17,13 +17,13 @@ from autokd.report.html import html_report, section_html
 from autokd.report.plots import (OBJECTIVE_AXES, history_figure, pareto_figure, robust_limits, student_kind,
                                  write_plots)
 from autokd.report.sections import (Section, committee_section, committee_warnings, compression_section,
-                                    off_front_section, pareto_section, per_class_section, report_sections, retiming_section,
-                                    rounded, teacher_section, unfinished_section)
+                                    off_front_section, pareto_section, per_class_section, report_sections,
+                                    retiming_section, rounded, teacher_section, unfinished_section)
 from autokd.report.trials import (best_so_far, committee_trials, cost_objectives, failure_summary, pareto_trials,
                                   run_starts, trial_counts)
 
 __all__ = ["OBJECTIVE_AXES", "Section", "best_so_far", "committee_section", "committee_trials", "committee_warnings",
            "compression_section", "cost_objectives", "failure_summary", "history_figure", "html_report",
            "off_front_section", "pareto_figure", "pareto_section", "pareto_trials", "per_class_section",
-           "print_report", "print_section", "report_sections", "retiming_section", "rich_table", "robust_limits", "rounded", "run_starts",
-           "section_html", "student_kind", "teacher_section", "trial_counts", "unfinished_section", "write_plots"]
+           "print_report", "print_section", "report_sections", "retiming_section", "rich_table", "robust_limits",
+           "rounded", "run_starts", "section_html", "student_kind", "teacher_section", "trial_counts", "unfinished_section", "write_plots"]
