@@ -1,8 +1,9 @@
 """Does interleaved re-timing hold the front still? Per-trial timing against interleaved re-timing.
 
-The demo study's students (the float students of ``bench/latency_backends.py``, a spread over the
-demo space's families; or ``--study NAME``: a stored study's front, rebuilt from its weights) are
-timed ``--repeats`` times each way, with the study's default settings (onnxruntime, 1 thread, batch
+Two sets of students on digits: ``demo_front``, the demo study's front as the README shows it
+(five students whose latencies lie close together), and ``demo_students``, the float students of
+``bench/latency_backends.py`` (a spread over the demo space's families); or ``--study NAME``, a
+stored study's front rebuilt from its weights. Each set is timed ``--repeats`` times each way, with the study's default settings (onnxruntime, 1 thread, batch
 1, median of >= 30 runs over >= 0.5 s):
 
 * **per-trial**: each model timed alone, as a trial times it (:func:`autokd.latency.deployed_latency`,
@@ -14,9 +15,9 @@ timed ``--repeats`` times each way, with the study's default settings (onnxrunti
 
 The two ways alternate (per-trial pass 1, re-timing 1, pass 2, ...) so load changes hit both. The
 JSON has every figure, max/min of each model across the repeats each way, and Kendall tau between
-every pair of repeats each way (target: interleaved >= 0.9 where per-trial is not).
+every pair of repeats each way, per set (target: interleaved >= 0.9 where per-trial is not).
 
-    PYTHONPATH=. python -m bench.latency_retime                  # about 2 min on 2 cores
+    PYTHONPATH=. python -m bench.latency_retime                  # about 3 min on 2 idle cores
     PYTHONPATH=. python -m bench.latency_retime --study runs/digits-default/study.yaml
 """
 
@@ -43,11 +44,20 @@ from bench.common import write_result
 from bench.latency_backends import STUDENTS
 
 
-def demo_students() -> dict[str, torch.nn.Module]:
-    """Name -> deployable float student of the demo space (untrained: latency does not depend on the weights)."""
+#: The demo study's front as the README shows it (``autokd search``, 2026-12-01): its latencies lie close
+#: together (0.009-0.02 ms in onnxruntime), the hard case for an order by latency.
+DEMO_FRONT = [("cnn5", {"width": 0.898, "hidden": 124}), ("vgg", {"variant": 7, "width": 0.0646}),
+              ("cnn5", {"width": 0.307, "hidden": 45}), ("cnn5", {"width": 0.154, "hidden": 59}),
+              ("cnn5", {"width": 0.153, "hidden": 79})]
+#: Which students each set times.
+SETS = {"demo_front": DEMO_FRONT, "demo_students": STUDENTS}
+
+
+def demo_models(students: list[tuple[str, dict]]) -> dict[str, torch.nn.Module]:
+    """Name -> deployable float student on digits (untrained: latency does not depend on the weights)."""
     data = load_dataset("digits")
     models = {}
-    for family, knobs in STUDENTS:
+    for family, knobs in students:
         torch.manual_seed(0)
         net = build_model(family, num_classes=data.num_classes, in_channels=data.channels,
                           image_size=data.image_size, **knobs)
@@ -109,15 +119,8 @@ def summary(passes: list[dict[str, float]], names: list[str]) -> dict:
             "figures_ms": [{n: round(p[n], 6) for n in names} for p in passes]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=StudyConfig().retime_rounds)
-    parser.add_argument("--gap", type=float, default=1.0, help="seconds of compute before each timing")
-    parser.add_argument("--study", default=None, help="a stored study (YAML, folder or name): time its front")
-    args = parser.parse_args()
-    models = {n: m.cpu().eval() for n, m in (study_front(args.study) if args.study else demo_students()).items()}
-    example = torch.rand(1, *_input_shape(args.study), generator=torch.Generator().manual_seed(0))
+def compare(models: dict[str, torch.nn.Module], example: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Per-trial passes and interleaved re-timings of ``models``, alternating, and their summaries."""
     defaults = StudyConfig()
     settings = LatencySettings(backend=defaults.latency_backend, threads=defaults.latency_threads,
                                runs=defaults.latency_runs, min_seconds=defaults.latency_min_seconds)
@@ -127,21 +130,38 @@ def main() -> None:
         per_trial.append(per_trial_pass(models, example, settings, args.gap, rng))
         interleaved.append(interleaved_pass(models, example, settings, args.rounds, args.gap, seed=repeat))
     names = list(models)
-    payload = {"commit": _commit(), "models": {n: count_params(m) for n, m in models.items()},
-               "source": args.study or "demo-space students (bench/latency_backends.py STUDENTS, float)",
-               "backend": settings.backend, "threads": settings.threads, "batch": settings.batch,
-               "runs": settings.runs, "min_seconds": settings.min_seconds, "rounds": args.rounds,
-               "repeats": args.repeats, "gap_seconds": args.gap, "seconds": round(time.time() - started, 1),
-               "load_average_before": [round(x, 2) for x in load_before],
-               "load_average_after": [round(x, 2) for x in os.getloadavg()],
-               "per_trial": summary(per_trial, names), "interleaved": summary(interleaved, names)}
-    payload["target_interleaved_tau_at_least_0.9"] = payload["interleaved"]["kendall_tau_min"] >= 0.9
+    result = {"models": {n: count_params(m) for n, m in models.items()}, "backend": settings.backend,
+              "threads": settings.threads, "batch": settings.batch, "runs": settings.runs,
+              "min_seconds": settings.min_seconds, "seconds": round(time.time() - started, 1),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()],
+              "per_trial": summary(per_trial, names), "interleaved": summary(interleaved, names)}
+    result["target_interleaved_tau_at_least_0.9"] = result["interleaved"]["kendall_tau_min"] >= 0.9
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=StudyConfig().retime_rounds)
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds of compute before each timing")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"which of {', '.join(SETS)} to time")
+    parser.add_argument("--study", default=None, help="a stored study (YAML, folder or name): time its front instead")
+    args = parser.parse_args()
+    sources = {args.study: study_front(args.study)} if args.study else \
+        {name: demo_models(SETS[name]) for name in args.sets.split(",")}
+    example = torch.rand(1, *_input_shape(args.study), generator=torch.Generator().manual_seed(0))
+    payload = {"commit": _commit(), "rounds": args.rounds, "repeats": args.repeats, "gap_seconds": args.gap,
+               "sets": {name: compare({n: m.cpu().eval() for n, m in models.items()}, example, args)
+                        for name, models in sources.items()}}
     path = write_result("latency_retime", payload, torch.device("cpu"))
-    for way in ("per_trial", "interleaved"):
-        s = payload[way]
-        print(f"{way:<12} max/min median {s['max_over_min_median']}x worst {s['max_over_min_worst']}x; "
-              f"Kendall tau between repeats {s['kendall_tau_pairs']}")
-    print(f"load {payload['load_average_before']} -> {payload['load_average_after']}; {path}")
+    for name, result in payload["sets"].items():
+        for way in ("per_trial", "interleaved"):
+            s = result[way]
+            print(f"{name:<14} {way:<12} max/min median {s['max_over_min_median']}x worst {s['max_over_min_worst']}x; "
+                  f"Kendall tau between repeats {s['kendall_tau_pairs']}")
+        print(f"{name:<14} load {result['load_average_before']} -> {result['load_average_after']}")
+    print(path)
 
 
 def _input_shape(study: str | None) -> tuple[int, int, int]:

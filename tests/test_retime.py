@@ -118,3 +118,14 @@ def test_search_resume_and_report_retime_store_and_show_each_re_timing(tmp_path)
     html = (tmp_path / "tiny" / "report.html").read_text()
     assert "Interleaved re-timings" in html and "re-timed ms" in html
     assert all(f"{r['date'][5:16].replace('T', ' ')} {r['trigger']} (4 rounds)" in html for r in retimings)
+
+    # a re-timing that cannot finish (the study's latency command fails) is one line, exit 2, nothing stored
+    broken = tmp_path / "broken.py"
+    broken.write_text(f"#!{sys.executable}\nimport sys\nprint('board unreachable')\nsys.exit(3)\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
+    write_tiny_study(tmp_path, n_trials=3, latency_backend="command", latency_command=f"{broken} {{model}}", **settings)
+    failed = runner.invoke(app, ["report", str(study), "--retime"], catch_exceptions=False)
+    lines = [line for line in failed.output.splitlines() if line.strip()]
+    assert failed.exit_code == 2 and len(lines) == 1 and "board unreachable" in lines[0], failed.output
+    assert lines[0].startswith("error: re-timing the front failed") and "; fix: " in lines[0]
+    assert len(study_retimings(open_study(load_study_config(study), create=False))) == 2
