@@ -20,7 +20,7 @@ from autokd.cli import app
 from autokd.config import LatencySettings, load_study_config
 from autokd.export import load_trial_model
 from autokd.latency import command_latency, export_onnx, onnx_latency_stats
-from autokd.record import latency_header, study_teacher, trial_figures
+from autokd.record import latency_header, study_retimings, study_teacher, trial_figures
 from autokd.search.study import open_study, trial_dir
 from tests.tiny import TINY_SPACE, write_tiny_study
 
@@ -79,12 +79,15 @@ def test_command_backend_records_what_the_command_prints(tmp_path):
                                          f"open({str(log)!r}, 'a').write(f'{{ms}}\\n')\nprint('copying...')\nprint(ms)")
     study = write_tiny_study(tmp_path, n_trials=2, teacher=ONE_EPOCH_TEACHER, space=ONE_EPOCH_SPACE,
                              objectives=["accuracy", "latency_ms"], latency_backend="command",
-                             latency_command=f"{board} {{model}}")
+                             latency_command=f"{board} {{model}}", retime_rounds=3)
     result = invoke("search", str(study))
     assert result.exit_code == 0, result.output
     done = sorted((t for t in trials_of(study) if t.state == TrialState.COMPLETE), key=lambda t: t.number)
-    printed = [float(line) for line in log.read_text().split()]  # the teacher's first, then each trial's
-    assert len(printed) == 3 and [trial_figures(t)["latency_ms"] for t in done] == printed[1:]
+    printed = [float(line) for line in log.read_text().split()]  # the teacher's, each trial's, then the re-timing's
+    assert [trial_figures(t)["latency_ms"] for t in done] == printed[1:3]
+    [retiming] = study_retimings(open_study(load_study_config(study), create=False))  # through the command too
+    assert len(printed) == 3 + 3 * len(retiming["members"])
+    assert sorted(ms for m in retiming["members"].values() for ms in m["rounds_ms"]) == pytest.approx(sorted(printed[3:]))
     assert study_teacher(open_study(load_study_config(study), create=False))["latency_ms"] == printed[0]
     assert all(trial_figures(t)["latency_backend"] == "command" for t in done)
     assert (tmp_path / "tiny" / "latency_command.lock").exists()  # one at a time across the study
