@@ -19,7 +19,7 @@ from autokd.config import ReusedMembers, RouterKnobs, SelectorKnobs, StudentSpec
 from autokd.errors import AutokdError
 from autokd.export import exported_outputs, export_model, load_trial_model
 from autokd.models import describe
-from autokd.record import trial_figures
+from autokd.record import trial_figures, trial_kind
 from autokd.routing import choose_threshold, committee_cost, defer_score, out_of_fold, selector_targets
 from autokd.space import SearchSpace
 from autokd.train import AugmentPolicy, predict
@@ -358,3 +358,18 @@ def test_fixed_member_families_and_the_published_selector_size():
     assert 0.5e6 < count_params(selector) <= 0.55e6  # the published selector: 0.55M
     with pytest.raises(AutokdError, match="pairs.members"):
         SearchSpace({**COMMITTEE_SPACE, "pairs": {"kind": "pair", "members": ["cnn5", "resnet"]}})
+
+
+def test_a_re_timing_leaves_the_fronts_committees_out_and_says_so(committee_study):
+    from autokd.report import retiming_section
+    from autokd.search.retime import COMMITTEE_SKIPPED, front_members, retime_front
+
+    cfg, study, _ = committee_study
+    front = front_members(study)
+    singles = {str(t.number) for t in front if trial_kind(trial_figures(t)) == "single"}
+    committees = {str(t.number) for t in front} - singles
+    assert singles and committees, [(t.number, trial_kind(trial_figures(t))) for t in front]
+    retiming = retime_front(study, cfg, trigger="report")
+    assert set(retiming["members"]) == singles and retiming["skipped"] == dict.fromkeys(committees, COMMITTEE_SKIPPED)
+    notes = retiming_section(study).notes
+    assert any(note.startswith("not re-timed: trial(s) ") and all(n in note for n in committees) for note in notes)
