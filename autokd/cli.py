@@ -24,7 +24,7 @@ from autokd.config import StudyConfig, TeacherRecipe
 from autokd.errors import AutokdError, SearchFailed, disk_full
 from autokd.cli_help import Command, Group, plain_help
 from autokd.files import check_output_file, check_writable_folder
-from autokd.studies import open_existing, resolve_study, storage_from_env, storage_named, storage_origin
+from autokd.studies import open_existing, resolve_study, storage_from_env, storage_named, storage_origin, warm_start
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
@@ -132,6 +132,9 @@ def search(
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (ray)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
     latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
+    enqueue_from: Optional[str] = typer.Option(None, help="Run first the Pareto front of this study (YAML, output "
+                                               "folder or name; another dataset too): those that fit this space."),
+    enqueue_from_storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the --enqueue-from study."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""
     import signal
@@ -157,6 +160,7 @@ def search(
 
         preflight(cfg)  # CPUs/GPUs per trial, Ray Client and the cluster's address: before the teacher trains
     space = SearchSpace.load(cfg.resolve(cfg.search_space))
+    warm = warm_start(cfg, space, study, enqueue_from, enqueue_from_storage)  # a bad entry: one line, nothing written
     from autokd.context import load_study_data
 
     from autokd.teacher import validate_teacher
@@ -180,7 +184,7 @@ def search(
         raise
     with driver:
         try:
-            _search(cfg, space, data, optuna_study)
+            _search(cfg, space, data, optuna_study, warm)
         except KeyboardInterrupt:
             raise SearchInterrupted(optuna_study) from None
 
@@ -208,9 +212,10 @@ class SearchInterrupted(KeyboardInterrupt):
         super().__init__(self.message)
 
 
-def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
-    """The search proper, once this process holds the study: run it, print the front, judge the outcome."""
+def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any, warm: Any) -> None:
+    """The search proper, once this process holds the study: queue warm starts, run, print the front, judge."""
     from autokd.search.storage import redact_url
+    from autokd.search.warmstart import enqueue_lines
 
     print_items(["[bold]study[/] " + escape(cfg.name), "[bold]storage[/] " + escape(redact_url(cfg.storage_url)),
                  f"[bold]dataset[/] {escape(data.name)} ({len(data.train_labels):,} train / "
@@ -219,6 +224,8 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any) -> None:
     from autokd.search.snapshot import write_snapshot
 
     write_snapshot(cfg)
+    for line in enqueue_lines(optuna_study, cfg, warm):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     started = time.perf_counter()
     teacher_seconds: list[float] = []
 

@@ -346,6 +346,8 @@ class StudyConfig(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "params", "latency_ms"])
     constraints: dict[str, float] = Field(default_factory=dict)
     n_trials: int | None = Field(16, ge=1)
+    # Fixed configurations of the search space run first, in order, counted in n_trials (autokd.warmstart).
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = Field(0, ge=0)

@@ -32,8 +32,11 @@ DRIVER_ATTR = "autokd:driver"
 STOPPED_REASONS = ("interrupted", "driver stopped")
 #: Figures a pruned trial keeps from its last report (Ray's scheduler).
 PRUNED_FIGURES = ("accuracy", "epoch", "loss")
-#: What a re-enqueued trial carries over: the trial it repeats and the checkpoint it resumes from.
-_RETRY_ATTRS = ("retry_of", "resume_from")
+#: User attribute of a trial queued as a warm start (``enqueue:``, ``--enqueue-from``): where its configuration came from.
+ENQUEUED_ATTR = "enqueued_from"
+#: What a re-enqueued trial carries over: the trial it repeats, the checkpoint it resumes from, and
+#: where a warm-started configuration came from.
+_RETRY_ATTRS = ("retry_of", "resume_from", ENQUEUED_ATTR)
 #: The objectives of a study that stored none (older studies).
 DEFAULT_OBJECTIVES = ("accuracy", "params", "latency_ms")
 #: Study user attributes holding the front's interleaved re-timings, one each: ``retiming:<UTC date>:<id>``.
@@ -114,6 +117,8 @@ def retry_attrs(trial: Any, checkpoint: Any = None) -> dict[str, Any]:
     chain of retries) and the epoch checkpoint it resumes from (``checkpoint`` if given, else the one
     ``trial`` itself resumed from)."""
     attrs: dict[str, Any] = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
+    if trial.user_attrs.get(ENQUEUED_ATTR):  # a warm start stays one when it resumes
+        attrs[ENQUEUED_ATTR] = trial.user_attrs[ENQUEUED_ATTR]
     if checkpoint is not None:
         attrs["resume_from"] = str(checkpoint)
     elif trial.user_attrs.get("resume_from"):  # killed again before its first new epoch
@@ -124,6 +129,12 @@ def retry_attrs(trial: Any, checkpoint: Any = None) -> dict[str, Any]:
 def carried_attrs(trial: Any) -> dict[str, Any]:
     """The retry attributes of ``trial`` that a trial given back to the queue keeps."""
     return {k: v for k, v in trial.user_attrs.items() if k in _RETRY_ATTRS}
+
+
+def enqueued_attrs(source: str) -> dict[str, Any]:
+    """The user attributes of a warm-start configuration queued before sampling: where it came from
+    (``enqueue[0] of studies/x.yaml``, ``trial 7 of study digits-a``)."""
+    return {ENQUEUED_ATTR: source}
 
 
 def queued_attrs(because: str) -> dict[str, Any]:
@@ -222,6 +233,11 @@ def is_stopped(trial: Any) -> bool:
 def is_retry(trial: Any) -> bool:
     """A re-enqueued trial (its driver died or was stopped): it replays its own parameters."""
     return "retry_of" in trial.user_attrs
+
+
+def enqueued_from(trial: Any) -> str | None:
+    """Where a warm-start trial's configuration came from (:func:`enqueued_attrs`); None for a sampled one."""
+    return trial.user_attrs.get(ENQUEUED_ATTR)
 
 
 def resume_from(trial: Any) -> str | None:

@@ -141,6 +141,9 @@ def check_study(cfg: StudyConfig, warn: Callable[[list[str]], None]) -> list[tup
     classes = f"{len(info.classes)} classes, " if info.classes else ""
     pixels = f", {info.image_size} px" if info.image_size else ""
     dims = space.dimensions()
+    from autokd.warmstart import study_entries
+
+    queued = len(study_entries(space, cfg.enqueue, f"'{cfg.name}'").configs)
     return [
         ("dataset", f"{info.name}: {classes}{sizes}{subset}{pixels}; {cfg.validation_fraction:g} of train held out "
                     "for validation"),
@@ -152,8 +155,26 @@ def check_study(cfg: StudyConfig, warn: Callable[[list[str]], None]) -> list[tup
         ("latency", cfg.latency_settings.label + (f" by {cfg.latency_command}" if cfg.latency_backend == "command"
                                                   else "")),
         ("budget", f"{cfg.n_trials} trials" + (f", timeout {cfg.timeout:g} s" if cfg.timeout else "")
-                   + f", sampler {cfg.sampler}, executor {cfg.executor.kind}; output {cfg.output_dir}"),
+                   + f", sampler {cfg.sampler}, executor {cfg.executor.kind}; output {cfg.output_dir}"
+                   + (f"; {queued} enqueued configuration{'s' * (queued != 1)} run first" if queued else "")),
     ]
+
+
+def warm_start(cfg: StudyConfig, space: Any, study: Optional[str], enqueue_from: Optional[str] = None,
+               storage: Optional[str] = None) -> Any:
+    """What a search queues before sampling (a :class:`~autokd.warmstart.WarmStart`): the study file's
+    ``enqueue:`` entries, refused in one line when one does not fit ``space``, then the Pareto front of
+    the study ``enqueue_from`` names (a YAML, an output folder or a name under ./runs; ``storage``:
+    its URL), those of its trials that fit ``space``. Reads only; nothing is written."""
+    from autokd.warmstart import study_entries
+
+    warm = study_entries(space, cfg.enqueue, str(study_file(study)) if study else "the built-in study")
+    if enqueue_from is None:
+        return warm
+    from autokd.search.warmstart import front_warm
+
+    other_cfg, other = open_existing(enqueue_from, storage, "search --enqueue-from")
+    return warm + front_warm(other, other_cfg.name, space)
 
 
 def _describe_teacher(cfg: StudyConfig) -> str:
