@@ -77,6 +77,18 @@ def test_a_configuration_outside_the_space_is_refused_saying_why(entry, problem)
     assert problem in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["seed-recipes", "seed-recipes-cifar10"])
+def test_the_seed_recipe_studies_are_their_recipes_and_nothing_sampled(name):
+    from autokd.config import REPO_ROOT, load_study_config
+    from autokd.warmstart import study_entries
+
+    cfg = load_study_config(REPO_ROOT / "studies" / f"{name}.yaml")
+    warm = study_entries(SearchSpace.load(cfg.resolve(cfg.search_space)), cfg.enqueue, name)
+    assert len(warm.configs) == cfg.n_trials >= 7
+    assert len({json.dumps(w.params, sort_keys=True) for w in warm.configs}) == cfg.n_trials  # none repeated
+    assert {w.config.student.family for w in warm.configs} >= {"cnn5", "vgg", "resnet", "mobilenetv2"}
+
+
 def _tree(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
