@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 SCRIPTS = ["bench.ray_overhead", "bench.trial_speed", "bench.compression", "bench.committees", "bench.time_to_accuracy",
-           "bench.bring_your_own", "bench.latency_retime"]
+           "bench.bring_your_own", "bench.latency_retime", "bench.search_efficiency"]
 
 if __name__ == "__main__":
     for name in SCRIPTS:

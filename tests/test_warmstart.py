@@ -89,6 +89,15 @@ def test_the_seed_recipe_studies_are_their_recipes_and_nothing_sampled(name):
     assert {w.config.student.family for w in warm.configs} >= {"cnn5", "vgg", "resnet", "mobilenetv2"}
 
 
+def test_check_counts_the_enqueued_configurations():
+    from autokd.config import REPO_ROOT
+
+    result = CliRunner().invoke(app, ["check", str(REPO_ROOT / "studies" / "seed-recipes.yaml")],
+                                catch_exceptions=False, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "7 enqueued configurations run first" in result.output, result.output
+
+
 def _tree(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
@@ -126,25 +135,24 @@ def _trials(study: Path) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_them(tmp_path, tiny_teacher, executor):
-    study = _study(tmp_path, tiny_teacher, f"enq-{executor}", executor, n_trials=3, enqueue=[CNN, VGG])
-    out = _search(study)
+    study = _study(tmp_path, tiny_teacher, f"enq-{executor}", executor, n_trials=1, enqueue=[CNN, VGG])
+    out = _search(study)  # a budget of one: the first configuration runs, the second stays queued
     assert "enqueued 2 configurations to run before sampled ones" in out, out
     trials = _trials(study)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [(t.number, t.state) for t in trials]
-    first = {json.dumps(t.params, sort_keys=True): t for t in trials[:2]}  # Ray may finish them in either order
-    for i, params in enumerate((CNN_PARAMS, VGG_PARAMS)):
-        trial = first[json.dumps({k: v for k, v in params.items() if k != "weighting"}, sort_keys=True)]
-        assert enqueued_from(trial) == f"enqueue[{i}] of {study}"
-        assert TrialConfig.from_params(trial.user_attrs["config"]) == replay(trial.params, SearchSpace.load(
-            study.parent / f"{study.stem}-space.yaml"))
-    assert enqueued_from(trials[2]) is None  # the third was sampled
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.WAITING], [(t.number, t.state) for t in trials]
+    assert trials[0].params == {k: v for k, v in CNN_PARAMS.items() if k != "weighting"}  # weighting: fixed
+    assert enqueued_from(trials[0]) == f"enqueue[0] of {study}"
+    space = SearchSpace.load(study.parent / f"{study.stem}-space.yaml")
+    assert TrialConfig.from_params(trials[0].user_attrs["config"]) == replay(trials[0].params, space)
 
-    out = _search(study, "--n-trials", "4")  # resumed: the enqueued ones are in the study, not queued again
+    out = _search(study, "--n-trials", "3")  # resumed: nothing queued again, the queued one runs, then one sampled
     assert "enqueued 0 configurations to run before sampled ones (2 already in the study)" in out, out
     trials = _trials(study)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [(t.number, t.state) for t in trials]
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
-    assert sum(enqueued_from(t) is not None for t in trials) == 2
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [(t.number, t.state) for t in trials]
+    assert trials[1].params == VGG_PARAMS and enqueued_from(trials[1]) == f"enqueue[1] of {study}"
+    assert TrialConfig.from_params(trials[1].user_attrs["config"]) == replay(trials[1].params, space)
+    assert enqueued_from(trials[2]) is None  # sampled
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
 
 
 @pytest.mark.slow

@@ -1,0 +1,454 @@
+"""Search efficiency (issue 26): hypervolume against compute for autokd's search, random search and
+NSGA-II, with the published hand-picked recipes (studies/seed-recipes*.yaml) as points.
+
+On digits (the default study's space, search_spaces/default.yaml) and on a CIFAR-10 subset (the
+CIFAR-10 study's space, search_spaces/cifar10.yaml, epochs scaled to CPU size), each with ``--seeds``
+(3 by default), every arm runs ``autokd search`` in this process through the CLI, on the local
+executor with one torch thread (deterministic for a seed, and it fits a 2-core host):
+
+    (a) autokd's default search (TPE) with early stopping (``early_stopping: true``, where the study
+        config has the key; else the entry says "not available" and (b) is the default search)
+    (b) the same without early stopping
+    (c) random search (``sampler: random``)
+    (d) NSGA-II (``sampler: nsga2``)
+    recipes: the seed-recipes study of that space (its enqueued configurations, nothing sampled)
+
+Every arm of one dataset and seed uses the same teacher (trained by arm (b)'s study, then loaded as a
+checkpoint: same seed, same validation split) and the same ``n_trials``. The studies optimise what
+the hypervolume scores: objectives ``[accuracy, params]`` (validation accuracy, maximised; parameters,
+minimised); latency is left out because on a shared host it measures the load.
+
+**Hypervolume.** Validation chooses the front (the non-dominated COMPLETE trials by validation
+accuracy and params), test scores it: each front member is the point (normalised test error, log
+params) with normalised error ``(1 - test accuracy) / (1 - 1/classes)`` (0: perfect, 1: chance) and
+``(log10(params) - 3) / 4`` clipped to [0, 1] (0: 1k parameters, 1: 10M). The **reference point is
+fixed at (1, 1)**: chance accuracy at 10M parameters, so hypervolumes lie in [0, 1] and compare across
+arms, seeds and runs. Compute is counted two ways over every trial the study ran (pruned and failed
+ones included, proposals replaced before training cost nothing): trial-seconds (``trial_seconds``,
+else the trial's wall time) and student epochs (epochs trained). Curves give the hypervolume of the
+trials finished within each fraction of the largest final compute of the four arms (same dataset and
+seed); ``reach_c_final`` is the compute at which an arm first reaches random search's final
+hypervolume. A recipe is dominated when a member of the arm's final front (chosen on validation) has
+at least its test accuracy at no more parameters, one of them strictly.
+
+    python -m bench.search_efficiency            # full: digits + CIFAR-10 subset, seeds 0,1,2 (about 1.5 h, 2 idle cores)
+    python -m bench.search_efficiency --quick    # smoke run: seed 0, 4 trials, short training (a few minutes)
+    python -m bench.search_efficiency --only digits --seeds 0,1 --n-trials 24
+
+Results: bench/results/search_efficiency.json (device, versions, date, load average, commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.common import TARBALLS, write_result  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+#: log10(params) mapped to [0, 1]: 1k .. 10M parameters.
+LOG_PARAMS = (3.0, 7.0)
+#: The fixed reference point (normalised test error, normalised log params): chance accuracy at 10M params.
+REFERENCE = (1.0, 1.0)
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ARMS = {"a_default_early_stopping": {"sampler": "tpe", "early_stopping": True},
+        "b_default": {"sampler": "tpe", "early_stopping": False},
+        "c_random": {"sampler": "random", "early_stopping": False},
+        "d_nsga2": {"sampler": "nsga2", "early_stopping": False}}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: trials per search, seeds, and the training sizes of each dataset."""
+
+    name: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+    digits_trials: int = 16
+    digits_epochs: int | None = None  # None: the digits space's own (12)
+    digits_teacher_epochs: int = 12
+    cifar_trials: int = 12
+    cifar_train_per_class: int = 200
+    cifar_test_per_class: int = 100
+    cifar_epoch_factor: float = 0.1  # the space's 10/20/30 epochs -> 1/2/3
+    cifar_teacher_epochs: int = 10
+
+
+FULL = Scale("full")
+QUICK = Scale("quick", seeds=(0,), digits_trials=4, digits_epochs=2, digits_teacher_epochs=3, cifar_trials=4,
+              cifar_train_per_class=30, cifar_test_per_class=20, cifar_epoch_factor=1 / 30, cifar_teacher_epochs=2)
+
+
+# --------------------------------------------------------------------------- hypervolume and fronts
+
+
+def point(row: dict, classes: int) -> tuple[float, float]:
+    """(normalised test error, normalised log10 params) of a trial row."""
+    error = (1.0 - row["test_accuracy"]) / (1.0 - 1.0 / classes)
+    lo, hi = LOG_PARAMS
+    return error, min(1.0, max(0.0, (math.log10(row["params"]) - lo) / (hi - lo)))
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float] = REFERENCE) -> float:
+    """The area dominated by ``points`` (both minimised) and bounded by ``reference``.
+
+    >>> hypervolume([(0.5, 0.5)]), hypervolume([(0.2, 0.8), (0.6, 0.4)]), hypervolume([(1.5, 0.1)])
+    (0.25, 0.32, 0.0)
+    """
+    inside = sorted((x, y) for x, y in points if x < reference[0] and y < reference[1])
+    # sweep by x: a point below every earlier one adds the strip from its x to the reference, between its y
+    # and the lowest y before it
+    area, best_y = 0.0, reference[1]
+    for x, y in inside:
+        if y < best_y:
+            area += (reference[0] - x) * (best_y - y)
+            best_y = y
+    return round(area, 6)
+
+
+def validation_front(rows: list[dict]) -> list[dict]:
+    """The COMPLETE rows no other dominates on (validation accuracy max, params min)."""
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+
+    def dominates(a: dict, b: dict) -> bool:
+        return (a["validation_accuracy"] >= b["validation_accuracy"] and a["params"] <= b["params"]
+                and (a["validation_accuracy"] > b["validation_accuracy"] or a["params"] < b["params"]))
+
+    return [r for r in done if not any(dominates(o, r) for o in done)]
+
+
+def front_hypervolume(rows: list[dict], classes: int) -> float:
+    return hypervolume([point(r, classes) for r in validation_front(rows)])
+
+
+def with_cumulative(rows: list[dict]) -> list[dict]:
+    """Rows in the order they finished, each with the compute spent up to and including it."""
+    seconds = epochs = 0.0
+    out = []
+    for row in sorted(rows, key=lambda r: r["finished"]):
+        seconds += row["seconds"]
+        epochs += row["epochs"]
+        out.append({**row, "cum_seconds": seconds, "cum_epochs": epochs})
+    return out
+
+
+def curve(rows: list[dict], classes: int, total: float, key: str) -> dict[str, float]:
+    """Hypervolume of the trials finished within each fraction of ``total`` compute (``key``: cum_seconds/cum_epochs)."""
+    return {f"{f:.1f}": front_hypervolume([r for r in rows if r[key] <= f * total + 1e-9], classes) for f in FRACTIONS}
+
+
+def reach(rows: list[dict], classes: int, target: float, key: str) -> float | None:
+    """The compute at which the hypervolume of the trials finished so far first reaches ``target``."""
+    for i, row in enumerate(rows):
+        if front_hypervolume(rows[:i + 1], classes) >= target - 1e-9:
+            return round(row[key], 2)
+    return None
+
+
+def recipe_verdicts(front: list[dict], recipes: list[dict]) -> list[dict]:
+    """For each recipe: the front members (chosen on validation) that dominate it on test accuracy and params."""
+    verdicts = []
+    for recipe in recipes:
+        by = [m["trial"] for m in front
+              if m["test_accuracy"] >= recipe["test_accuracy"] and m["params"] <= recipe["params"]
+              and (m["test_accuracy"] > recipe["test_accuracy"] or m["params"] < recipe["params"])]
+        verdicts.append({"recipe": recipe["enqueued_from"], "student": recipe["student"], "dominated": bool(by),
+                         "dominated_by_trials": by})
+    return verdicts
+
+
+# --------------------------------------------------------------------------- running studies
+
+
+def cli(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from autokd.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
+    if result.exit_code != 0:
+        raise SystemExit(f"autokd {' '.join(args)} exited {result.exit_code}:\n{result.output[-4000:]}")
+    return result.output
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """Every trial that ran (finished, pruned or failed after training began) with its figures and compute."""
+    from autokd.record import enqueued_from, is_duplicate, is_rejected, recorded_seconds, trial_figures
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.datetime_complete is None or is_duplicate(t) or is_rejected(t):
+            continue
+        figures = trial_figures(t)
+        seconds = recorded_seconds(t)
+        if seconds is None:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+        epochs = len(figures.get("history") or []) or int(figures.get("epoch") or 0)
+        rows.append({"trial": t.number, "state": t.state.name, "student": figures.get("architecture"),
+                     "validation_accuracy": figures.get("validation_accuracy"),
+                     "test_accuracy": figures.get("test_accuracy"), "params": figures.get("params"),
+                     "seconds": round(seconds, 3), "epochs": epochs, "finished": t.datetime_complete.timestamp(),
+                     "enqueued_from": enqueued_from(t), "pruned_because": figures.get("pruned_because")})
+    return rows
+
+
+def run_study(root: Path, name: str, study: dict) -> tuple[list[dict], float]:
+    """Write ``study`` as ``root/name.yaml``, run ``autokd search`` on it; returns its trial rows and wall seconds."""
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "output": str(root / "runs" / name), **study}, sort_keys=False))
+    started = time.perf_counter()
+    cli("search", str(path))
+    wall = time.perf_counter() - started
+    loaded = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'runs' / name / 'study.db'}")
+    return trial_rows(loaded), wall
+
+
+def early_stopping_available() -> bool:
+    from autokd.config import StudyConfig
+
+    return "early_stopping" in StudyConfig.model_fields
+
+
+def scale_epochs(value: Any, factor: float) -> Any:
+    """A space's ``train.epochs`` (a number or ``{choices: [...]}``) times ``factor``, at least 1 each."""
+    if isinstance(value, dict):
+        choices = sorted({max(1, round(c * factor)) for c in value["choices"]})
+        return choices[0] if len(choices) == 1 else {"choices": choices}
+    return max(1, round(value * factor))
+
+
+def cifar_subset(root: Path, train: int, test: int) -> Path:
+    """The first ``train``/``test`` images per class of the CIFAR-10 JPEG tarball as an image folder under
+    ``data/`` (git-ignored), streamed once and kept for later runs."""
+    target = root / f"cifar10-subset-{train}-{test}"
+    if (target / "done").is_file():
+        return target
+    tarball = next((t for t in TARBALLS if t.is_file()), None)
+    if tarball is None:
+        raise SystemExit("CIFAR-10 tarball not found: set AUTOKD_CIFAR_TAR")
+    wanted, counts = {"train": train, "test": test}, {}
+    with tarfile.open(tarball, "r|gz") as tf:
+        for member in tf:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[0] not in wanted:
+                continue
+            if counts.get(parts[:2], 0) >= wanted[parts[0]]:
+                continue
+            (target / parts[0] / parts[1]).mkdir(parents=True, exist_ok=True)
+            (target / parts[0] / parts[1] / parts[2]).write_bytes(tf.extractfile(member).read())
+            counts[parts[:2]] = counts.get(parts[:2], 0) + 1
+    (target / "done").write_text(json.dumps({"per_class": wanted, "images": sum(counts.values())}))
+    return target
+
+
+# --------------------------------------------------------------------------- datasets and arms
+
+
+def recipes_of(study_file: str, epoch_factor: float | None) -> list[dict]:
+    """The ``enqueue:`` entries of a seed-recipes study, epochs scaled as its space is."""
+    entries = yaml.safe_load((REPO / "studies" / study_file).read_text())["enqueue"]
+    if epoch_factor is None:
+        return entries
+    return [{**e, "train": {**e.get("train", {}), "epochs": scale_epochs(e["train"]["epochs"], epoch_factor)}}
+            if "epochs" in e.get("train", {}) else e for e in entries]
+
+
+def dataset_setups(scale: Scale, work: Path, only: str | None) -> list[dict]:
+    """Per dataset: the study keys every arm shares, the (scaled) search space, the recipes and n_trials."""
+    setups = []
+    if only in (None, "digits"):
+        space = yaml.safe_load((REPO / "search_spaces/default.yaml").read_text())
+        if scale.digits_epochs is not None:
+            space["train"]["epochs"] = scale.digits_epochs
+        setups.append({"dataset": "digits", "classes": 10, "space": space, "n_trials": scale.digits_trials,
+                       "recipes": recipes_of("seed-recipes.yaml", None),
+                       "study": {"dataset": "digits"},
+                       "teacher": {"family": "resnet18", "epochs": scale.digits_teacher_epochs, "lr": 0.05},
+                       "about": f"digits (1,797 8x8 images), search_spaces/default.yaml, students "
+                                f"{space['train']['epochs']} epochs"})
+    if only in (None, "cifar10"):
+        folder = cifar_subset(REPO / "data", scale.cifar_train_per_class, scale.cifar_test_per_class)
+        space = yaml.safe_load((REPO / "search_spaces/cifar10.yaml").read_text())
+        space["train"]["epochs"] = scale_epochs(space["train"]["epochs"], scale.cifar_epoch_factor)
+        space["train"]["batch_size"] = 64  # 512 would be a handful of steps per epoch on a subset
+        setups.append({"dataset": "cifar10", "classes": 10, "space": space, "n_trials": scale.cifar_trials,
+                       "recipes": recipes_of("seed-recipes-cifar10.yaml", scale.cifar_epoch_factor),
+                       "study": {"dataset": f"imagefolder:{folder}"},
+                       "teacher": {"family": "resnet18", "knobs": {"width": 16}, "epochs": scale.cifar_teacher_epochs,
+                                   "lr": 0.05, "batch_size": 64},
+                       "about": f"CIFAR-10 JPEG subset, {scale.cifar_train_per_class} train + "
+                                f"{scale.cifar_test_per_class} test images per class; search_spaces/cifar10.yaml with "
+                                f"epochs {space['train']['epochs']} (x{scale.cifar_epoch_factor:.3g}) and batch 64; "
+                                f"teacher ResNet-18 at width 16, {scale.cifar_teacher_epochs} epochs"})
+    return setups
+
+
+def run_seed(setup: dict, seed: int, work: Path) -> dict:
+    """Every arm and the recipes on one dataset and seed; arm (b) trains the teacher the others load."""
+    space_path = work / f"{setup['dataset']}-space.yaml"
+    space_path.write_text(yaml.safe_dump(setup["space"], sort_keys=False))
+    common = {**setup["study"], "search_space": str(space_path), "objectives": ["accuracy", "params"], "seed": seed,
+              "latency_backend": "torch", "latency_runs": 5, "latency_min_seconds": 0.0,
+              "executor": {"kind": "local"}}
+    early = early_stopping_available()
+    order = ["b_default", "a_default_early_stopping", "c_random", "d_nsga2"]
+    teacher = setup["teacher"]
+    runs: dict[str, Any] = {}
+    for arm in order:
+        if arm == "a_default_early_stopping" and not early:
+            runs[arm] = {"available": False, "note": "not available: the study config has no 'early_stopping' key "
+                                                     "in this checkout (issue 26 item 1 not landed)"}
+            continue
+        keys = {k: v for k, v in ARMS[arm].items() if k != "early_stopping" or early}
+        name = f"{setup['dataset']}-{arm.split('_')[0]}-s{seed}"
+        rows, wall = run_study(work, name, {**common, **keys, "teacher": teacher, "n_trials": setup["n_trials"]})
+        runs[arm] = {"available": True, "study": name, "settings": keys, "wall_seconds": round(wall, 1),
+                     "rows": with_cumulative(rows)}
+        if arm == "b_default":  # the others load the teacher it trained
+            teacher = {"checkpoint": str(work / "runs" / name / "teacher.pt")}
+    name = f"{setup['dataset']}-recipes-s{seed}"
+    rows, wall = run_study(work, name, {**common, "teacher": teacher, "enqueue": setup["recipes"],
+                                        "n_trials": len(setup["recipes"])})
+    runs["recipes"] = {"available": True, "study": name, "wall_seconds": round(wall, 1), "rows": with_cumulative(rows)}
+    return analyse(runs, setup["classes"])
+
+
+def analyse(runs: dict[str, Any], classes: int) -> dict[str, Any]:
+    """Final hypervolumes, curves over compute, compute to reach random search's final hypervolume, recipes."""
+    arms = {k: v for k, v in runs.items() if k in ARMS and v["available"]}
+    totals = {key: max(v["rows"][-1][key] for v in arms.values() if v["rows"]) for key in ("cum_seconds", "cum_epochs")}
+    target = front_hypervolume(arms["c_random"]["rows"], classes)
+    recipes = [r for r in runs["recipes"]["rows"] if r["state"] == "COMPLETE"]
+    for arm, run in arms.items():
+        rows = run["rows"]
+        front = validation_front(rows)
+        run.update({
+            "final_hypervolume": front_hypervolume(rows, classes),
+            "compute": {"trial_seconds": round(rows[-1]["cum_seconds"], 1) if rows else 0.0,
+                        "student_epochs": rows[-1]["cum_epochs"] if rows else 0},
+            "front": [{k: r[k] for k in ("trial", "student", "validation_accuracy", "test_accuracy", "params")}
+                      for r in sorted(front, key=lambda r: r["params"])],
+            "curve_trial_seconds": curve(rows, classes, totals["cum_seconds"], "cum_seconds"),
+            "curve_student_epochs": curve(rows, classes, totals["cum_epochs"], "cum_epochs"),
+            "reach_c_final": {"trial_seconds": reach(rows, classes, target, "cum_seconds"),
+                              "student_epochs": reach(rows, classes, target, "cum_epochs")},
+            "recipes": recipe_verdicts(front, recipes),
+            "pruned": sum(r["state"] == "PRUNED" for r in rows)})
+    runs["recipes"].update({
+        "points": [{k: r[k] for k in ("trial", "student", "enqueued_from", "validation_accuracy", "test_accuracy",
+                                     "params", "seconds", "epochs")} | {"point": point(r, classes)} for r in recipes],
+        "hypervolume_of_recipes": front_hypervolume(runs["recipes"]["rows"], classes),
+        "compute": {"trial_seconds": round(sum(r["seconds"] for r in runs["recipes"]["rows"]), 1),
+                    "student_epochs": sum(r["epochs"] for r in runs["recipes"]["rows"])}})
+    runs["compute_reference"] = {"trial_seconds": round(totals["cum_seconds"], 1), "student_epochs": totals["cum_epochs"]}
+    runs["c_final_hypervolume"] = target
+    return runs
+
+
+def summary(seeds: list[dict]) -> dict[str, Any]:
+    """Across seeds: mean final hypervolume and curves per arm, compute ratios to reach (c)'s final, recipes."""
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        done = [s[arm] for s in seeds if s[arm].get("available")]
+        if not done:
+            out[arm] = {"available": False}
+            continue
+        mean = lambda values: round(statistics.mean(values), 4)  # noqa: E731
+        ratios = {key: [d["reach_c_final"][key] / s["c_random"]["compute"][name]
+                        if d["reach_c_final"][key] is not None and s["c_random"]["compute"][name] else None
+                        for d, s in zip(done, seeds)]
+                  for key, name in (("trial_seconds", "trial_seconds"), ("student_epochs", "student_epochs"))}
+        out[arm] = {
+            "final_hypervolume_mean": mean([d["final_hypervolume"] for d in done]),
+            "final_hypervolume_per_seed": [d["final_hypervolume"] for d in done],
+            "curve_trial_seconds_mean": {f: mean([d["curve_trial_seconds"][f] for d in done])
+                                         for f in done[0]["curve_trial_seconds"]},
+            "curve_student_epochs_mean": {f: mean([d["curve_student_epochs"][f] for d in done])
+                                          for f in done[0]["curve_student_epochs"]},
+            "compute_to_reach_c_final_as_share_of_c_compute": ratios,
+            "recipes_dominated": f"{sum(v['dominated'] for d in done for v in d['recipes'])} of "
+                                 f"{sum(len(d['recipes']) for d in done)} (recipe x seed)",
+            "recipes_not_dominated": sorted({v["student"] + " (" + v["recipe"].split(" of ")[0] + ")"
+                                             for d in done for v in d["recipes"] if not v["dominated"]}),
+            "pruned_trials": sum(d["pruned"] for d in done)}
+    return out
+
+
+def headline(per_arm: dict[str, Any]) -> str:
+    """One sentence: autokd's default search against random search's final hypervolume, and the recipes."""
+    arm = "a_default_early_stopping" if per_arm["a_default_early_stopping"].get("available") else "b_default"
+    ratios = [r for r in per_arm[arm]["compute_to_reach_c_final_as_share_of_c_compute"]["trial_seconds"]]
+    reached = [r for r in ratios if r is not None]
+    shares = ", ".join("not reached" if r is None else f"{100 * r:.0f}%" for r in ratios)
+    median = f"median {100 * statistics.median(reached):.0f}%" if reached else "never"
+    return (f"{arm} reached random search's final hypervolume at {shares} of random search's trial-seconds "
+            f"({median}; target <= 50%); mean final hypervolume {per_arm[arm]['final_hypervolume_mean']} against "
+            f"random {per_arm['c_random']['final_hypervolume_mean']}, NSGA-II "
+            f"{per_arm['d_nsga2']['final_hypervolume_mean']}; recipes dominated by its final front: "
+            f"{per_arm[arm]['recipes_dominated']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 4 trials, short training")
+    parser.add_argument("--only", choices=["digits", "cifar10"], help="one dataset only")
+    parser.add_argument("--seeds", help="comma-separated study seeds (default 0,1,2; --quick: 0)")
+    parser.add_argument("--n-trials", type=int, help="trials per search on every dataset (default 16 digits, 12 CIFAR)")
+    parser.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")
+    args = parser.parse_args()
+    scale = QUICK if args.quick else FULL
+    if args.seeds:
+        scale = replace(scale, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    if args.n_trials:
+        scale = replace(scale, digits_trials=args.n_trials, cifar_trials=args.n_trials)
+    torch.set_num_threads(1)
+    load_start, started = os.getloadavg(), time.perf_counter()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="autokd-efficiency-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "scale": scale.name, "seeds": list(scale.seeds), "work": str(work),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.strip(),
+        "objectives": "the studies optimise [accuracy (validation, max), params (min)]; hypervolume scores the "
+                      "validation-chosen front on test",
+        "hypervolume_axes": {"x": "normalised test error (1 - test accuracy) / (1 - 1/classes): 0 perfect, 1 chance",
+                             "y": f"(log10(params) - {LOG_PARAMS[0]:g}) / {LOG_PARAMS[1] - LOG_PARAMS[0]:g}, clipped "
+                                  "to [0, 1]: 0 = 1k params, 1 = 10M"},
+        "reference_point": list(REFERENCE), "compute_fractions": list(FRACTIONS),
+        "executor": "local, one torch thread, trials one at a time (deterministic for a seed; fits 2 cores)",
+        "early_stopping_available": early_stopping_available(), "datasets": {}}
+    for setup in dataset_setups(scale, work, args.only):
+        seeds = [run_seed(setup, seed, work) for seed in scale.seeds]
+        per_arm = summary(seeds)
+        result["datasets"][setup["dataset"]] = {
+            "setup": setup["about"], "n_trials": setup["n_trials"], "recipes": len(setup["recipes"]),
+            "headline": headline(per_arm), "summary": per_arm,
+            "per_seed": [{**s, "seed": seed} for s, seed in zip(seeds, scale.seeds)]}
+        print(setup["dataset"], result["datasets"][setup["dataset"]]["headline"], flush=True)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["loadavg_start"] = [round(x, 2) for x in load_start]
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["note"] = ("trial-seconds depend on the host's load (see loadavg_start/end): compare arms within one "
+                      "file; student epochs do not. Accuracies, fronts and hypervolumes are the same for a seed on "
+                      "one processor whatever the load.")
+    print(write_result("search_efficiency" + ("-quick" if args.quick else ""), result, CPU))
+
+
+if __name__ == "__main__":
+    main()
