@@ -154,7 +154,10 @@ def curve(rows: list[dict], classes: int, total: float, key: str) -> dict[str, f
 
 
 def reach(rows: list[dict], classes: int, target: float, key: str) -> float | None:
-    """The compute at which the hypervolume of the trials finished so far first reaches ``target``."""
+    """The compute at which the hypervolume of the trials finished so far first reaches ``target`` (None: never,
+    or a target of 0, which every search reaches before it starts)."""
+    if target <= 0:
+        return None
     for i, row in enumerate(rows):
         if front_hypervolume(rows[:i + 1], classes) >= target - 1e-9:
             return round(row[key], 2)
@@ -168,8 +171,7 @@ def recipe_verdicts(front: list[dict], recipes: list[dict]) -> list[dict]:
         by = [m["trial"] for m in front
               if m["test_accuracy"] >= recipe["test_accuracy"] and m["params"] <= recipe["params"]
               and (m["test_accuracy"] > recipe["test_accuracy"] or m["params"] < recipe["params"])]
-        verdicts.append({"recipe": recipe["enqueued_from"], "student": recipe["student"], "dominated": bool(by),
-                         "dominated_by_trials": by})
+        verdicts.append({"recipe": recipe["recipe"], "dominated": bool(by), "dominated_by_trials": by})
     return verdicts
 
 
@@ -201,11 +203,23 @@ def trial_rows(study: optuna.Study) -> list[dict]:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_start else 0.0
         epochs = len(figures.get("history") or []) or int(figures.get("epoch") or 0)
         rows.append({"trial": t.number, "state": t.state.name, "student": figures.get("architecture"),
+                     "recipe": recipe_label(figures) if enqueued_from(t) else None,
                      "validation_accuracy": figures.get("validation_accuracy"),
                      "test_accuracy": figures.get("test_accuracy"), "params": figures.get("params"),
                      "seconds": round(seconds, 3), "epochs": epochs, "finished": t.datetime_complete.timestamp(),
                      "enqueued_from": enqueued_from(t), "pruned_because": figures.get("pruned_because")})
     return rows
+
+
+def recipe_label(figures: dict) -> str:
+    """``enqueue[2]: vgg(variant=7,width=0.25) kd a=0.5 T=1.5``: which recipe a trial ran, and how it distilled."""
+    config = figures.get("config") or {}
+    how = config.get("loss", "?")
+    if how in ("kd", "hint", "fitnets"):
+        how += f" a={config.get('alpha')}"
+    if how != "none":
+        how += f" T={config.get('temperature')}"
+    return f"{figures.get('enqueued_from', '').split(' of ')[0]}: {figures.get('architecture')} {how}"
 
 
 def run_study(root: Path, name: str, study: dict) -> tuple[list[dict], float]:
@@ -351,7 +365,7 @@ def analyse(runs: dict[str, Any], classes: int) -> dict[str, Any]:
             "recipes": recipe_verdicts(front, recipes),
             "pruned": sum(r["state"] == "PRUNED" for r in rows)})
     runs["recipes"].update({
-        "points": [{k: r[k] for k in ("trial", "student", "enqueued_from", "validation_accuracy", "test_accuracy",
+        "points": [{k: r[k] for k in ("trial", "recipe", "validation_accuracy", "test_accuracy",
                                      "params", "seconds", "epochs")} | {"point": point(r, classes)} for r in recipes],
         "hypervolume_of_recipes": front_hypervolume(runs["recipes"]["rows"], classes),
         "compute": {"trial_seconds": round(sum(r["seconds"] for r in runs["recipes"]["rows"]), 1),
@@ -384,8 +398,7 @@ def summary(seeds: list[dict]) -> dict[str, Any]:
             "compute_to_reach_c_final_as_share_of_c_compute": ratios,
             "recipes_dominated": f"{sum(v['dominated'] for d in done for v in d['recipes'])} of "
                                  f"{sum(len(d['recipes']) for d in done)} (recipe x seed)",
-            "recipes_not_dominated": sorted({v["student"] + " (" + v["recipe"].split(" of ")[0] + ")"
-                                             for d in done for v in d["recipes"] if not v["dominated"]}),
+            "recipes_not_dominated": sorted({v["recipe"] for d in done for v in d["recipes"] if not v["dominated"]}),
             "pruned_trials": sum(d["pruned"] for d in done)}
     return out
 
@@ -393,8 +406,11 @@ def summary(seeds: list[dict]) -> dict[str, Any]:
 def headline(per_arm: dict[str, Any]) -> str:
     """One sentence: autokd's default search against random search's final hypervolume, and the recipes."""
     arm = "a_default_early_stopping" if per_arm["a_default_early_stopping"].get("available") else "b_default"
-    ratios = [r for r in per_arm[arm]["compute_to_reach_c_final_as_share_of_c_compute"]["trial_seconds"]]
+    ratios = per_arm[arm]["compute_to_reach_c_final_as_share_of_c_compute"]["trial_seconds"]
     reached = [r for r in ratios if r is not None]
+    if not any(per_arm["c_random"]["final_hypervolume_per_seed"]):
+        return ("random search's final hypervolume is 0 on every seed (no front member better than chance on test "
+                "within 10M parameters): nothing to reach at this size")
     shares = ", ".join("not reached" if r is None else f"{100 * r:.0f}%" for r in ratios)
     median = f"median {100 * statistics.median(reached):.0f}%" if reached else "never"
     return (f"{arm} reached random search's final hypervolume at {shares} of random search's trial-seconds "
@@ -446,7 +462,10 @@ def main() -> None:
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["note"] = ("trial-seconds depend on the host's load (see loadavg_start/end): compare arms within one "
                       "file; student epochs do not. Accuracies, fronts and hypervolumes are the same for a seed on "
-                      "one processor whatever the load.")
+                      "one processor whatever the load. TPE's start-up trials (max(4, min(10, n_trials // 3))) and "
+                      "NSGA-II's first population are random proposals seeded as random search's are "
+                      "(autokd.search.study.sampler_seed), so the first trials of (b), (c) and (d) are the same "
+                      "students: the arms differ only after them.")
     print(write_result("search_efficiency" + ("-quick" if args.quick else ""), result, CPU))
 
 
