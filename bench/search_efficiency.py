@@ -201,7 +201,9 @@ def trial_rows(study: optuna.Study) -> list[dict]:
         seconds = recorded_seconds(t)
         if seconds is None:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_start else 0.0
-        epochs = len(figures.get("history") or []) or int(figures.get("epoch") or 0)
+        # a finished trial's history, else the per-epoch curve early stopping keeps, else the last reported epoch
+        epochs = (len(figures.get("history") or []) or len(figures.get("epoch_accuracy") or [])
+                  or int(figures.get("epoch") or 0))
         rows.append({"trial": t.number, "state": t.state.name, "student": figures.get("architecture"),
                      "recipe": recipe_label(figures) if enqueued_from(t) else None,
                      "validation_accuracy": figures.get("validation_accuracy"),

@@ -86,7 +86,8 @@ def test_the_seed_recipe_studies_are_their_recipes_and_nothing_sampled(name):
     warm = study_entries(SearchSpace.load(cfg.resolve(cfg.search_space)), cfg.enqueue, name)
     assert len(warm.configs) == cfg.n_trials >= 7
     assert len({json.dumps(w.params, sort_keys=True) for w in warm.configs}) == cfg.n_trials  # none repeated
-    assert {w.config.student.family for w in warm.configs} >= {"cnn5", "vgg", "resnet", "mobilenetv2"}
+    assert {w.config.student.family for w in warm.configs} >= {"cnn5", "vgg", "resnet"}
+    assert {w.config.distill.loss for w in warm.configs} >= {"kd", "fm", "none"}
 
 
 def test_check_counts_the_enqueued_configurations():
