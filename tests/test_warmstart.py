@@ -116,6 +116,17 @@ def test_search_refuses_an_entry_outside_the_space_in_one_line_and_writes_nothin
     assert _tree(tmp_path) == before  # no output folder, no database, no teacher
 
 
+def test_search_refuses_an_enqueue_from_study_that_does_not_exist_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = write_tiny_study(tmp_path, space=_tiny_space())
+    before = _tree(tmp_path)
+    result = CliRunner().invoke(app, ["search", str(study), "--enqueue-from", "nowhere"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: 'nowhere' is neither a study file"), result.output
+    assert _tree(tmp_path) == before
+
+
 def _study(tmp_path: Path, teacher: Path, name: str, executor: str = "local", **overrides) -> Path:
     folder = tmp_path / name
     return write_tiny_study(folder, name=name, space=overrides.pop("space", _tiny_space()), output="out",
