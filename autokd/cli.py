@@ -132,8 +132,7 @@ def search(
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (ray)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
     latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
-    enqueue_from: Optional[str] = typer.Option(None, help="Run first the Pareto front of this study (YAML, output "
-                                               "folder or name; another dataset too): those that fit this space."),
+    enqueue_from: Optional[str] = typer.Option(None, help="Run first the front of this study (YAML, folder or name)."),
     enqueue_from_storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the --enqueue-from study."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""

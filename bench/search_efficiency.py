@@ -31,8 +31,8 @@ seed); ``reach_c_final`` is the compute at which an arm first reaches random sea
 hypervolume. A recipe is dominated when a member of the arm's final front (chosen on validation) has
 at least its test accuracy at no more parameters, one of them strictly.
 
-    python -m bench.search_efficiency            # full: digits + CIFAR-10 subset, seeds 0,1,2 (about 1.5 h, 2 idle cores)
-    python -m bench.search_efficiency --quick    # smoke run: seed 0, 4 trials, short training (a few minutes)
+    python -m bench.search_efficiency            # full: digits + CIFAR-10 subset, seeds 0,1,2 (not yet timed)
+    python -m bench.search_efficiency --quick    # smoke run: seed 0, 4 trials, short training (6 min, loaded 2 cores)
     python -m bench.search_efficiency --only digits --seeds 0,1 --n-trials 24
 
 Results: bench/results/search_efficiency.json (device, versions, date, load average, commit).
