@@ -99,6 +99,18 @@ def test_check_counts_the_enqueued_configurations():
     assert "7 enqueued configurations run first" in result.output, result.output
 
 
+def test_an_interrupted_enqueued_trial_stays_enqueued_when_it_is_queued_again():
+    from optuna.trial import create_trial
+
+    from autokd.record import carried_attrs, enqueued_attrs, retry_attrs
+
+    trial = create_trial(state=TrialState.FAIL, params={"lr": 0.05},
+                         distributions={"lr": optuna.distributions.FloatDistribution(0.01, 0.1)},
+                         user_attrs={**enqueued_attrs("enqueue[0] of x.yaml"), "failed_because": "interrupted"})
+    assert retry_attrs(trial) == {"retry_of": trial.number, "enqueued_from": "enqueue[0] of x.yaml"}
+    assert carried_attrs(trial) == {"enqueued_from": "enqueue[0] of x.yaml"}
+
+
 def _tree(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
