@@ -214,7 +214,6 @@ class SearchInterrupted(KeyboardInterrupt):
 def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any, warm: Any) -> None:
     """The search proper, once this process holds the study: queue warm starts, run, print the front, judge."""
     from autokd.search.storage import redact_url
-    from autokd.search.warmstart import enqueue_lines
 
     print_items(["[bold]study[/] " + escape(cfg.name), "[bold]storage[/] " + escape(redact_url(cfg.storage_url)),
                  f"[bold]dataset[/] {escape(data.name)} ({len(data.train_labels):,} train / "
@@ -223,8 +222,6 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any, warm: An
     from autokd.search.snapshot import write_snapshot
 
     write_snapshot(cfg)
-    for line in enqueue_lines(optuna_study, cfg, warm):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
     started = time.perf_counter()
     teacher_seconds: list[float] = []
 
@@ -236,8 +233,10 @@ def _search(cfg: StudyConfig, space: Any, data: Any, optuna_study: Any, warm: An
         finally:
             teacher_seconds.append(time.perf_counter() - begun)
 
-    from autokd.search import make_executor, run_search
+    from autokd.search import enqueue_lines, make_executor, run_search
 
+    for line in enqueue_lines(optuna_study, cfg, warm):  # warm starts go first in the queue
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     told = run_search(optuna_study, cfg, space, make_executor(cfg.executor.kind), console=console, prepare=prepare)
     if teacher_seconds:  # else the study's budget was already spent: nothing ran
         console.print(wall_time_line(time.perf_counter() - started, teacher_seconds[0]), markup=False, highlight=False)

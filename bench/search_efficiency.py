@@ -235,6 +235,13 @@ def run_study(root: Path, name: str, study: dict) -> tuple[list[dict], float]:
     return trial_rows(loaded), wall
 
 
+def threads_key() -> bool:
+    """Whether studies set a trial's torch threads (``executor.threads_per_trial``): the bench pins it to 1."""
+    from autokd.config import ExecutorConfig
+
+    return "threads_per_trial" in ExecutorConfig.model_fields
+
+
 def early_stopping_available() -> bool:
     from autokd.config import StudyConfig
 
@@ -321,7 +328,7 @@ def run_seed(setup: dict, seed: int, work: Path) -> dict:
     space_path.write_text(yaml.safe_dump(setup["space"], sort_keys=False))
     common = {**setup["study"], "search_space": str(space_path), "objectives": ["accuracy", "params"], "seed": seed,
               "latency_backend": "torch", "latency_runs": 5, "latency_min_seconds": 0.0,
-              "executor": {"kind": "local"}}
+              "executor": {"kind": "local", **({"threads_per_trial": 1} if threads_key() else {})}}
     early = early_stopping_available()
     order = ["b_default", "a_default_early_stopping", "c_random", "d_nsga2"]
     teacher = setup["teacher"]

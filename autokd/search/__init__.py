@@ -9,8 +9,9 @@ from autokd.search.executor import Executor, run_search
 from autokd.search.local import LocalExecutor
 from autokd.search.storage import open_storage, redact_url
 from autokd.search.study import finished_count, open_study
+from autokd.search.warmstart import enqueue_lines
 
-__all__ = ["Executor", "LocalExecutor", "finished_count", "make_executor", "open_storage", "open_study",
+__all__ = ["Executor", "LocalExecutor", "enqueue_lines", "finished_count", "make_executor", "open_storage", "open_study",
            "redact_url", "run_search"]
 
 
