@@ -79,7 +79,7 @@ def front_figures(study_db: Path) -> dict[str, Any]:
             "smallest_within_1pt_params": smallest["params"] if smallest else None,
             "smallest_within_1pt_test_accuracy": smallest["test_accuracy"] if smallest else None,
             "smallest_within_1pt_trial": smallest["number"] if smallest else None,
-            "front": [{k: f.get(k) for k in ("number", "family", "params", "validation_accuracy", "test_accuracy",
+            "front": [{k: f.get(k) for k in ("number", "architecture", "params", "validation_accuracy", "test_accuracy",
                                              "latency_ms")} for f in front],
             "trials_by_family": families, "trials": len(study.trials)}
 

@@ -166,7 +166,8 @@ def test_fisher_ranks_a_silenced_channel_lowest_where_l1_does_not(students, cont
     """A channel whose BatchNorm outputs zero costs the loss nothing, however large its filter."""
     import torch_pruning as tp
 
-    from autokd.compress import FisherImportance, _fisher_batches
+    from autokd.compress import _fisher_batches
+    from autokd.fisher import FisherImportance
 
     model = copy.deepcopy(students["vgg"])
     conv = next(m for m in model[1].modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels > 8)
@@ -197,7 +198,8 @@ def test_fisher_prunes_coupled_residual_channels(context):
     """A ResNet's additions couple channels: the Fisher scores of coupled layers add up, and it still runs."""
     import torch_pruning as tp
 
-    from autokd.compress import FisherImportance, _classifier_layers, _fisher_batches
+    from autokd.compress import _classifier_layers, _fisher_batches
+    from autokd.fisher import FisherImportance
 
     model = build_student(TrialConfig(student=StudentSpec.of("resnet", depth=8, width=8)), context.data)
     before = sum(p.numel() for p in model.parameters())
