@@ -15,6 +15,10 @@ alternately with this one, so both see the same host. Each run uses its own host
 (``AUTOKD_LOCK_DIR``): other autokd processes on a shared host neither pause nor are paused by it.
 
     python -m bench.demo_time [--repeats 3] [--before PATH]    # bench/results/demo_time.json
+    python -m bench.demo_time --repeats 1 --seeds 0 1 2 --executor local --before PATH --out demo_front_local
+
+With ``--executor local`` a seed proposes the same students run after run (under Ray the order in
+which trials finish moves the sampler), so fronts of two checkouts compare without luck.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from bench.common import autokd_cli, median, write_result
 
@@ -84,19 +89,30 @@ def front_figures(study_db: Path) -> dict[str, Any]:
             "trials_by_family": families, "trials": len(study.trials)}
 
 
-def demo_run(repo: Path) -> dict[str, Any]:
+def study_args(repo: Path, cwd: Path, seed: int | None, executor: str | None) -> list[str]:
+    """``autokd search``'s arguments: none (the demo), or ``repo``'s built-in study file at another seed."""
+    if seed is None:
+        return [] if executor is None else ["--executor", executor]
+    study = yaml.safe_load((repo / "studies" / "default.yaml").read_text())
+    study["seed"] = seed
+    (cwd / "default.yaml").write_text(yaml.safe_dump(study))  # its search space resolves in repo's checkout
+    return [str(cwd / "default.yaml"), *(["--executor", executor] if executor else [])]
+
+
+def demo_run(repo: Path, seed: int | None = None, executor: str | None = None) -> dict[str, Any]:
     """One ``autokd search`` + ``autokd report`` of ``repo``'s code in a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="autokd-demo-") as tmp:
         cwd = Path(tmp)
         os.environ["AUTOKD_LOCK_DIR"] = str(cwd / "locks")
         load = os.getloadavg()[0]
-        search = timed(repo, cwd, "search")
-        report = timed(repo, cwd, "report")
+        search = timed(repo, cwd, "search", *study_args(repo, cwd, seed, executor))
+        report = timed(repo, cwd, "report", *([] if seed is None else ["digits-default"]))
         match = WALL_LINE.search(search.pop("log"))
         report.pop("log")
         figures = front_figures(cwd / "runs" / "digits-default" / "study.db")
     split = dict(zip(("search_wall_line_s", "teacher_s", "trials_s"), map(float, match.groups()))) if match else {}
-    return {"code": str(repo), "commit": commit(repo), "load_before": round(load, 2),
+    return {"code": str(repo), "commit": commit(repo), "seed": seed, "executor": executor or "ray",
+            "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2), "search": search, "report": report,
             "demo_wall_s": round(search["wall_s"] + report["wall_s"], 2), **split, **figures}
 
@@ -116,20 +132,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each checkout (alternating).")
     parser.add_argument("--before", default=None, help="An older checkout to run alternately (its 'before' figures).")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None,
+                        help="Study seeds, one run each per repeat (default: the demo itself, seed 0, no arguments).")
+    parser.add_argument("--executor", default=None, help="local: the same trials run after run (fronts comparable).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of the runs (default: torch's own; 1 on a shared host, where "
+                             "spinning OpenMP threads waste the cores others wait for).")
     parser.add_argument("--out", default="demo_time", help="Result name under bench/results/.")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     variants = {"after": REPO} | ({"before": Path(args.before).resolve()} if args.before else {})
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for i in range(args.repeats):
+    for i, seed in [(i, seed) for i in range(args.repeats) for seed in (args.seeds or [None])]:
         for name, repo in (list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]):
-            runs[name].append(demo_run(repo))
+            runs[name].append(demo_run(repo, seed, args.executor))
             last = runs[name][-1]
-            print(f"{name} run {i + 1}: demo {last['demo_wall_s']} s (search {last['search']['wall_s']} s, teacher "
+            print(f"{name} run {i + 1} seed {seed}: demo {last['demo_wall_s']} s (search {last['search']['wall_s']} s, teacher "
                   f"{last.get('teacher_s')} s, report {last['report']['wall_s']} s), load {last['load_before']}, "
-                  f"best test {last['best_test_accuracy']}, smallest within 1 pt {last['smallest_within_1pt_params']}",
+                  f"teacher test {last['teacher_test_accuracy']:.4f}, best test {last['best_test_accuracy']:.4f}, smallest "
+                  f"within 1 pt {last['smallest_within_1pt_params']} ({last['trials_by_family']})",
                   flush=True)
     payload = {"what": "autokd search (no arguments) + autokd report in a fresh folder; front on validation, "
-                       "figures on test", "load_average_end": os.getloadavg(),
+                       "figures on test", "load_average_end": os.getloadavg(), "omp_num_threads": args.threads,
                "summary": {name: summary(r) for name, r in runs.items()}, "runs": runs}
     print(write_result(args.out, payload, torch.device("cpu")))
 
