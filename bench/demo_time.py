@@ -74,6 +74,8 @@ def front_figures(study_db: Path) -> dict[str, Any]:
     teacher_test = float(teacher.get("test_accuracy", float("nan")))
     near = [f for f in front if f["test_accuracy"] >= teacher_test - 0.01 - 1e-9]
     smallest = min(near, key=lambda f: f["params"], default=None)
+    complete = [trial_figures(t) | {"number": t.number} for t in study.trials if t.state.name == "COMPLETE"]
+    near_any = [f for f in complete if f["test_accuracy"] >= teacher_test - 0.01 - 1e-9]
     families: dict[str, int] = {}
     for t in study.trials:
         family = (trial_figures(t).get("architecture") or "?").split("(")[0]
@@ -84,6 +86,10 @@ def front_figures(study_db: Path) -> dict[str, Any]:
             "smallest_within_1pt_params": smallest["params"] if smallest else None,
             "smallest_within_1pt_test_accuracy": smallest["test_accuracy"] if smallest else None,
             "smallest_within_1pt_trial": smallest["number"] if smallest else None,
+            # The same two over every finished trial, not only the front validation chose: what the search
+            # found, without the luck of 144 validation images (a front member's test accuracy varies by points).
+            "any_trial_best_test_accuracy": max((f["test_accuracy"] for f in complete), default=None),
+            "any_trial_smallest_within_1pt_params": min((f["params"] for f in near_any), default=None),
             "front": [{k: f.get(k) for k in ("number", "architecture", "params", "validation_accuracy", "test_accuracy",
                                              "latency_ms")} for f in front],
             "trials_by_family": families, "trials": len(study.trials)}
@@ -119,7 +125,7 @@ def demo_run(repo: Path, seed: int | None = None, executor: str | None = None) -
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("demo_wall_s", "teacher_s", "trials_s", "best_test_accuracy", "smallest_within_1pt_params",
-            "teacher_test_accuracy")
+            "teacher_test_accuracy", "any_trial_best_test_accuracy", "any_trial_smallest_within_1pt_params")
     out: dict[str, Any] = {k: median([r[k] for r in runs if r.get(k) is not None]) for k in keys}
     out["search_wall_s"] = median([r["search"]["wall_s"] for r in runs])
     out["search_cpu_s"] = median([r["search"]["cpu_s"] for r in runs])
