@@ -11,8 +11,8 @@ figures, read from the study on the Pareto front chosen on validation:
   1 point of the teacher's (and that student's test accuracy).
 
 ``--before PATH`` runs an older checkout (e.g. ``git worktree add /tmp/autokd-before main``)
-alternately with this one, so both see the same host. Each run uses its own host-lock folder
-(``AUTOKD_LOCK_DIR``): other autokd processes on a shared host neither pause nor are paused by it.
+alternately with this one, so both see the same host. ``AUTOKD_LOCK_DIR`` is unset for the runs:
+each checkout times latencies with its own default host lock, as ``make demo`` would.
 
     python -m bench.demo_time [--repeats 3] [--before PATH]    # bench/results/demo_time.json
     python -m bench.demo_time --repeats 1 --seeds 0 1 2 --executor local --before PATH --out demo_front_local
@@ -109,7 +109,7 @@ def demo_run(repo: Path, seed: int | None = None, executor: str | None = None) -
     """One ``autokd search`` + ``autokd report`` of ``repo``'s code in a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="autokd-demo-") as tmp:
         cwd = Path(tmp)
-        os.environ["AUTOKD_LOCK_DIR"] = str(cwd / "locks")
+        os.environ.pop("AUTOKD_LOCK_DIR", None)  # each checkout's own default, as `make demo` runs it
         load = os.getloadavg()[0]
         search = timed(repo, cwd, "search", *study_args(repo, cwd, seed, executor))
         report = timed(repo, cwd, "report", *([] if seed is None else ["digits-default"]))
