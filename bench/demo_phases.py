@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--study", default=None, help="Study YAML (default: the built-in study).")
     parser.add_argument("--loss", default="kd", help="KD loss of the timed students (kd, fm, none).")
     parser.add_argument("--skip-startup", action="store_true", help="Leave out imports and Ray start.")
+    parser.add_argument("--families", nargs="*", default=None, help="Time only students of these families.")
     parser.add_argument("--out", default="demo_phases", help="Result name under bench/results/.")
     args = parser.parse_args()
     from autokd.config import load_study_config
@@ -231,7 +232,7 @@ def main() -> None:
         context = teacher_phases(cfg, clock)
         epochs = cfg_epochs(cfg)
         students = []
-        for i, (family, knobs) in enumerate(STUDENTS):
+        for i, (family, knobs) in enumerate(s for s in STUDENTS if args.families is None or s[0] in args.families):
             students.append(student_phases(context, family, knobs, epochs, args.loss, Path(tmp) / f"s{i}"))
             print(students[-1]["family"], students[-1]["knobs"],
                   {k: round(v["cpu_s"], 2) for k, v in students[-1]["phases"].items()}, flush=True)
