@@ -134,6 +134,9 @@ def search(
     latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
     enqueue_from: Optional[str] = typer.Option(None, help="Run first the front of this study (YAML, folder or name)."),
     enqueue_from_storage: Optional[str] = typer.Option(None, help="SQLAlchemy URL of the --enqueue-from study."),
+    early_stopping: Optional[bool] = typer.Option(
+        None, "--early-stopping/--no-early-stopping",
+        help="Stop trials that cheaper finished trials lead by more than they can make up (default: the study's)."),
 ) -> None:
     """Run (or continue) a student search; prints the Pareto front."""
     import signal
@@ -148,7 +151,7 @@ def search(
         n_trials=n_trials, timeout=timeout, storage=storage, storage_retry_seconds=storage_retry_seconds, output=output,
         dataset=dataset, data_root=data_root, download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial, address=address, latency_backend=latency_backend)
+        cpus_per_trial=cpus_per_trial, address=address, latency_backend=latency_backend, early_stopping=early_stopping)
     cfg = storage_from_env(cfg)
     check_writable_folder(cfg.output_dir, "output folder", "--output")
     from autokd.latency import check_latency_command

@@ -372,6 +372,8 @@ class StudyConfig(_Strict):
     retime_front: bool = True
     retime_rounds: int = Field(15, ge=3, le=1000)
     compile: bool = False  # torch.compile students (GPU); compile time is reported apart
+    # Stop a trial whose cheaper finished rivals lead it by a margin it cannot make up (autokd.early_stop).
+    early_stopping: bool = True
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Where the study file lives; relative paths in it resolve from there.
     base_dir: str = "."

@@ -8,7 +8,7 @@ from __future__ import annotations
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.models import describe
-from autokd.record import failed_because, log_path, trial_figures
+from autokd.record import failed_because, log_path, pruned_because, trial_figures
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -45,11 +45,19 @@ def format_objective(name: str, value: float | None) -> str:
     return human(value, "B" if name == "size_bytes" else "")
 
 
+def pruned_reason(trial: FrozenTrial) -> str:
+    """Why a PRUNED trial stopped: ``at epoch 2 by early stopping: trial 3 (...) ...``, or ``at epoch 2`` (ASHA)."""
+    a = trial.user_attrs
+    at = f"at epoch {a['epoch']}" if "epoch" in a else ""
+    because = pruned_because(trial)
+    return f"{at} by early stopping: {because}".strip() if because else at
+
+
 def trial_line(trial: FrozenTrial) -> str:
     """One line per finished trial, as a search prints it (both executors)."""
     a = trial_figures(trial)
     if trial.state != TrialState.COMPLETE:
-        why = failed_because(trial) or (f"at epoch {a.get('epoch')}" if "epoch" in a else "")
+        why = failed_because(trial) or pruned_reason(trial)
         log = f" (log: {log_path(trial)})" if log_path(trial) else ""
         return f"trial {trial.number:>3} {trial.state.name} {why}{log}".rstrip()
     return (f"trial {trial.number:>3} {describe(a.get('architecture', '?')):<48} val {percent(a.get('validation_accuracy'))} "

@@ -37,6 +37,10 @@ ENQUEUED_ATTR = "enqueued_from"
 #: What a re-enqueued trial carries over: the trial it repeats, the checkpoint it resumes from, and
 #: where a warm-started configuration came from.
 _RETRY_ATTRS = ("retry_of", "resume_from", ENQUEUED_ATTR)
+#: User attribute holding a trial's validation accuracy after each epoch (:func:`record_curve`).
+CURVE_ATTR = "epoch_accuracy"
+#: User attribute holding what the untrained student costs (:func:`record_costs_before_training`).
+COSTS_ATTR = "costs_before_training"
 #: The objectives of a study that stored none (older studies).
 DEFAULT_OBJECTIVES = ("accuracy", "params", "latency_ms")
 #: Study user attributes holding the front's interleaved re-timings, one each: ``retiming:<UTC date>:<id>``.
@@ -101,11 +105,24 @@ def record_duplicate(trial: Any, twin: int) -> None:
     record_failed(trial, f"duplicate of trial {twin}: replaced before training")
 
 
-def record_pruned(trial: Any, last_report: dict[str, Any]) -> None:
-    """The figures a pruned trial keeps from its last report."""
+def record_pruned(trial: Any, last_report: dict[str, Any], reason: str | None = None) -> None:
+    """The figures a pruned trial keeps from its last report, and why early stopping stopped it (ASHA: no reason)."""
     for key in PRUNED_FIGURES:
         if last_report.get(key) is not None:
             trial.set_user_attr(key, last_report[key])
+    if reason is not None:
+        trial.set_user_attr("pruned_because", reason)
+
+
+def record_curve(trial: Any, curve: list[float | None]) -> None:
+    """The trial's validation accuracy after each epoch so far (``None`` for epochs it did not run here:
+    a resumed trial's earlier ones); rewritten after every epoch."""
+    trial.set_user_attr(CURVE_ATTR, list(curve))
+
+
+def record_costs_before_training(trial: Any, costs: dict[str, float]) -> None:
+    """What the untrained student costs (params, bytes, MACs; latency when it was timed): early stopping's figures."""
+    trial.set_user_attr(COSTS_ATTR, dict(costs))
 
 
 def record_weights_artifact(trial: Any, artifact_id: str) -> None:
@@ -214,6 +231,20 @@ def weights_artifact(trial: Any) -> str | None:
 
 def failed_because(trial: Any) -> str | None:
     return trial.user_attrs.get("failed_because")
+
+
+def pruned_because(trial: Any) -> str | None:
+    """Why early stopping stopped a PRUNED trial (None for one ASHA stopped, or any other trial)."""
+    return trial.user_attrs.get("pruned_because")
+
+
+def trial_curve(trial: Any) -> list[float | None]:
+    """The trial's validation accuracy after each epoch (:func:`record_curve`); empty when none was stored."""
+    return list(trial.user_attrs.get(CURVE_ATTR) or [])
+
+
+def costs_before_training(trial: Any) -> dict[str, float]:
+    return dict(trial.user_attrs.get(COSTS_ATTR) or {})
 
 
 def log_path(trial: Any) -> str | None:

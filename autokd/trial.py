@@ -205,18 +205,30 @@ def cost_check(config: TrialConfig, data: ImageData, constraints: dict[str, floa
         ('max_params', 33194.0, 5000.0)
     """
     checked = {k: b for k, b in constraints.items() if CONSTRAINTS[k][0] in COSTS}
-    if not checked or config.kind != "single" or config.compress.method != "none":
+    if not checked or not costs_are_final(config):
         return None
     timed = any(CONSTRAINTS[k][0] == "latency_ms" for k in checked)
-    model = build_student(config, data).eval()
-    example = torch.rand(1, data.channels, data.image_size, data.image_size)  # (1, C, H, W) in [0, 1]
-    costs = model_costs(model, example, latency if timed else None)
+    costs = costs_before_training(config, data, latency if timed else None)
     for key, bound in checked.items():
         metric, kind = CONSTRAINTS[key]
         value = float(costs[metric])
         if (value > bound) if kind == "max" else (value < bound):
             return key, value, float(bound)
     return None
+
+
+def costs_before_training(config: TrialConfig, data: ImageData, latency: LatencySettings | None) -> dict[str, Any]:
+    """What the trial's untrained student costs (:func:`autokd.deployed.model_costs`); latency only when
+    ``latency`` is given. Final for an uncompressed single student (:func:`costs_are_final`)."""
+    model = build_student(config, data).eval()
+    example = torch.rand(1, data.channels, data.image_size, data.image_size)  # (1, C, H, W) in [0, 1]
+    return model_costs(model, example, latency)
+
+
+def costs_are_final(config: TrialConfig) -> bool:
+    """Whether the untrained student costs what the trial's result will: not so once compressed, nor for a
+    committee (its latency depends on its routing)."""
+    return config.kind == "single" and config.compress.method == "none"
 
 
 def cost_checker(constraints: dict[str, float], context: TrialContext | None

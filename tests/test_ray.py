@@ -202,7 +202,7 @@ def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     cfg = load_study_config(study_path)
     (tmp_path / "out").mkdir()
     s = open_study(cfg)
-    pruned, told = {"t-pruned"}, []
+    pruned, told = {"t-pruned": None}, []
     lifecycle = TrialLifecycle(s, cfg, SearchSpace.load(cfg.resolve(cfg.search_space)), executor="ray",
                                teacher_accuracy=0.9)
     searcher = _make_study_search_class()(lifecycle, pruned_by_scheduler=pruned, on_told=told.append)

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.models import describe
-from autokd.readout import duration, human, percent
+from autokd.readout import duration, human, percent, pruned_reason
 from autokd.measure import kendall_tau
 from autokd.record import (latency_header, retimed_ms, study_classes, study_retimings, study_teacher, trial_accuracy,
                            trial_config, trial_figures, trial_kind, trial_retimings)
@@ -254,7 +254,7 @@ def unfinished_section(study: optuna.Study) -> Section | None:
         section.add_column(col, justify=justify, overflow="fold")
     for t in trials:
         a = trial_figures(t)
-        reason = a.get("failed_because") or (f"pruned at epoch {a['epoch']}" if "epoch" in a else "unknown")
+        reason = a.get("failed_because") or (f"pruned {pruned_reason(t)}" if t.state == TrialState.PRUNED else "unknown")
         section.add_row(str(t.number), t.state.name, describe(a["architecture"]) if a.get("architecture") else "-",
                         str(reason).splitlines()[0] if str(reason).strip() else "unknown",
                         duration(trial_seconds(t)), a.get("log_path") or "-")

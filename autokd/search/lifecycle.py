@@ -11,7 +11,11 @@ everything it does to the study goes through :class:`TrialLifecycle`:
    artifact, told COMPLETE), :meth:`~TrialLifecycle.fail` (why and where its log is, told FAIL),
    :meth:`~TrialLifecycle.interrupt` (its driver stopped: told FAIL and its parameters re-enqueued
    to resume from the last epoch checkpoint) or :meth:`~TrialLifecycle.prune` (told PRUNED with
-   its last figures).
+   its last figures and, when early stopping stopped it, ``pruned_because``).
+
+While it trains, the executor hands each epoch's validation accuracy to
+:meth:`~TrialLifecycle.after_epoch`: the trial's curve is stored and early stopping
+(:mod:`autokd.search.early_stopping`) says whether it should stop.
 
 While an executor runs trials, :class:`Heartbeat` keeps the claimed ones fresh and reclaims those of
 drivers that died.
@@ -33,6 +37,7 @@ from autokd.config import StudyConfig, TrialConfig
 from autokd.errors import disk_full
 from autokd.record import (record_failed, record_pruned, record_result, record_start, record_weights_artifact,
                            resume_from)
+from autokd.search.early_stopping import EarlyStopping
 from autokd.search.internals import record_heartbeat, storage_of
 from autokd.search.storage import HEARTBEAT_SECONDS, StorageLost
 from autokd.search.study import (Budget, CostCheck, SpaceExhausted, claim_trial, finished_count, give_back, propose,
@@ -68,8 +73,10 @@ class TrialLifecycle:
     """
 
     def __init__(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, executor: str,
-                 teacher_accuracy: float | None, cost_check: CostCheck | None = None):
+                 teacher_accuracy: float | None, cost_check: CostCheck | None = None,
+                 early_stopping: EarlyStopping | None = None):
         self.study, self.study_cfg, self.space = study, study_cfg, space
+        self.early_stopping = early_stopping or EarlyStopping(study, study_cfg, None)  # None: curves only
         self.cost_check = cost_check  # a proposal over a cost constraint is replaced before it trains
         self.executor, self.teacher_accuracy = executor, teacher_accuracy
         remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(study)
@@ -141,15 +148,22 @@ class TrialLifecycle:
         requeue(self.study, frozen, self.study_cfg)
         return frozen
 
-    def prune(self, trial: optuna.Trial, last_report: dict[str, Any]) -> optuna.trial.FrozenTrial:
-        """Stopped by the scheduler: told PRUNED, keeping the figures of its last epoch report."""
-        record_pruned(trial, last_report)
+    def after_epoch(self, trial: optuna.Trial, config: TrialConfig, epoch: int, accuracy: float | None) -> str | None:
+        """Store epoch ``epoch``'s (0-based) validation accuracy; why early stopping stops the trial now, or None."""
+        return self.early_stopping.after_epoch(trial, config, epoch, config.train.epochs, accuracy)
+
+    def prune(self, trial: optuna.Trial, last_report: dict[str, Any], reason: str | None = None
+              ) -> optuna.trial.FrozenTrial:
+        """Stopped by early stopping (``reason``: the trials that dominate it) or ASHA: told PRUNED, keeping
+        the figures of its last epoch report. PRUNED counts toward ``n_trials`` and is never re-run."""
+        record_pruned(trial, last_report, reason)
         return self._tell(trial, None, TrialState.PRUNED)
 
     def _tell(self, trial: optuna.Trial, values: list[float] | None, state: TrialState) -> optuna.trial.FrozenTrial:
         with self._lock:
             frozen = self.study.tell(trial, values, state=state)
             self._live.pop(trial.number, None)
+        self.early_stopping.forget(trial.number)
         return frozen
 
 

@@ -2,7 +2,9 @@
 
 It implements :class:`autokd.search.executor.Executor`; each trial goes through
 :class:`~autokd.search.lifecycle.TrialLifecycle` (proposed, claimed and heartbeated, then told),
-with an epoch checkpoint per trial and Ctrl-C = FAIL + re-enqueue, as on Ray.
+with an epoch checkpoint per trial and Ctrl-C = FAIL + re-enqueue, as on Ray. Early stopping
+(``early_stopping``) ends a trial after the epoch it is judged at: :class:`StopTrial` leaves the
+training loop, the trial is told PRUNED with ``pruned_because``, and the study goes on.
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ from autokd.checkpoint import EpochCheckpointer
 from autokd.config import StudyConfig, TrialConfig
 from autokd.errors import disk_full
 from autokd.search.executor import SearchProgress, run_search
+from autokd.search.early_stopping import early_stopping_of
 from autokd.search.lifecycle import Started, TrialLifecycle
 from autokd.search.storage import StorageLost
 from autokd.search.study import epoch_checkpoint
 from autokd.space import SearchSpace
 from autokd.trial import TRIAL_FAILURES, TrialContext, cost_checker, record_failure, run_trial
+
+
+class StopTrial(Exception):
+    """Raised by the epoch hook when early stopping stops the trial (not a failure: told PRUNED)."""
+
+    def __init__(self, reason: str, last_report: dict[str, Any]):
+        super().__init__(reason)
+        self.reason, self.last_report = reason, last_report
 
 
 def run_one(lifecycle: TrialLifecycle, started: Started, context: TrialContext,
@@ -42,12 +53,18 @@ def run_one(lifecycle: TrialLifecycle, started: Started, context: TrialContext,
             trial.report(metrics["accuracy"], epoch)
         if on_epoch is not None:
             on_epoch(trial.number, epoch, metrics | {"epochs": config.train.epochs})
+        reason = lifecycle.after_epoch(trial, config, epoch, metrics.get("accuracy"))
+        if reason is not None:  # the epoch checkpoint is written already; PRUNED is never resumed
+            raise StopTrial(reason, {"accuracy": metrics.get("accuracy"), "epoch": epoch + 1,
+                                     "loss": metrics.get("loss")})
 
     try:
         try:
             metrics = run_trial(config, context, work_dir=started.work_dir, on_epoch=epoch_hook,
                                 checkpointer=EpochCheckpointer(epoch_checkpoint(study_cfg, trial.number)),
                                 resume_from=Path(started.resume_from) if started.resume_from else None)
+        except StopTrial as stop:
+            return lifecycle.prune(trial, stop.last_report, stop.reason)
         except TRIAL_FAILURES as err:
             if disk_full(err) is not None:
                 raise
@@ -75,7 +92,8 @@ class LocalExecutor:
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
         lifecycle = TrialLifecycle(study, study_cfg, space, executor="local",
                                    teacher_accuracy=context.teacher_summary.get("accuracy"),
-                                   cost_check=cost_checker(study_cfg.constraints, context))
+                                   cost_check=cost_checker(study_cfg.constraints, context),
+                                   early_stopping=early_stopping_of(study, study_cfg, context))
         deadline = None if study_cfg.timeout is None else time.monotonic() + study_cfg.timeout
         with lifecycle.heartbeat():
             while deadline is None or time.monotonic() < deadline:

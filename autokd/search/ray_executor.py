@@ -12,7 +12,11 @@ It shares the in-process executor's protocol (:mod:`autokd.search.study`):
 * the budget is the *study's* total of finished trials, shared by every driver of the study;
 * the final metrics land on the Optuna trial as user attributes and constraints, with the same
   values as the local executor (``autokd.record.record_result``), before the trial is told;
-* a trial stopped by ASHA is told PRUNED with its last metrics; one interrupted by a driver
+* each epoch's report reaches the driver's scheduler (:func:`_make_scheduler`) first: the curve is
+  stored and early stopping judges the trial there (:meth:`TrialLifecycle.after_epoch`), so a
+  trial it stops ends right after that epoch; then ASHA, when ``executor.asha`` is on;
+* a trial stopped by early stopping or ASHA is told PRUNED with its last metrics (and
+  ``pruned_because`` when early stopping stopped it); one interrupted by a driver
   shutdown is told FAIL and re-enqueued; a failing trial (diverged, bad shape) is told FAIL;
 * each RUNNING trial carries its driver's identity and a heartbeat, so a later driver can tell a
   trial whose driver died (reclaim: FAIL + re-enqueue) from one another live driver is running.
@@ -40,6 +44,7 @@ from autokd.config import StudyConfig, TrialConfig
 from autokd.errors import FULL_DISK_FIX, DiskFull, disk_full
 from autokd.space import SearchSpace
 from autokd.record import study_teacher
+from autokd.search.early_stopping import early_stopping_of
 from autokd.search.executor import SearchProgress, run_search
 from autokd.search.lifecycle import TrialLifecycle
 from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
@@ -164,15 +169,16 @@ class _StudySearchBasics:
 
 
 def _tell_finished(lifecycle: TrialLifecycle, ot_trial: optuna.Trial, result: dict, error: bool,
-                   pruned: bool) -> optuna.trial.FrozenTrial:
-    """Tell the study how a Tune trial ended: COMPLETE, FAIL, PRUNED, or interrupted (resumed next run)."""
+                   pruned: bool, reason: str | None = None) -> optuna.trial.FrozenTrial:
+    """Tell the study how a Tune trial ended: COMPLETE, FAIL, PRUNED (``reason``: early stopping's), or
+    interrupted (resumed next run)."""
     if result.get("final") and not result.get("failed") and not error:
         return lifecycle.complete(ot_trial, json.loads(result["metrics_json"]))
     if result.get("failed") or error:
         return lifecycle.fail(ot_trial, result.get("failed") or "worker failed too often",
                               trial_dir(lifecycle.study_cfg, ot_trial.number) / TRIAL_LOG)
     if pruned:
-        return lifecycle.prune(ot_trial, result)
+        return lifecycle.prune(ot_trial, result, reason)
     return lifecycle.interrupt(ot_trial, "driver stopped")  # a driver shutdown: the next run resumes it
 
 
@@ -182,7 +188,7 @@ def _make_study_search_class() -> type:
     class StudySearch(_StudySearchBasics, Searcher):
         """A Tune searcher over the study's own ask and tell: each Tune trial is one trial of ``lifecycle``."""
 
-        def __init__(self, lifecycle: TrialLifecycle, *, pruned_by_scheduler: set[str],
+        def __init__(self, lifecycle: TrialLifecycle, *, pruned_by_scheduler: dict[str, str | None],
                      on_told: Callable[[optuna.trial.FrozenTrial], None]):
             study_cfg = lifecycle.study_cfg
             single = len(study_cfg.objectives) == 1
@@ -192,6 +198,7 @@ def _make_study_search_class() -> type:
             self.lifecycle, self.study_cfg, self.on_told = lifecycle, study_cfg, on_told
             self.pruned_by_scheduler = pruned_by_scheduler
             self.running: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs, until told
+            self.configs: dict[str, TrialConfig] = {}  # Tune trial id -> its config, until told
             self.fatal: Exception | None = None  # what ended the run for every trial (database lost, disk full)
 
         def suggest(self, trial_id: str) -> dict | str | None:
@@ -206,6 +213,7 @@ def _make_study_search_class() -> type:
             if isinstance(started, str):
                 return Searcher.FINISHED if started == "stop" else None
             self.running[trial_id] = started.trial
+            self.configs[trial_id] = started.config
             return {META: {"number": started.trial.number, "config": started.config.to_json(),
                            "work_dir": str(started.work_dir), "resume_from": started.resume_from}}
 
@@ -213,6 +221,16 @@ def _make_study_search_class() -> type:
             if isinstance(self.metric, str) and not result.get("final") and result.get(self.metric) is not None:
                 with self.fatal_guard():
                     self.running[trial_id].report(result[self.metric], int(result["epoch"]))
+
+        def after_epoch(self, trial_id: str, result: dict) -> str | None:
+            """An epoch's report, seen by the scheduler before anything else: store the curve; why early
+            stopping stops the trial now, or None."""
+            ot_trial, config = self.running.get(trial_id), self.configs.get(trial_id)
+            if ot_trial is None or config is None or result.get("final") or not result.get("epoch"):
+                return None
+            with self.fatal_guard():
+                return self.lifecycle.after_epoch(ot_trial, config, int(result["epoch"]) - 1, result.get("accuracy"))
+            return None
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if self.fatal is not None:  # the database is gone or the disk full: the next run reclaims the trial
@@ -222,6 +240,7 @@ def _make_study_search_class() -> type:
 
         def _on_trial_complete(self, trial_id: str, result: dict | None, error: bool) -> None:
             ot_trial = self.running.pop(trial_id, None)
+            self.configs.pop(trial_id, None)
             if ot_trial is None:  # told already, or never ours
                 return
             result = result or {}
@@ -232,26 +251,36 @@ def _make_study_search_class() -> type:
                     self.lifecycle.interrupt(ot_trial, "disk full")
                 return
             self.on_told(_tell_finished(self.lifecycle, ot_trial, result, error,
-                                        pruned=trial_id in self.pruned_by_scheduler))
+                                        pruned=trial_id in self.pruned_by_scheduler,
+                                        reason=self.pruned_by_scheduler.get(trial_id)))
 
     return StudySearch
 
 
-def _make_scheduler(pruned: set[str]) -> Any:
-    """ASHA on the epoch accuracy, remembering which trials it stopped (told PRUNED, not FAIL)."""
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+def _make_scheduler(pruned: dict[str, str | None], after_epoch: Callable[[str, dict], str | None],
+                    asha: bool) -> Any:
+    """The driver's view of every epoch report, before Tune's searcher sees it: ``after_epoch`` (the
+    searcher's: curve stored, early stopping judged) may stop the trial at once; then ASHA on the epoch
+    accuracy when ``asha``. Remembers which trials it stopped, and early stopping's reason (told PRUNED)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-    class RecordingASHA(ASHAScheduler):
+    class EpochScheduler(ASHAScheduler if asha else FIFOScheduler):  # type: ignore[misc, valid-type]
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             if result.get("final") or result.get("epoch", 0) >= result.get("epochs", float("inf")):
                 return TrialScheduler.CONTINUE  # a fully trained trial always reaches its final metrics
+            reason = after_epoch(trial.trial_id, result)
+            if reason is not None:
+                pruned[trial.trial_id] = reason
+                return TrialScheduler.STOP
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
-                pruned.add(trial.trial_id)
+                pruned[trial.trial_id] = None
             return decision
 
-    return RecordingASHA(time_attr="training_iteration", metric="accuracy", mode="max", max_t=10_000,
-                         grace_period=1, reduction_factor=2)
+    if not asha:
+        return EpochScheduler()
+    return EpochScheduler(time_attr="training_iteration", metric="accuracy", mode="max", max_t=10_000,
+                          grace_period=1, reduction_factor=2)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -276,7 +305,8 @@ class RayExecutor:
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
         started_ray = init_ray(study_cfg)
         try:
-            return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context))
+            return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context),
+                        context)
         finally:
             if started_ray:
                 shutdown_ray()
@@ -294,15 +324,17 @@ def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpa
 
 
 def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, progress: SearchProgress,
-         trainable_fn: Callable[..., None], cost_check: CostCheck | None = None) -> list[optuna.trial.FrozenTrial]:
+         trainable_fn: Callable[..., None], cost_check: CostCheck | None = None,
+         context: Any = None) -> list[optuna.trial.FrozenTrial]:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     ex = study_cfg.executor
-    pruned: set[str] = set()
+    pruned: dict[str, str | None] = {}  # Tune trial id -> early stopping's reason (None: ASHA's)
     teacher = study_teacher(optuna_study) or {}
     lifecycle = TrialLifecycle(optuna_study, study_cfg, space, executor="ray", teacher_accuracy=teacher.get("accuracy"),
-                               cost_check=cost_check)  # the driver's: over-budget proposals are replaced untrained
+                               cost_check=cost_check,  # the driver's: over-budget proposals are replaced untrained
+                               early_stopping=early_stopping_of(optuna_study, study_cfg, context))
     searcher = _make_study_search_class()(lifecycle, pruned_by_scheduler=pruned, on_told=progress.told_trial)
     worker_cfg = study_cfg.model_copy(update={
         "output": str(study_cfg.output_dir), "base_dir": str(Path(study_cfg.base_dir).resolve()),
@@ -315,7 +347,7 @@ def _fit(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ex.max_concurrent),
-                                    scheduler=_make_scheduler(pruned) if ex.asha else None, num_samples=-1,
+                                    scheduler=_make_scheduler(pruned, searcher.after_epoch, ex.asha), num_samples=-1,
                                     time_budget_s=study_cfg.timeout, reuse_actors=True,
                                     trial_name_creator=_tune_name, trial_dirname_creator=_tune_name),
         run_config=tune.RunConfig(
