@@ -156,3 +156,42 @@ def test_no_early_stopping_lets_the_dominated_trial_finish(tmp_path, tiny_teache
     trials = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert len(trial_curve(trials[3])) == 3 and "costs_before_training" not in trials[3].user_attrs
+
+
+@pytest.mark.slow
+def test_ray_search_stops_the_dominated_trial_in_the_driver_and_keeps_the_small_one(tmp_path, tiny_teacher):
+    import yaml
+
+    from tests.ray_support import run_search, write_study
+
+    # One trial at a time, so the good ones have finished when the big one is judged; latency is an objective
+    # too, so the big trial's untrained latency is timed before it is stopped.
+    study = write_study(tmp_path, n_trials=5, epochs=3, max_concurrent=1, teacher=tiny_teacher)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    cfg = enqueue_study(study, [*GOOD, BIG_BAD, SMALL_BAD])
+    assert cfg.early_stopping and cfg.objectives == ["accuracy", "params", "latency_ms"]
+    result = run_search(study, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trial   3 PRUNED at epoch 2 by early stopping: trial " in result.stdout
+    by = check_stopped_and_not(cfg, {"good": [0, 1, 2], "big": 3, "small": 4})
+    assert "latency_ms" in by[3].user_attrs["costs_before_training"] and "latency_ms" in pruned_because(by[3])
+    assert by[3].user_attrs["executor"] == "ray"
+
+
+def test_the_ray_scheduler_stops_on_early_stopping_first_and_keeps_asha():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    from autokd.search.ray_executor import _make_scheduler
+
+    class Trial:
+        trial_id = "t1"
+
+    pruned: dict = {}
+    asha = _make_scheduler(pruned, lambda trial_id, result: "trial 0 (...)", asha=True)
+    assert isinstance(asha, ASHAScheduler)
+    assert asha.on_trial_result(None, Trial(), {"epoch": 1, "epochs": 3, "accuracy": 0.1}) == TrialScheduler.STOP
+    assert pruned == {"t1": "trial 0 (...)"}
+    fifo = _make_scheduler(pruned, lambda trial_id, result: None, asha=False)
+    assert isinstance(fifo, FIFOScheduler) and not isinstance(fifo, ASHAScheduler)
+    assert fifo.on_trial_result(None, Trial(), {"epoch": 1, "epochs": 3}) == TrialScheduler.CONTINUE
+    assert fifo.on_trial_result(None, Trial(), {"epoch": 3, "epochs": 3, "final": True}) == TrialScheduler.CONTINUE

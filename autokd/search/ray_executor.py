@@ -266,12 +266,14 @@ def _make_scheduler(pruned: dict[str, str | None], after_epoch: Callable[[str, d
 
     class EpochScheduler(ASHAScheduler if asha else FIFOScheduler):  # type: ignore[misc, valid-type]
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            if result.get("final") or result.get("epoch", 0) >= result.get("epochs", float("inf")):
-                return TrialScheduler.CONTINUE  # a fully trained trial always reaches its final metrics
-            reason = after_epoch(trial.trial_id, result)
+            if result.get("final"):
+                return TrialScheduler.CONTINUE
+            reason = after_epoch(trial.trial_id, result)  # never a reason at the last epoch
             if reason is not None:
                 pruned[trial.trial_id] = reason
                 return TrialScheduler.STOP
+            if result.get("epoch", 0) >= result.get("epochs", float("inf")):
+                return TrialScheduler.CONTINUE  # a fully trained trial always reaches its final metrics
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
                 pruned[trial.trial_id] = None
