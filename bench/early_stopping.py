@@ -9,8 +9,8 @@ stopped, and the student epochs it would have saved. The chosen rule and a small
 are replayed on the same curves.
 
 Studies: the built-in digits study (default search space, 16 trials) and a CIFAR-10 subset from
-../shared/data (the first 200 training and 50 test images of each class, at 16 px, a cnn5 teacher, the same space, 12 trials), over
-seeds. Replaying is offline: a live study with early stopping would sample later trials from a
+../shared/data (the first 200 training and 50 test images of each class, at 16 px, the same space,
+12 trials), over seeds; both with a small cnn5 teacher (6 epochs) to fit a 2-core machine. Replaying is offline: a live study with early stopping would sample later trials from a
 history with PRUNED trials in it, so its front may differ a little from the replayed one.
 
     python -m bench.early_stopping                      # runs the studies, writes bench/results/early_stopping.json
@@ -39,6 +39,7 @@ from autokd.trial import costs_are_final
 from bench.common import RESULTS, TARBALLS, autokd_cli, write_result
 
 REPO = Path(__file__).resolve().parents[1]
+TEACHER = {"family": "cnn5", "knobs": {"width": 1.0}, "epochs": 6, "lr": 0.05}
 GRID = [EarlyStopRule(margin=m, first_fraction=f, min_finished=n)
         for m in (0.02, 0.05, 0.10) for f in (0.25, 0.34, 0.5) for n in (2, 3, 5)]
 
@@ -74,9 +75,9 @@ def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials
             "name": f"es-digits-s{seed}", "seed": seed, "n_trials": digits_trials, "output": str(folder / f"digits-s{seed}"),
             "search_space": str(REPO / "search_spaces/default.yaml"), "base_dir": str(REPO)}
         digits["executor"]["kind"] = "local"
+        digits["teacher"] = TEACHER  # a small teacher: the rule reads the students' curves, not the teacher's
         cifar = dict(digits, name=f"es-cifar-s{seed}", dataset=f"imagefolder:{cifar10}", image_size=16,
-                     n_trials=cifar_trials, output=str(folder / f"cifar-s{seed}"),
-                     teacher={"family": "cnn5", "knobs": {"width": 1.0}, "epochs": 6, "lr": 0.05})
+                     n_trials=cifar_trials, output=str(folder / f"cifar-s{seed}"))
         for study in (digits, cifar):
             path = folder / f"{study['name']}.yaml"
             path.write_text(yaml.safe_dump(study))
@@ -128,6 +129,19 @@ def apply(rule: EarlyStopRule, studies: list[dict]) -> dict:
             "share_of_epochs_saved": round(saved / epochs, 3) if epochs else 0.0, "stopped": cases}
 
 
+def write(studies: list[dict], run_seconds: dict, load_start: tuple, started: float) -> tuple[Path, dict]:
+    """Replay the default rule and the grid on ``studies``; write bench/results/early_stopping.json."""
+    chosen = apply(EarlyStopRule(), studies)
+    grid = [{k: v for k, v in apply(r, studies).items() if k != "stopped"} for r in GRID]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    path = write_result("early_stopping", {
+        "commit": commit, "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()], "seconds": round(time.perf_counter() - started, 1),
+        "run_seconds": run_seconds, "default_rule": chosen, "grid": grid, "studies": studies}, torch.device("cpu"))
+    return path, chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1")
@@ -150,14 +164,8 @@ def main() -> None:
                 run_seconds[path.stem] = round(seconds, 1)
                 studies.append(curves_of(path))
                 print(f"{path.stem}: {seconds:.0f} s, {len(studies[-1]['trials'])} trials", flush=True)
-    chosen = apply(EarlyStopRule(), studies)
-    grid = [{k: v for k, v in apply(r, studies).items() if k != "stopped"} for r in GRID]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    path = write_result("early_stopping", {
-        "commit": commit, "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()], "seconds": round(time.perf_counter() - started, 1),
-        "run_seconds": run_seconds, "default_rule": chosen, "grid": grid, "studies": studies}, torch.device("cpu"))
+                write(studies, run_seconds, load_start, started)  # a stopped run keeps the studies it finished
+    path, chosen = write(studies, run_seconds, load_start, started)
     print(f"default rule {vars(EarlyStopRule())}: stopped {chosen['front_members_stopped']} of "
           f"{chosen['front_members']} front members, {chosen['trials_stopped']} of {chosen['trials']} trials, "
           f"saved {chosen['share_of_epochs_saved']:.0%} of student epochs -> {path}")
