@@ -219,10 +219,14 @@ def cost_check(config: TrialConfig, data: ImageData, constraints: dict[str, floa
 
 def costs_before_training(config: TrialConfig, data: ImageData, latency: LatencySettings | None) -> dict[str, Any]:
     """What the trial's untrained student costs (:func:`autokd.deployed.model_costs`); latency only when
-    ``latency`` is given. Final for an uncompressed single student (:func:`costs_are_final`)."""
-    model = build_student(config, data).eval()
-    example = torch.rand(1, data.channels, data.image_size, data.image_size)  # (1, C, H, W) in [0, 1]
-    return model_costs(model, example, latency)
+    ``latency`` is given. Final for an uncompressed single student (:func:`costs_are_final`).
+
+    The random state is left as it was: early stopping calls this between a trial's epochs, which
+    must train as they would without it."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_student(config, data).eval()
+        example = torch.rand(1, data.channels, data.image_size, data.image_size)  # (1, C, H, W) in [0, 1]
+        return model_costs(model, example, latency)
 
 
 def costs_are_final(config: TrialConfig) -> bool:

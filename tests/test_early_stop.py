@@ -123,12 +123,13 @@ def check_stopped_and_not(cfg, numbers):
 @pytest.mark.slow
 def test_local_search_stops_the_dominated_trial_keeps_the_small_one_and_a_resume_never_reruns_it(tmp_path, tiny_teacher):
     study = write_tiny_study(tmp_path, space=SPACE, n_trials=5, early_stopping=False,  # the flag wins over the file
-                             teacher={"checkpoint": str(tiny_teacher)})
+                             teacher={"checkpoint": str(tiny_teacher)}, objectives=["accuracy", "params", "latency_ms"])
     cfg = enqueue_study(study, [*GOOD, BIG_BAD, SMALL_BAD])
     result = runner.invoke(app, ["search", str(study), "--early-stopping"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "trial   3 PRUNED at epoch 2 by early stopping: trial " in result.output
     by = check_stopped_and_not(cfg, {"good": [0, 1, 2], "big": 3, "small": 4})
+    assert "latency_ms" in by[3].user_attrs["costs_before_training"]  # timed in the epoch hook, mid-training
     # PRUNED counts toward n_trials, and a resumed study never runs it again.
     again = runner.invoke(app, ["search", str(study), "--early-stopping"], catch_exceptions=False)
     assert "already holds 5 finished trials (budget 5); nothing to run" in again.output
