@@ -196,3 +196,20 @@ def test_the_ray_scheduler_stops_on_early_stopping_first_and_keeps_asha():
     assert isinstance(fifo, FIFOScheduler) and not isinstance(fifo, ASHAScheduler)
     assert fifo.on_trial_result(None, Trial(), {"epoch": 1, "epochs": 3}) == TrialScheduler.CONTINUE
     assert fifo.on_trial_result(None, Trial(), {"epoch": 3, "epochs": 3, "final": True}) == TrialScheduler.CONTINUE
+
+
+def test_counting_a_trials_costs_mid_training_leaves_the_random_state_alone():
+    import torch
+
+    from autokd.config import StudyConfig, TrialConfig
+    from autokd.context import load_study_data
+    from autokd.trial import costs_before_training
+    from autokd.trial_config import StudentSpec
+
+    data = load_study_data(StudyConfig(dataset="digits"), show_progress=False)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    costs = costs_before_training(TrialConfig(student=StudentSpec.of("cnn5", width=0.25)), data, None)
+    assert torch.equal(torch.rand(3), expected)
+    assert costs["params"] > 0 and costs["macs"] > 0 and "latency_ms" not in costs
