@@ -110,8 +110,10 @@ def check_stopped_and_not(cfg, numbers):
     assert big.state == TrialState.PRUNED, [(t.number, t.state, t.user_attrs.get("failed_because")) for t in trials]
     assert small.state == TrialState.COMPLETE  # as bad, but nothing cheaper finished: it may sit on the front
     reason = pruned_because(big)
-    for n in numbers["good"]:
-        assert f"trial {n} (params " in reason
+    # Rivals are the good trials no costlier on every objective: a measured latency of these tiny
+    # networks is noisy, so which of the three qualify may vary; no other trial may.
+    named = {t.number for t in trials if f"trial {t.number} (params " in reason}
+    assert named and named <= set(numbers["good"]), reason
     assert "accuracy at epoch 2" in reason and big.user_attrs["epoch"] == 2 and len(trial_curve(big)) == 2
     good_at_2 = [trial_curve(by[n])[1] for n in numbers["good"]]
     assert min(good_at_2) - trial_curve(big)[1] > 0.2  # clearly dominated: not a case decided by the margin
