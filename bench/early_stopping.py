@@ -10,10 +10,13 @@ are replayed on the same curves.
 
 Studies: the built-in digits study (default search space, 16 trials) and a CIFAR-10 subset from
 ../shared/data (the first 200 training and 50 test images of each class, at 16 px, the same space,
-12 trials), over seeds; both with a small cnn5 teacher (6 epochs) to fit a 2-core machine. Replaying is offline: a live study with early stopping would sample later trials from a
+12 trials), over seeds; both with a small cnn5 teacher (6 epochs) to fit a 2-core machine.
+``--families cnn5,resnet,vgg`` leaves mobilenetv2 out of the space (minutes per trial on a loaded
+2-core machine). Replaying is offline: a live study with early stopping would sample later trials from a
 history with PRUNED trials in it, so its front may differ a little from the replayed one.
 
     python -m bench.early_stopping                      # runs the studies, writes bench/results/early_stopping.json
+    python -m bench.early_stopping --seeds 0 --families cnn5,resnet,vgg   # what fits a loaded 2-core machine
     python -m bench.early_stopping --replay-only        # re-applies the rules to the curves stored there
 """
 
@@ -66,14 +69,20 @@ def cifar_subset(dest: Path, per_class: dict[str, int]) -> Path:
     return dest
 
 
-def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials: int) -> list[Path]:
-    """The study YAMLs to run: digits (built-in study, local) and a CIFAR-10 subset, one per seed."""
+def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials: int,
+                families: list[str]) -> list[Path]:
+    """The study YAMLs to run: digits (built-in study, local) and a CIFAR-10 subset, one per seed, over the
+    default search space's ``families``."""
     paths = []
     cifar10 = cifar_subset(folder / "cifar10", {"train": 200, "test": 50})
+    default = yaml.safe_load((REPO / "search_spaces/default.yaml").read_text())
+    default["students"] = {k: v for k, v in default["students"].items() if k in families}
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump(default))
     for seed in seeds:
         digits = StudyConfig().model_dump(mode="json") | {
             "name": f"es-digits-s{seed}", "seed": seed, "n_trials": digits_trials, "output": str(folder / f"digits-s{seed}"),
-            "search_space": str(REPO / "search_spaces/default.yaml"), "base_dir": str(REPO)}
+            "search_space": str(space), "base_dir": str(REPO)}
         digits["executor"]["kind"] = "local"
         digits["teacher"] = TEACHER  # a small teacher: the rule reads the students' curves, not the teacher's
         cifar = dict(digits, name=f"es-cifar-s{seed}", dataset=f"imagefolder:{cifar10}", image_size=16,
@@ -147,6 +156,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--digits-trials", type=int, default=16)
     parser.add_argument("--cifar-trials", type=int, default=12)
+    parser.add_argument("--families", default="cnn5,resnet,vgg,mobilenetv2",
+                        help="Families of the default search space to keep (all four: the full space).")
     parser.add_argument("--replay-only", action="store_true", help="Re-apply the rules to the stored curves.")
     args = parser.parse_args()
     out = RESULTS / "early_stopping.json"
@@ -159,7 +170,7 @@ def main() -> None:
         studies, run_seconds = [], {}
         with tempfile.TemporaryDirectory(prefix="autokd-es-") as tmp:
             for path in study_files(Path(tmp), [int(s) for s in args.seeds.split(",")], args.cifar_trials,
-                                    args.digits_trials):
+                                    args.digits_trials, args.families.split(",")):
                 seconds, _ = autokd_cli(REPO, Path(tmp), "search", str(path), "--no-early-stopping", timeout=3600)
                 run_seconds[path.stem] = round(seconds, 1)
                 studies.append(curves_of(path))
