@@ -138,7 +138,8 @@ def apply(rule: EarlyStopRule, studies: list[dict]) -> dict:
             "share_of_epochs_saved": round(saved / epochs, 3) if epochs else 0.0, "stopped": cases}
 
 
-def write(studies: list[dict], run_seconds: dict, load_start: tuple, started: float) -> tuple[Path, dict]:
+def write(studies: list[dict], run_seconds: dict, load_start: tuple, started: float, options: dict
+          ) -> tuple[Path, dict]:
     """Replay the default rule and the grid on ``studies``; write bench/results/early_stopping.json."""
     chosen = apply(EarlyStopRule(), studies)
     grid = [{k: v for k, v in apply(r, studies).items() if k != "stopped"} for r in GRID]
@@ -147,7 +148,7 @@ def write(studies: list[dict], run_seconds: dict, load_start: tuple, started: fl
     path = write_result("early_stopping", {
         "commit": commit, "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()], "seconds": round(time.perf_counter() - started, 1),
-        "run_seconds": run_seconds, "default_rule": chosen, "grid": grid, "studies": studies}, torch.device("cpu"))
+        "options": options, "run_seconds": run_seconds, "default_rule": chosen, "grid": grid, "studies": studies}, torch.device("cpu"))
     return path, chosen
 
 
@@ -165,9 +166,10 @@ def main() -> None:
     started = time.perf_counter()
     if args.replay_only:
         previous = json.loads(out.read_text())
-        studies, run_seconds = previous["studies"], previous["run_seconds"]
+        studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", {})
     else:
         studies, run_seconds = [], {}
+        options = {k: getattr(args, k) for k in ("seeds", "families", "digits_trials", "cifar_trials")}
         with tempfile.TemporaryDirectory(prefix="autokd-es-") as tmp:
             for path in study_files(Path(tmp), [int(s) for s in args.seeds.split(",")], args.cifar_trials,
                                     args.digits_trials, args.families.split(",")):
@@ -175,8 +177,8 @@ def main() -> None:
                 run_seconds[path.stem] = round(seconds, 1)
                 studies.append(curves_of(path))
                 print(f"{path.stem}: {seconds:.0f} s, {len(studies[-1]['trials'])} trials", flush=True)
-                write(studies, run_seconds, load_start, started)  # a stopped run keeps the studies it finished
-    path, chosen = write(studies, run_seconds, load_start, started)
+                write(studies, run_seconds, load_start, started, options)  # a stopped run keeps the studies it finished
+    path, chosen = write(studies, run_seconds, load_start, started, options)
     print(f"default rule {vars(EarlyStopRule())}: stopped {chosen['front_members_stopped']} of "
           f"{chosen['front_members']} front members, {chosen['trials_stopped']} of {chosen['trials']} trials, "
           f"saved {chosen['share_of_epochs_saved']:.0%} of student epochs -> {path}")
