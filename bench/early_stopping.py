@@ -164,12 +164,12 @@ def main() -> None:
     out = RESULTS / "early_stopping.json"
     load_start = os.getloadavg()
     started = time.perf_counter()
+    options = {k: getattr(args, k) for k in ("seeds", "families", "digits_trials", "cifar_trials")}
     if args.replay_only:
         previous = json.loads(out.read_text())
-        studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", {})
+        studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", options)
     else:
         studies, run_seconds = [], {}
-        options = {k: getattr(args, k) for k in ("seeds", "families", "digits_trials", "cifar_trials")}
         with tempfile.TemporaryDirectory(prefix="autokd-es-") as tmp:
             for path in study_files(Path(tmp), [int(s) for s in args.seeds.split(",")], args.cifar_trials,
                                     args.digits_trials, args.families.split(",")):
