@@ -169,7 +169,7 @@ def test_ray_search_stops_the_dominated_trial_in_the_driver_and_keeps_the_small_
 
     # One trial at a time, so the good ones have finished when the big one is judged; latency is an objective
     # too, so the big trial's untrained latency is timed before it is stopped.
-    study = write_study(tmp_path, n_trials=5, epochs=3, max_concurrent=1, teacher=tiny_teacher)
+    study = write_study(tmp_path, n_trials=5, epochs=3, max_concurrent=1, teacher=tiny_teacher, early_stopping=True)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     cfg = enqueue_study(study, [*GOOD, BIG_BAD, SMALL_BAD])
     assert cfg.early_stopping and cfg.objectives == ["accuracy", "params", "latency_ms"]
