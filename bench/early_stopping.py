@@ -70,11 +70,11 @@ def cifar_subset(dest: Path, per_class: dict[str, int]) -> Path:
 
 
 def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials: int,
-                families: list[str]) -> list[Path]:
+                families: list[str], datasets: list[str]) -> list[Path]:
     """The study YAMLs to run: digits (built-in study, local) and a CIFAR-10 subset, one per seed, over the
     default search space's ``families``."""
     paths = []
-    cifar10 = cifar_subset(folder / "cifar10", {"train": 200, "test": 50})
+    cifar10 = cifar_subset(folder / "cifar10", {"train": 200, "test": 50}) if "cifar" in datasets else None
     default = yaml.safe_load((REPO / "search_spaces/default.yaml").read_text())
     default["students"] = {k: v for k, v in default["students"].items() if k in families}
     space = folder / "space.yaml"
@@ -87,7 +87,7 @@ def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials
         digits["teacher"] = TEACHER  # a small teacher: the rule reads the students' curves, not the teacher's
         cifar = dict(digits, name=f"es-cifar-s{seed}", dataset=f"imagefolder:{cifar10}", image_size=16,
                      n_trials=cifar_trials, output=str(folder / f"cifar-s{seed}"))
-        for study in (digits, cifar):
+        for study in [s for s, name in ((digits, "digits"), (cifar, "cifar")) if name in datasets]:
             path = folder / f"{study['name']}.yaml"
             path.write_text(yaml.safe_dump(study))
             paths.append(path)
@@ -159,7 +159,9 @@ def main() -> None:
     parser.add_argument("--cifar-trials", type=int, default=12)
     parser.add_argument("--families", default="cnn5,resnet,vgg,mobilenetv2",
                         help="Families of the default search space to keep (all four: the full space).")
+    parser.add_argument("--datasets", default="digits,cifar")
     parser.add_argument("--replay-only", action="store_true", help="Re-apply the rules to the stored curves.")
+    parser.add_argument("--extend", action="store_true", help="Add these studies to the ones stored.")
     args = parser.parse_args()
     out = RESULTS / "early_stopping.json"
     load_start = os.getloadavg()
@@ -170,9 +172,13 @@ def main() -> None:
         studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", options)
     else:
         studies, run_seconds = [], {}
+        if args.extend:
+            previous = json.loads(out.read_text())
+            studies, run_seconds = previous["studies"], previous["run_seconds"]
+            options = {"runs": [previous.get("options", {}), options]}
         with tempfile.TemporaryDirectory(prefix="autokd-es-") as tmp:
             for path in study_files(Path(tmp), [int(s) for s in args.seeds.split(",")], args.cifar_trials,
-                                    args.digits_trials, args.families.split(",")):
+                                    args.digits_trials, args.families.split(","), args.datasets.split(",")):
                 seconds, _ = autokd_cli(REPO, Path(tmp), "search", str(path), "--no-early-stopping", timeout=3600)
                 run_seconds[path.stem] = round(seconds, 1)
                 studies.append(curves_of(path))
