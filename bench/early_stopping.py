@@ -166,7 +166,7 @@ def main() -> None:
     out = RESULTS / "early_stopping.json"
     load_start = os.getloadavg()
     started = time.perf_counter()
-    options = {k: getattr(args, k) for k in ("seeds", "families", "digits_trials", "cifar_trials")}
+    options = {k: getattr(args, k) for k in ("seeds", "families", "datasets", "digits_trials", "cifar_trials")}
     if args.replay_only:
         previous = json.loads(out.read_text())
         studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", options)
