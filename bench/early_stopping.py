@@ -70,7 +70,7 @@ def cifar_subset(dest: Path, per_class: dict[str, int]) -> Path:
 
 
 def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials: int,
-                families: list[str], datasets: list[str]) -> list[Path]:
+                families: list[str], datasets: list[str], timeout: float | None = None) -> list[Path]:
     """The study YAMLs to run: digits (built-in study, local) and a CIFAR-10 subset, one per seed, over the
     default search space's ``families``."""
     paths = []
@@ -82,7 +82,7 @@ def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials
     for seed in seeds:
         digits = StudyConfig().model_dump(mode="json") | {
             "name": f"es-digits-s{seed}", "seed": seed, "n_trials": digits_trials, "output": str(folder / f"digits-s{seed}"),
-            "search_space": str(space), "base_dir": str(REPO)}
+            "search_space": str(space), "base_dir": str(REPO), "timeout": timeout}
         digits["executor"]["kind"] = "local"
         digits["teacher"] = TEACHER  # a small teacher: the rule reads the students' curves, not the teacher's
         cifar = dict(digits, name=f"es-cifar-s{seed}", dataset=f"imagefolder:{cifar10}", image_size=16,
@@ -160,13 +160,16 @@ def main() -> None:
     parser.add_argument("--families", default="cnn5,resnet,vgg,mobilenetv2",
                         help="Families of the default search space to keep (all four: the full space).")
     parser.add_argument("--datasets", default="digits,cifar")
+    parser.add_argument("--study-timeout", type=float, default=None,
+                        help="Stop starting trials of a study after this many seconds (the budget's trials otherwise).")
     parser.add_argument("--replay-only", action="store_true", help="Re-apply the rules to the stored curves.")
     parser.add_argument("--extend", action="store_true", help="Add these studies to the ones stored.")
     args = parser.parse_args()
     out = RESULTS / "early_stopping.json"
     load_start = os.getloadavg()
     started = time.perf_counter()
-    options = {k: getattr(args, k) for k in ("seeds", "families", "datasets", "digits_trials", "cifar_trials")}
+    options = {k: getattr(args, k) for k in ("seeds", "families", "datasets", "digits_trials", "cifar_trials",
+                                        "study_timeout")}
     if args.replay_only:
         previous = json.loads(out.read_text())
         studies, run_seconds, options = previous["studies"], previous["run_seconds"], previous.get("options", options)
@@ -178,7 +181,8 @@ def main() -> None:
             options = {"runs": [previous.get("options", {}), options]}
         with tempfile.TemporaryDirectory(prefix="autokd-es-") as tmp:
             for path in study_files(Path(tmp), [int(s) for s in args.seeds.split(",")], args.cifar_trials,
-                                    args.digits_trials, args.families.split(","), args.datasets.split(",")):
+                                    args.digits_trials, args.families.split(","), args.datasets.split(","),
+                                    args.study_timeout):
                 seconds, _ = autokd_cli(REPO, Path(tmp), "search", str(path), "--no-early-stopping", timeout=3600)
                 run_seconds[path.stem] = round(seconds, 1)
                 studies.append(curves_of(path))
