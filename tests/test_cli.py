@@ -21,8 +21,20 @@ def invoke(*args: str):
     return result
 
 
-def snapshot(folder: Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
+def snapshot(folder: Path) -> dict[str, object]:
+    """Every file's mtime, except SQLite's own files: the last connection to close checkpoints the
+    WAL into ``study.db`` (same rows, new mtime) whenever the pool lets go, so for a study database
+    the snapshot holds what it stores (trials and study attributes) instead."""
+    if not folder.exists():
+        return {}
+    files = {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if not p.name.startswith("study.db")}
+    for db in folder.rglob("study.db"):
+        storage = f"sqlite:///{db}"
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            files[f"{db}:{summary.study_name}"] = (
+                study.user_attrs, [(t.number, t.state, t.values, t.params, t.user_attrs) for t in study.trials])
+    return files
 
 
 @pytest.fixture(scope="module")
