@@ -29,7 +29,8 @@ TINY_TEACHER = {"family": "cnn5", "knobs": {"width": 0.25}, "epochs": 2}
 def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, epochs: int = 2, batch_size: int = 128,
                 storage: str | None = None, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
                 objectives: list[str] | None = None, max_failures: int = 2, teacher: Path | None = None,
-                asha: bool = False, executor: str = "ray", early_stopping: bool = False) -> Path:
+                asha: bool = False, executor: str = "ray", early_stopping: bool = False,
+                retime_front: bool = False) -> Path:
     """A digits study with a tiny teacher and a cnn5-only search space, written into ``tmp_path``.
 
     ``executor``: ``ray`` (default) or ``local``; the executor settings are ignored by ``local``.
@@ -47,6 +48,7 @@ def write_study(tmp_path: Path, *, name: str = "raystudy", n_trials: int = 3, ep
         "name": name, "dataset": "digits", "teacher": {"checkpoint": str(teacher)} if teacher else TINY_TEACHER, "search_space": "space.yaml",
         "objectives": objectives or ["accuracy", "params", "latency_ms"], "n_trials": n_trials, "latency_runs": 5, "latency_min_seconds": 0,
         "output": "out", "constraints": {"max_params": 100000}, "seed": TEST_SEED, "early_stopping": early_stopping,
+        "retime_front": retime_front,
         "executor": {"kind": executor, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
                      "max_failures": max_failures, "asha": asha},
     }

@@ -79,7 +79,7 @@ def test_command_backend_records_what_the_command_prints(tmp_path):
                                          f"open({str(log)!r}, 'a').write(f'{{ms}}\\n')\nprint('copying...')\nprint(ms)")
     study = write_tiny_study(tmp_path, n_trials=2, teacher=ONE_EPOCH_TEACHER, space=ONE_EPOCH_SPACE,
                              objectives=["accuracy", "latency_ms"], latency_backend="command",
-                             latency_command=f"{board} {{model}}", retime_rounds=3)
+                             latency_command=f"{board} {{model}}", retime_rounds=3, retime_front=True)
     result = invoke("search", str(study))
     assert result.exit_code == 0, result.output
     done = sorted((t for t in trials_of(study) if t.state == TrialState.COMPLETE), key=lambda t: t.number)

@@ -63,7 +63,7 @@ def two_node_cluster():
 @pytest.mark.slow
 def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials(tmp_path, tiny_teacher,
                                                                                  two_node_cluster, figure):
-    study = write_study(tmp_path, n_trials=3, epochs=2, teacher=tiny_teacher)
+    study = write_study(tmp_path, n_trials=3, epochs=2, teacher=tiny_teacher, retime_front=True)
     done = run_search(study, "--address", two_node_cluster)  # joins it: one trial per node at a time
     assert done.returncode == 0, done.stdout + done.stderr
     assert "trials (ray)" in done.stdout

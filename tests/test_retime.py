@@ -90,7 +90,7 @@ def test_search_resume_and_report_retime_store_and_show_each_re_timing(tmp_path)
     assert first.exit_code == 0 and "re-timed" not in first.output, first.output
     assert study_retimings(open_study(load_study_config(study), create=False)) == []  # switched off: none
 
-    write_tiny_study(tmp_path, n_trials=3, **settings)  # the same study, re-timing on (the default)
+    write_tiny_study(tmp_path, n_trials=3, retime_front=True, **settings)  # the same study, re-timing on
     resumed = runner.invoke(app, ["search", str(study)], catch_exceptions=False)
     assert resumed.exit_code == 0 and "front re-timed together" in resumed.output, resumed.output
     stored = open_study(load_study_config(study), create=False)

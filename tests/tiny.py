@@ -44,6 +44,7 @@ def write_tiny_study(folder: Path, name: str = "tiny", space: dict | None = None
         # in-process: the Ray executor has its own tests
         "executor": {"kind": "local", **({"threads_per_trial": TEST_THREADS} if TEST_THREADS else {})},
         "early_stopping": False,  # trials run to the end unless a test asks (tests/test_early_stop.py)
+        "retime_front": False,  # no re-timing after a search unless a test asks (tests/test_retime.py)
     }
     study.update(overrides)
     path = folder / f"{name}.yaml"
