@@ -61,6 +61,18 @@ def write_result(name: str, payload: dict, device: torch.device) -> Path:
     return path
 
 
+def merge_labelled_run(path: Path, label: str, record: dict, header: dict, figure: str) -> dict:
+    """Add (or replace) the run ``label`` in the results file ``path``, keeping the other labels' runs;
+    ``header`` goes on top, and ``figure`` (a key of every run) is summarised across runs."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(header)
+    data.setdefault("runs", {})[label] = record
+    data[figure] = {k: v[figure] for k, v in data["runs"].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return data
+
+
 def autokd_cli(repo: Path, cwd: Path, *args: str, timeout: float = 900) -> tuple[float, str]:
     """Run ``autokd ARGS`` with ``repo``'s code first on the path (an older checkout for "before"
     figures); returns (wall seconds, output). A private Ray, as on a user's first run."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import subprocess
@@ -38,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import RESULTS, autokd_cli
+from bench.common import RESULTS, autokd_cli, merge_labelled_run
 
 HERE = Path(__file__).resolve().parents[1]
 NAME = "latency_isolation"
@@ -143,13 +142,8 @@ def host() -> dict[str, Any]:
 
 def merge(label: str, record: dict[str, Any], path: Path) -> dict[str, Any]:
     """Add (or replace) this label's run in the results file; keep the other labels' runs."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update({"benchmark": NAME, "what": __doc__.splitlines()[0], "target_max_over_min": 1.2})
-    data.setdefault("runs", {})[label] = record
-    data["max_over_min"] = {k: v["max_over_min"] for k, v in data["runs"].items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return data
+    header = {"benchmark": NAME, "what": __doc__.splitlines()[0], "target_max_over_min": 1.2}
+    return merge_labelled_run(path, label, record, header, "max_over_min")
 
 
 def main() -> None:

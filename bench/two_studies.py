@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import RESULTS
+from bench.common import RESULTS, merge_labelled_run
 from bench.latency_isolation import host, repo_commit
 
 HERE = Path(__file__).resolve().parents[1]
@@ -145,13 +144,8 @@ def run_mode(mode: str, repo: Path, root: Path, lock_dir: Path | None, args: arg
 
 def merge(label: str, record: dict[str, Any], path: Path) -> dict[str, Any]:
     """Add (or replace) this label's run in the results file; keep the other labels' runs."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update({"benchmark": NAME, "what": __doc__.splitlines()[0], "target_ratio": 1.2})
-    data.setdefault("runs", {})[label] = record
-    data["ratio"] = {k: v["ratio"] for k, v in data["runs"].items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return data
+    header = {"benchmark": NAME, "what": __doc__.splitlines()[0], "target_ratio": 1.2}
+    return merge_labelled_run(path, label, record, header, "ratio")
 
 
 def main() -> None:
