@@ -40,6 +40,26 @@ def cifar10_folder(target: Path = Path("/tmp/autokd-cifar10")) -> Path:
     return target
 
 
+def cifar10_subset(dest: Path, per_class: dict[str, int]) -> Path:
+    """The first ``per_class[split]`` images of each class of the CIFAR-10 JPEG tarball, streamed into the
+    image folder ``dest`` (``train/<class>/``, ``test/<class>/``)."""
+    tarball = next((t for t in TARBALLS if t.is_file()), None)
+    if tarball is None:
+        raise SystemExit("CIFAR-10 tarball not found: set AUTOKD_CIFAR_TAR")
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(tarball, "r|gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
+                continue
+            split, cls, name = parts
+            if counts.get((split, cls), 0) < per_class[split]:
+                (dest / split / cls).mkdir(parents=True, exist_ok=True)
+                (dest / split / cls / name).write_bytes(tar.extractfile(member).read())
+                counts[(split, cls)] = counts.get((split, cls), 0) + 1
+    return dest
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -39,7 +39,7 @@ from autokd.record import trial_accuracy, trial_config, trial_curve, trial_figur
 from autokd.report import pareto_trials
 from autokd.search.study import open_study
 from autokd.trial import costs_are_final
-from bench.common import RESULTS, TARBALLS, autokd_cli, write_result
+from bench.common import RESULTS, autokd_cli, cifar10_subset, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER = {"family": "cnn5", "knobs": {"width": 1.0}, "epochs": 6, "lr": 0.05}
@@ -47,34 +47,12 @@ GRID = [EarlyStopRule(margin=m, first_fraction=f, min_finished=n)
         for m in (0.02, 0.05, 0.10) for f in (0.25, 0.34, 0.5) for n in (2, 3, 5)]
 
 
-def cifar_subset(dest: Path, per_class: dict[str, int]) -> Path:
-    """The first ``per_class[split]`` images of each class of the shared CIFAR-10 tarball, as an image folder."""
-    import tarfile
-
-    tarball = next((t for t in TARBALLS if t.is_file()), None)
-    if tarball is None:
-        raise SystemExit("CIFAR-10 tarball not found: set AUTOKD_CIFAR_TAR")
-    counts: dict[tuple[str, str], int] = {}
-    with tarfile.open(tarball, "r|gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
-                continue
-            split, cls, name = parts
-            if counts.get((split, cls), 0) < per_class[split]:
-                target = dest / split / cls / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(member).read())
-                counts[(split, cls)] = counts.get((split, cls), 0) + 1
-    return dest
-
-
 def study_files(folder: Path, seeds: list[int], cifar_trials: int, digits_trials: int,
                 families: list[str], datasets: list[str], timeout: float | None = None) -> list[Path]:
     """The study YAMLs to run: digits (built-in study, local) and a CIFAR-10 subset, one per seed, over the
     default search space's ``families``."""
     paths = []
-    cifar10 = cifar_subset(folder / "cifar10", {"train": 200, "test": 50}) if "cifar" in datasets else None
+    cifar10 = cifar10_subset(folder / "cifar10", {"train": 200, "test": 50}) if "cifar" in datasets else None
     default = yaml.safe_load((REPO / "search_spaces/default.yaml").read_text())
     default["students"] = {k: v for k, v in default["students"].items() if k in families}
     space = folder / "space.yaml"

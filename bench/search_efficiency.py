@@ -46,7 +46,6 @@ import math
 import os
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -59,7 +58,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import TARBALLS, write_result  # noqa: E402
+from bench.common import cifar10_subset, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -262,21 +261,10 @@ def cifar_subset(root: Path, train: int, test: int) -> Path:
     target = root / f"cifar10-subset-{train}-{test}"
     if (target / "done").is_file():
         return target
-    tarball = next((t for t in TARBALLS if t.is_file()), None)
-    if tarball is None:
-        raise SystemExit("CIFAR-10 tarball not found: set AUTOKD_CIFAR_TAR")
-    wanted, counts = {"train": train, "test": test}, {}
-    with tarfile.open(tarball, "r|gz") as tf:
-        for member in tf:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) != 3 or parts[0] not in wanted:
-                continue
-            if counts.get(parts[:2], 0) >= wanted[parts[0]]:
-                continue
-            (target / parts[0] / parts[1]).mkdir(parents=True, exist_ok=True)
-            (target / parts[0] / parts[1] / parts[2]).write_bytes(tf.extractfile(member).read())
-            counts[parts[:2]] = counts.get(parts[:2], 0) + 1
-    (target / "done").write_text(json.dumps({"per_class": wanted, "images": sum(counts.values())}))
+    wanted = {"train": train, "test": test}
+    cifar10_subset(target, wanted)
+    images = sum(1 for p in target.rglob("*") if p.is_file())
+    (target / "done").write_text(json.dumps({"per_class": wanted, "images": images}))
     return target
 
 
