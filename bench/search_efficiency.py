@@ -34,6 +34,7 @@ at least its test accuracy at no more parameters, one of them strictly.
     python -m bench.search_efficiency            # full: digits + CIFAR-10 subset, seeds 0,1,2 (not yet timed)
     python -m bench.search_efficiency --quick    # smoke run: seed 0, 4 trials, short training (6 min, loaded 2 cores)
     python -m bench.search_efficiency --only digits --seeds 0,1 --n-trials 24
+    python -m bench.search_efficiency --only cifar10 --out search_efficiency-cifar10   # one dataset per file
 
 Results: bench/results/search_efficiency.json (device, versions, date, load average, commit).
 """
@@ -424,6 +425,8 @@ def main() -> None:
     parser.add_argument("--seeds", help="comma-separated study seeds (default 0,1,2; --quick: 0)")
     parser.add_argument("--n-trials", type=int, help="trials per search on every dataset (default 16 digits, 12 CIFAR)")
     parser.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")
+    parser.add_argument("--out", help="result name under bench/results/ (default search_efficiency[-quick]; "
+                                      "e.g. one per dataset when two runs share the host)")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     if args.seeds:
@@ -463,7 +466,7 @@ def main() -> None:
                       "NSGA-II's first population are random proposals seeded as random search's are "
                       "(autokd.search.study.sampler_seed), so the first trials of (b), (c) and (d) are the same "
                       "students: the arms differ only after them.")
-    print(write_result("search_efficiency" + ("-quick" if args.quick else ""), result, CPU))
+    print(write_result(args.out or "search_efficiency" + ("-quick" if args.quick else ""), result, CPU))
 
 
 if __name__ == "__main__":
