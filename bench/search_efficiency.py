@@ -425,6 +425,8 @@ def main() -> None:
     parser.add_argument("--seeds", help="comma-separated study seeds (default 0,1,2; --quick: 0)")
     parser.add_argument("--n-trials", type=int, help="trials per search on every dataset (default 16 digits, 12 CIFAR)")
     parser.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")
+    parser.add_argument("--cifar-train-per-class", type=int,
+                        help="CIFAR-10 training images per class (default 200; 100 halves every CIFAR trial)")
     parser.add_argument("--out", help="result name under bench/results/ (default search_efficiency[-quick]; "
                                       "e.g. one per dataset when two runs share the host)")
     args = parser.parse_args()
@@ -433,6 +435,8 @@ def main() -> None:
         scale = replace(scale, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.n_trials:
         scale = replace(scale, digits_trials=args.n_trials, cifar_trials=args.n_trials)
+    if args.cifar_train_per_class:
+        scale = replace(scale, cifar_train_per_class=args.cifar_train_per_class)
     torch.set_num_threads(1)
     load_start, started = os.getloadavg(), time.perf_counter()
     work = args.keep or Path(tempfile.mkdtemp(prefix="autokd-efficiency-"))
