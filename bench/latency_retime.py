@@ -38,7 +38,8 @@ from autokd.checkpoint import deployable
 from autokd.config import LatencySettings, StudyConfig
 from autokd.data import load_dataset
 from autokd.latency import deployed_latency, interleaved_rounds, member_timers
-from autokd.measure import count_params, kendall_tau
+from autokd.measure import count_params
+from autokd.ranking import kendall_tau
 from autokd.models import build_model
 from bench.common import write_result
 from bench.latency_backends import STUDENTS

@@ -59,6 +59,17 @@ def test_digits_is_deterministic_and_resizable():
     assert big.train_images.shape == (1437, 1, 16, 16)
 
 
+def test_digits_read_directly_equal_scikit_learns():
+    """The CSV read without importing sklearn.datasets gives exactly what load_digits gives."""
+    from sklearn.datasets import load_digits
+
+    from autokd.data.builtin import digits_arrays
+
+    images, labels = digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
 # ---- image folders on real CIFAR-10 JPEGs ------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from autokd.cli import app
 from autokd.config import LatencySettings, load_study_config
 from autokd.latency import interleaved_rounds, member_timers
-from autokd.measure import kendall_tau
+from autokd.ranking import kendall_tau
 from autokd.models import build_model
 from autokd.record import study_retimings, trial_figures
 from autokd.report.sections import ms_cell

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +31,30 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def _load_digits(image_size: int | None) -> ImageData:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8) in 0..16, labels (1797,)): the CSV that
+    ``sklearn.datasets.load_digits`` reads, read directly. Importing ``sklearn.datasets`` (scipy and
+    all) took a third of the demo's start-up; it is the fallback where the file is not found."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    csv = Path(next(iter(spec.submodule_search_locations or ()), "")) / "datasets" / "data" / "digits.csv.gz" \
+        if spec else None
+    if csv is not None and csv.is_file():
+        with gzip.open(csv, "rt") as rows:
+            table = np.loadtxt(rows, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    return digits.images, digits.target.astype(np.int64)
+
+
+def _load_digits(image_size: int | None) -> ImageData:
+    raw, target = digits_arrays()
+    pixels = np.rint(raw * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
     images = torch.from_numpy(pixels).unsqueeze(1).contiguous()  # (1797, 1, 8, 8)
     if image_size is not None:
         images = _resize(images, image_size)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
+    labels = torch.from_numpy(target)
     return _split_by_labels("digits", tuple(str(d) for d in range(10)), images, labels)
 
 

@@ -5,17 +5,15 @@ per knob (what the knob may be) and where its FitNets hint layer and its last bl
 importing a family module registers nothing. The rules are the one source of truth:
 ``Registry.build`` checks the family name, the knob names, types and ranges, so builders check
 nothing, and ``SearchSpace`` checks every value a search space can suggest against the same
-rules before any training. :func:`describe` names a model, a spec or a stored description in one
-form.
+rules before any training. :func:`describe` (defined in :mod:`autokd.readout`, which needs no
+torch) names a model, a spec or a stored description in one form.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable
 
 from torch import nn
@@ -23,6 +21,7 @@ from torch import nn
 from autokd.rules import Rule
 from autokd.errors import AutokdError
 from autokd.models.weights import load_weights
+from autokd.readout import describe  # noqa: F401  (re-exported by autokd.models)
 
 
 @dataclass(frozen=True)
@@ -151,26 +150,6 @@ class Registry:
             raise AutokdError(f"JointNet does not know the last block of a {type(model).__name__}",
                               f"use members of the {', '.join(f.name for f in self if f.last_blocks)} families")
         return family.last_blocks(model)
-
-
-def describe(arch: object) -> str:
-    """An architecture in one line, knobs in name order, e.g. ``cnn5(hidden=16,width=0.125)``
-    (``timm/resnet18() from r18.safetensors`` for a spec started from weights).
-
-    ``arch``: a built model (bare or deployable, :func:`autokd.checkpoint.deployable`), anything
-    with ``family`` and ``knobs`` (a :class:`autokd.config.StudentSpec`), or a stored description,
-    whose every ``family(knobs)`` part is put in knob-name order (records that listed knobs in
-    registry order; ``cnn5(...) | vgg(...) + selector`` stays whole).
-    """
-    if isinstance(arch, nn.Sequential):
-        arch = arch[-1]
-    if not isinstance(arch, str) and hasattr(arch, "family") and hasattr(arch, "knobs"):
-        knobs = sorted(dict(arch.knobs).items())
-        weights = getattr(arch, "weights", None)  # a spec started from a weights file
-        start = f" from {Path(weights).name}" if isinstance(weights, str) else ""
-        return f"{arch.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in knobs)}){start}"
-    return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
-                  str(arch))
 
 
 def _describe_knobs(knobs: dict[str, object]) -> str:

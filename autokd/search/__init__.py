@@ -5,11 +5,18 @@
 :func:`autokd.search.executor.run_search` drives either one the same way.
 """
 
-from autokd.search.executor import Executor, run_search
-from autokd.search.local import LocalExecutor
-from autokd.search.storage import open_storage, redact_url
-from autokd.search.study import finished_count, open_study
-from autokd.search.warmstart import enqueue_lines
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autokd.search.executor import Executor
+
+#: Where each public name lives; imported on first use, so that ``autokd report`` (which opens a
+#: study through :mod:`autokd.search.study`) does not import torch through the executors.
+_HOMES = {"Executor": "executor", "run_search": "executor", "LocalExecutor": "local", "open_storage": "storage",
+          "redact_url": "storage", "finished_count": "study", "open_study": "study", "enqueue_lines": "warmstart"}
 
 __all__ = ["Executor", "LocalExecutor", "enqueue_lines", "finished_count", "make_executor", "open_storage", "open_study",
            "redact_url", "run_search"]
@@ -21,4 +28,12 @@ def make_executor(kind: str) -> Executor:
         from autokd.search.ray_executor import RayExecutor
 
         return RayExecutor()
+    from autokd.search.local import LocalExecutor
+
     return LocalExecutor()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"autokd.search.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'autokd.search' has no attribute {name!r}")

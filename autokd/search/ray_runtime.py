@@ -193,8 +193,11 @@ def init_ray(study_cfg: StudyConfig) -> bool:
         cpus, _ = local_resources()
         before = set(ray_reaper.children(os.getpid()))
         # "local" starts a private instance even when someone else's Ray runs on this machine.
+        # No pre-started workers: Tune's trial actors never use them (each starts a worker of its
+        # own), so on a small host they only took CPU from the first trials.
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+                 logging_level=logging.ERROR,
+                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
         _SESSION.joined = True
         _start_reaper(set(ray_reaper.children(os.getpid())) - before)
     _route_logs(study_cfg.output_dir / RAY_LOG)

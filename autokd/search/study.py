@@ -11,13 +11,12 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
 
 from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
-from autokd.space import SearchSpace
 from autokd.errors import AutokdError
 from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, latency_source, queued_attrs,
                            queued_kind, record_duplicate, record_failed, record_objectives, record_rejected,
@@ -26,6 +25,9 @@ from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, lat
 from autokd.search.internals import fail_trial, record_heartbeat, set_system_attr, system_attrs
 from autokd.search.ray_reaper import start_ticks
 from autokd.search.storage import open_storage
+
+if TYPE_CHECKING:  # the space needs torch; opening a study (the report) does not
+    from autokd.space import SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Checkpoint file of a trial's last finished epoch, inside ``trials/NNNNN/epoch/``.
