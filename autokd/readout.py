@@ -5,35 +5,10 @@ Shared by the search's progress lines and the report's tables, so both read alik
 
 from __future__ import annotations
 
-import re
-import sys
-from pathlib import Path
-
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd.naming import describe
 from autokd.record import failed_because, log_path, pruned_because, trial_figures
-
-
-def describe(arch: object) -> str:
-    """An architecture in one line, knobs in name order, e.g. ``cnn5(hidden=16,width=0.125)``
-    (``timm/resnet18() from r18.safetensors`` for a spec started from weights).
-
-    ``arch``: a built model (bare or deployable, :func:`autokd.checkpoint.deployable`), anything
-    with ``family`` and ``knobs`` (a :class:`autokd.config.StudentSpec`), or a stored description,
-    whose every ``family(knobs)`` part is put in knob-name order (records that listed knobs in
-    registry order; ``cnn5(...) | vgg(...) + selector`` stays whole). Needs no torch, so the
-    report and the progress lines do not import it.
-    """
-    nn = sys.modules.get("torch.nn")  # a model can only exist where torch.nn is imported
-    if nn is not None and isinstance(arch, nn.Sequential):
-        arch = arch[-1]
-    if not isinstance(arch, str) and hasattr(arch, "family") and hasattr(arch, "knobs"):
-        knobs = sorted(dict(arch.knobs).items())
-        weights = getattr(arch, "weights", None)  # a spec started from a weights file
-        start = f" from {Path(weights).name}" if isinstance(weights, str) else ""
-        return f"{arch.family}({','.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in knobs)}){start}"
-    return re.sub(r"([\w.-]+)\(([^()]+)\)", lambda m: f"{m.group(1)}({','.join(sorted(m.group(2).split(',')))})",
-                  str(arch))
 
 
 def human(n: float | None, unit: str = "") -> str:

@@ -5,7 +5,7 @@ per knob (what the knob may be) and where its FitNets hint layer and its last bl
 importing a family module registers nothing. The rules are the one source of truth:
 ``Registry.build`` checks the family name, the knob names, types and ranges, so builders check
 nothing, and ``SearchSpace`` checks every value a search space can suggest against the same
-rules before any training. :func:`describe` (defined in :mod:`autokd.readout`, which needs no
+rules before any training. :func:`describe` (defined in :mod:`autokd.naming`, which needs no
 torch) names a model, a spec or a stored description in one form.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from autokd.rules import Rule
 from autokd.errors import AutokdError
 from autokd.models.weights import load_weights
-from autokd.readout import describe  # noqa: F401  (re-exported by autokd.models)
+from autokd.naming import describe  # noqa: F401  (re-exported by autokd.models)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.readout import describe, duration, human, percent, pruned_reason
+from autokd.naming import describe
+from autokd.readout import duration, human, percent, pruned_reason
 from autokd.ranking import kendall_tau
 from autokd.record import (latency_header, retimed_ms, study_classes, study_retimings, study_teacher, trial_accuracy,
                            trial_config, trial_figures, trial_kind, trial_retimings)
