@@ -35,6 +35,7 @@ at least its test accuracy at no more parameters, one of them strictly.
     python -m bench.search_efficiency --quick    # smoke run: seed 0, 4 trials, short training (6 min, loaded 2 cores)
     python -m bench.search_efficiency --only digits --seeds 0,1 --n-trials 24
     python -m bench.search_efficiency --only cifar10 --out search_efficiency-cifar10   # one dataset per file
+    python -m bench.search_efficiency --only cifar10 --reanalyse /tmp/s0 /tmp/s1 /tmp/s2   # seeds run apart (--keep)
 
 Results: bench/results/search_efficiency.json (device, versions, date, load average, commit).
 """
@@ -209,7 +210,8 @@ def trial_rows(study: optuna.Study) -> list[dict]:
                      "validation_accuracy": figures.get("validation_accuracy"),
                      "test_accuracy": figures.get("test_accuracy"), "params": figures.get("params"),
                      "seconds": round(seconds, 3), "epochs": epochs, "finished": t.datetime_complete.timestamp(),
-                     "enqueued_from": enqueued_from(t), "pruned_because": figures.get("pruned_because")})
+                     "enqueued_from": enqueued_from(t), "pruned_because": figures.get("pruned_because"),
+                     "configuration": json.dumps(t.params, sort_keys=True)})
     return rows
 
 
@@ -341,6 +343,20 @@ def run_seed(setup: dict, seed: int, work: Path) -> dict:
     return analyse(runs, setup["classes"])
 
 
+def reanalysed_seed(setup: dict, seed: int, folders: list[Path]) -> dict:
+    """:func:`run_seed`'s analysis of one dataset and seed from studies already run into one of ``folders``."""
+    runs: dict[str, Any] = {}
+    for arm in [*ARMS, "recipes"]:
+        name = f"{setup['dataset']}-{arm.split('_')[0]}-s{seed}"
+        found = [f / "runs" / name / "study.db" for f in folders if (f / "runs" / name / "study.db").is_file()]
+        if not found:
+            raise SystemExit(f"no study {name} under {', '.join(map(str, folders))}: run that seed first (--keep)")
+        loaded = optuna.load_study(study_name=name, storage=f"sqlite:///{found[0]}")
+        runs[arm] = {"available": True, "study": name, "settings": ARMS.get(arm, {}),
+                     "rows": with_cumulative(trial_rows(loaded))}
+    return analyse(runs, setup["classes"])
+
+
 def analyse(runs: dict[str, Any], classes: int) -> dict[str, Any]:
     """Final hypervolumes, curves over compute, compute to reach random search's final hypervolume, recipes."""
     arms = {k: v for k, v in runs.items() if k in ARMS and v["available"]}
@@ -370,7 +386,26 @@ def analyse(runs: dict[str, Any], classes: int) -> dict[str, Any]:
                     "student_epochs": sum(r["epochs"] for r in runs["recipes"]["rows"])}})
     runs["compute_reference"] = {"trial_seconds": round(totals["cum_seconds"], 1), "student_epochs": totals["cum_epochs"]}
     runs["c_final_hypervolume"] = target
+    if "a_default_early_stopping" in arms:
+        runs["early_stopping_vs_b"] = stopped_front_members(arms["a_default_early_stopping"]["rows"],
+                                                            arms["b_default"]["rows"])
     return runs
+
+
+def stopped_front_members(with_stopping: list[dict], without: list[dict]) -> dict[str, Any]:
+    """How often early stopping stopped a would-be front member: the configurations that (a) stopped and
+    (b), the same search without early stopping, trained to the end, and which of those are on (b)'s
+    validation front. The two arms propose the same students until (a) stops its first trial; after it
+    they part, so configurations (b) never ran are counted apart."""
+    finished = {r["configuration"]: r for r in without if r["state"] == "COMPLETE"}
+    front = {r["configuration"] for r in validation_front(without)}
+    stopped = [r for r in with_stopping if r["state"] == "PRUNED"]
+    also_in_b = [r for r in stopped if r["configuration"] in finished]
+    on_front = [r for r in also_in_b if r["configuration"] in front]
+    return {"stopped": len(stopped), "stopped_and_finished_by_b": len(also_in_b),
+            "stopped_and_on_b_front": len(on_front),
+            "stopped_on_b_front": [{"trial": r["trial"], "student": r["student"],
+                                    "b_test_accuracy": finished[r["configuration"]]["test_accuracy"]} for r in on_front]}
 
 
 def summary(seeds: list[dict]) -> dict[str, Any]:
@@ -398,6 +433,10 @@ def summary(seeds: list[dict]) -> dict[str, Any]:
                                  f"{sum(len(d['recipes']) for d in done)} (recipe x seed)",
             "recipes_not_dominated": sorted({v["recipe"] for d in done for v in d["recipes"] if not v["dominated"]}),
             "pruned_trials": sum(d["pruned"] for d in done)}
+    stops = [s["early_stopping_vs_b"] for s in seeds if "early_stopping_vs_b" in s]
+    if stops:
+        out["early_stopping_vs_b"] = {key: sum(s[key] for s in stops) for key in
+                                      ("stopped", "stopped_and_finished_by_b", "stopped_and_on_b_front")}
     return out
 
 
@@ -430,6 +469,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")
     parser.add_argument("--cifar-train-per-class", type=int,
                         help="CIFAR-10 training images per class (default 200; 100 halves every CIFAR trial)")
+    parser.add_argument("--reanalyse", type=Path, nargs="+", metavar="DIR",
+                        help="train nothing: analyse the studies kept (--keep) in these folders for --only and --seeds "
+                             "(e.g. seeds run as separate processes), and write one result")
     parser.add_argument("--out", help="result name under bench/results/ (default search_efficiency[-quick]; "
                                       "e.g. one per dataset when two runs share the host)")
     args = parser.parse_args()
@@ -457,7 +499,8 @@ def main() -> None:
         "executor": "local, one torch thread, trials one at a time (deterministic for a seed; fits 2 cores)",
         "early_stopping_available": early_stopping_available(), "datasets": {}}
     for setup in dataset_setups(scale, work, args.only):
-        seeds = [run_seed(setup, seed, work) for seed in scale.seeds]
+        seeds = [reanalysed_seed(setup, seed, args.reanalyse) if args.reanalyse else run_seed(setup, seed, work)
+                 for seed in scale.seeds]
         per_arm = summary(seeds)
         result["datasets"][setup["dataset"]] = {
             "setup": setup["about"], "n_trials": setup["n_trials"], "recipes": len(setup["recipes"]),
@@ -465,6 +508,9 @@ def main() -> None:
             "per_seed": [{**s, "seed": seed} for s, seed in zip(seeds, scale.seeds)]}
         print(setup["dataset"], result["datasets"][setup["dataset"]]["headline"], flush=True)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    if args.reanalyse:
+        result["reanalysed_from"] = [str(f) for f in args.reanalyse]
+        result["wall_seconds_note"] = "wall_seconds and loadavg_* are the analysis's own; the studies ran earlier"
     result["loadavg_start"] = [round(x, 2) for x in load_start]
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["note"] = ("trial-seconds depend on the host's load (see loadavg_start/end): compare arms within one "
