@@ -3,8 +3,8 @@
 Every test drives real ``autokd search`` processes (``--executor local`` or ``ray``) on a tiny
 digits study, on a SQLite file and on a fresh PostgreSQL database, and checks the study itself:
 
-* a driver SIGKILLed mid-trial, then run again: exactly the budget complete, every configuration
-  distinct, nothing left RUNNING, the killed trial failed and resumed from its epoch checkpoint;
+* a driver SIGKILLed mid-trial, then run again: exactly the budget complete, nothing left RUNNING
+  or WAITING, the killed trial failed and resumed from its epoch checkpoint;
 * two drivers started at the same moment: exactly the budget, all distinct (on SQLite the second
   driver is refused up front with one line; PostgreSQL takes both, from an empty database);
 * Ctrl-C: exit 130 with one line, the running trial failed and queued, and the next run
@@ -36,7 +36,9 @@ def backend(request) -> str | None:
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, executor):
-    study = write_study(tmp_path, n_trials=2, epochs=10, batch_size=32, storage=backend, teacher=tiny_teacher,
+    # a budget of one: the rerun runs only the killed trial's retry (a second retry or a fresh trial would
+    # be a second COMPLETE or a trial left WAITING)
+    study = write_study(tmp_path, n_trials=1, epochs=10, batch_size=32, storage=backend, teacher=tiny_teacher,
                         executor=executor, max_concurrent=1)
     proc = start_search(study)
     try:
@@ -49,7 +51,7 @@ def test_driver_sigkill_mid_trial_then_rerun(tmp_path, tiny_teacher, backend, ex
     done = run_search(study, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "re-enqueued" in done.stdout
-    complete = assert_exact(study, 2)
+    complete = assert_exact(study, 1)
     after = load(study).trials
     for number in killed:
         assert after[number].state == TrialState.FAIL
@@ -79,8 +81,9 @@ def test_two_drivers_started_together_finish_exactly_the_budget(tmp_path, tiny_t
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, tiny_teacher, executor):
-    # long enough that Ctrl-C lands mid-trial (a local 5-epoch trial takes about a second)
-    study = write_study(tmp_path, n_trials=2, epochs=30, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
+    # long enough that Ctrl-C lands mid-trial (a local 5-epoch trial takes about a second); a budget of one:
+    # the next run runs the interrupted trial's retry and nothing else
+    study = write_study(tmp_path, n_trials=1, epochs=30, batch_size=32, max_concurrent=1, teacher=tiny_teacher,
                         executor=executor)
     proc = start_search(study)
     try:
@@ -101,6 +104,6 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes_it(tmp_path, ti
 
     done = run_search(study, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    complete = assert_exact(study, 2)
+    complete = assert_exact(study, 1)
     [resumed] = [t for t in complete if t.user_attrs.get("retry_of") == interrupted.number]
     assert trial_figures(resumed)["resumed_from_epoch"] >= 1 and Path(resumed.user_attrs["weights_path"]).is_file()

@@ -84,7 +84,7 @@ def test_ray_search_on_a_cluster_concurrency_2_holds_exactly_the_finished_trials
 
 @pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_from_its_epoch_checkpoint(tmp_path, tiny_teacher):
-    study = write_study(tmp_path, n_trials=1, epochs=15, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
+    study = write_study(tmp_path, n_trials=1, epochs=8, batch_size=32, max_concurrent=1, teacher=tiny_teacher)
     proc = start_search(study)
     checkpoint = tmp_path / "out" / "trials" / "00000" / "epoch" / "epoch.pt"
     killed = []

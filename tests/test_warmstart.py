@@ -157,9 +157,11 @@ def _trials(study: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_them(tmp_path, tiny_teacher, executor):
-    study = _study(tmp_path, tiny_teacher, f"enq-{executor}", executor, n_trials=1, enqueue=[CNN, VGG])
+def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_them(tmp_path, tiny_teacher):
+    # Both executors in one study (once a case each): the local run enqueues and runs the first configuration,
+    # the resume on Ray the queued one. Enqueueing happens before either executor runs, and both take a queued
+    # trial through the same TrialLifecycle.start (autokd.search.lifecycle).
+    study = _study(tmp_path, tiny_teacher, "enq", "local", n_trials=1, enqueue=[CNN, VGG])
     out = _search(study)  # a budget of one: the first configuration runs, the second stays queued
     assert "enqueued 2 configurations to run before sampled ones" in out, out
     trials = _trials(study)
@@ -169,10 +171,12 @@ def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_the
     space = SearchSpace.load(study.parent / f"{study.stem}-space.yaml")
     assert TrialConfig.from_params(trials[0].user_attrs["config"]) == replay(trials[0].params, space)
 
-    out = _search(study, "--n-trials", "3")  # resumed: nothing queued again, the queued one runs, then one sampled
+    # resumed on Ray: nothing queued again, the queued one runs, then one sampled
+    out = _search(study, "--n-trials", "3", "--executor", "ray")
     assert "enqueued 0 configurations to run before sampled ones (2 already in the study)" in out, out
     trials = _trials(study)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [(t.number, t.state) for t in trials]
+    assert [t.user_attrs["executor"] for t in trials] == ["local", "ray", "ray"]
     assert trials[1].params == VGG_PARAMS and enqueued_from(trials[1]) == f"enqueue[1] of {study}"
     assert TrialConfig.from_params(trials[1].user_attrs["config"]) == replay(trials[1].params, space)
     assert enqueued_from(trials[2]) is None  # sampled
