@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
+import autokd  # noqa: F401  before any test module loads torch: see the note below
 from tests.tiny import TEST_SEED
+
+# `import autokd` sets OMP_WAIT_POLICY=PASSIVE unless it is set, as the CLI and its Ray workers have it; it
+# only takes effect before torch loads OpenMP. Test modules import torch first, so without this every
+# test that trains in the pytest process ran with spinning OpenMP threads: on this busy 2-core host
+# test_compress.py -m "not slow" took 88-240 s that way and 23-32 s passive (docs/testing.md). Waiting
+# passively changes no figure: the threads and their summation order stay the same.
 
 # --------------------------------------------------------------------------- other processors
 # Training is deterministic per processor, not across processors: another CPU rounds float sums
