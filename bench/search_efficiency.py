@@ -337,7 +337,9 @@ def run_seed(setup: dict, seed: int, work: Path) -> dict:
         if arm == "b_default":  # the others load the teacher it trained
             teacher = {"checkpoint": str(work / "runs" / name / "teacher.pt")}
     name = f"{setup['dataset']}-recipes-s{seed}"
-    rows, wall = run_study(work, name, {**common, "teacher": teacher, "enqueue": setup["recipes"],
+    # Every recipe trains to the end: a recipe is a point to place, not a proposal to judge.
+    rows, wall = run_study(work, name, {**common, **({"early_stopping": False} if early else {}), "teacher": teacher,
+                                        "enqueue": setup["recipes"],
                                         "n_trials": len(setup["recipes"])})
     runs["recipes"] = {"available": True, "study": name, "wall_seconds": round(wall, 1), "rows": with_cumulative(rows)}
     return analyse(runs, setup["classes"])
