@@ -36,8 +36,8 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     ``sklearn.datasets.load_digits`` reads, read directly. Importing ``sklearn.datasets`` (scipy and
     all) took a third of the demo's start-up; it is the fallback where the file is not found."""
     spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
-    csv = Path(next(iter(spec.submodule_search_locations or ()), "")) / "datasets" / "data" / "digits.csv.gz" \
-        if spec else None
+    folders = list(spec.submodule_search_locations or ()) if spec else []
+    csv = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
     if csv is not None and csv.is_file():
         with gzip.open(csv, "rt") as rows:
             table = np.loadtxt(rows, delimiter=",")
