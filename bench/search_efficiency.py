@@ -36,6 +36,8 @@ at least its test accuracy at no more parameters, one of them strictly.
     python -m bench.search_efficiency --only digits --seeds 0,1 --n-trials 24
     python -m bench.search_efficiency --only cifar10 --out search_efficiency-cifar10   # one dataset per file
     python -m bench.search_efficiency --only cifar10 --reanalyse /tmp/s0 /tmp/s1 /tmp/s2   # seeds run apart (--keep)
+    python -m bench.search_efficiency --only cifar10 --seeds 1 --reanalyse /tmp/s1 \\
+        --with-seeds-from bench/results/search_efficiency-cifar10.json   # with seed 0 of an earlier result
 
 Results: bench/results/search_efficiency.json (device, versions, date, load average, commit).
 """
@@ -410,6 +412,29 @@ def stopped_front_members(with_stopping: list[dict], without: list[dict]) -> dic
                                     "b_test_accuracy": finished[r["configuration"]]["test_accuracy"]} for r in on_front]}
 
 
+def earlier_seeds(files: list[Path], setup: dict, skip: tuple[int, ...]) -> tuple[list[dict], list[dict]]:
+    """The per-seed results of ``setup``'s dataset in earlier result ``files`` (seeds in ``skip`` left out), and
+    where each came from. Their setup must be this one: seeds of different sizes do not average."""
+    found: dict[int, dict] = {}
+    sources = []
+    for path in files:
+        try:
+            earlier = json.loads(path.read_text())
+            entry = earlier["datasets"][setup["dataset"]]
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f"error: {path} holds no {setup['dataset']} result ({type(err).__name__}: {err}); "
+                             "fix: pass a result file this script wrote") from None
+        if entry["setup"] != setup["about"] or entry["n_trials"] != setup["n_trials"]:
+            raise SystemExit(f"error: {path} ran another setup ({entry['setup']}, {entry['n_trials']} trials); fix: "
+                             f"run this one with the same options ({setup['about']}, {setup['n_trials']} trials)")
+        seeds = [s for s in entry["per_seed"] if s["seed"] not in skip and s["seed"] not in found]
+        found.update({s["seed"]: s for s in seeds})
+        if seeds:
+            sources.append({"file": str(path), "seeds": [s["seed"] for s in seeds], "date": earlier.get("date"),
+                            "commit": earlier.get("commit"), "loadavg_start": earlier.get("loadavg_start")})
+    return list(found.values()), sources
+
+
 def summary(seeds: list[dict]) -> dict[str, Any]:
     """Across seeds: mean final hypervolume and curves per arm, compute ratios to reach (c)'s final, recipes."""
     out: dict[str, Any] = {}
@@ -476,6 +501,9 @@ def main() -> None:
                              "(e.g. seeds run as separate processes), and write one result")
     parser.add_argument("--out", help="result name under bench/results/ (default search_efficiency[-quick]; "
                                       "e.g. one per dataset when two runs share the host)")
+    parser.add_argument("--with-seeds-from", type=Path, nargs="+", metavar="JSON", default=[],
+                        help="add the per-seed results of these earlier result files (seeds not run now, same "
+                             "dataset) before summarising: seeds run on different days or hosts in one result")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     if args.seeds:
@@ -501,13 +529,15 @@ def main() -> None:
         "executor": "local, one torch thread, trials one at a time (deterministic for a seed; fits 2 cores)",
         "early_stopping_available": early_stopping_available(), "datasets": {}}
     for setup in dataset_setups(scale, work, args.only):
-        seeds = [reanalysed_seed(setup, seed, args.reanalyse) if args.reanalyse else run_seed(setup, seed, work)
-                 for seed in scale.seeds]
-        per_arm = summary(seeds)
+        per_seed = [{**(reanalysed_seed(setup, seed, args.reanalyse) if args.reanalyse
+                        else run_seed(setup, seed, work)), "seed": seed} for seed in scale.seeds]
+        earlier, sources = earlier_seeds(args.with_seeds_from, setup, skip=scale.seeds)
+        per_seed = sorted(per_seed + earlier, key=lambda s: s["seed"])
+        per_arm = summary(per_seed)
         result["datasets"][setup["dataset"]] = {
             "setup": setup["about"], "n_trials": setup["n_trials"], "recipes": len(setup["recipes"]),
-            "headline": headline(per_arm), "summary": per_arm,
-            "per_seed": [{**s, "seed": seed} for s, seed in zip(seeds, scale.seeds)]}
+            "headline": headline(per_arm), "summary": per_arm, "per_seed": per_seed,
+            **({"seeds_from_earlier_results": sources} if sources else {})}
         print(setup["dataset"], result["datasets"][setup["dataset"]]["headline"], flush=True)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     if args.reanalyse:
