@@ -6,9 +6,10 @@ CIFAR-10 study's space, search_spaces/cifar10.yaml, epochs scaled to CPU size), 
 (3 by default), every arm runs ``autokd search`` in this process through the CLI, on the local
 executor with one torch thread (deterministic for a seed, and it fits a 2-core host):
 
-    (a) autokd's default search (TPE) with early stopping (``early_stopping: true``, where the study
-        config has the key; else the entry says "not available" and (b) is the default search)
-    (b) the same without early stopping
+    (a) autokd's search (TPE) with early stopping (``early_stopping: true``, where the study config has
+        the key; else the entry says "not available"); the keys keep the name ``a_default_early_stopping``
+        from when early stopping was on by default
+    (b) the same without early stopping: autokd's default search since these results (docs/methodology.md)
     (c) random search (``sampler: random``)
     (d) NSGA-II (``sampler: nsga2``)
     recipes: the seed-recipes study of that space (its enqueued configurations, nothing sampled)
