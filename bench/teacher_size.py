@@ -21,21 +21,30 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bench.common import write_result
 
 
-def train_one(width: int, epochs: int, seed: int, work: Path) -> dict:
+def seed_runs(seed: int, widths: list[int], epochs_list: list[int], work: Path) -> list[dict]:
+    """Every width and epoch count at one seed, on that seed's data and validation split (loaded once)."""
     from autokd.config import StudyConfig
-    from autokd.context import augment_policy, load_study_data
+    from autokd.context import load_study_data
+
+    default = StudyConfig().model_copy(update={"seed": seed})
+    data = load_study_data(default, show_progress=False)
+    return [train_one(default, data, w, e, work) for w in widths for e in epochs_list]
+
+
+def train_one(default: Any, data: Any, width: int, epochs: int, work: Path) -> dict:
+    from autokd.context import augment_policy
     from autokd.teacher import build_teacher
 
-    default = StudyConfig()
+    seed = default.seed
     teacher = default.teacher.model_copy(update={"knobs": {**default.teacher.knobs, "width": width}, "epochs": epochs})
-    cfg = default.model_copy(update={"seed": seed, "teacher": teacher, "output": str(work / f"w{width}-e{epochs}-s{seed}")})
-    data = load_study_data(cfg, show_progress=False)
+    cfg = default.model_copy(update={"teacher": teacher, "output": str(work / f"w{width}-e{epochs}-s{seed}")})
     started = time.perf_counter()
     _, summary = build_teacher(cfg, data, augment_policy(cfg, data), torch.device("cpu"))
     return {"width": width, "epochs": epochs, "seed": seed, "teacher_wall_s": round(time.perf_counter() - started, 2),
@@ -51,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="autokd-teacher-size-") as tmp:
-        runs = [train_one(w, e, s, Path(tmp)) for s in args.seeds for w in args.widths for e in args.epochs]
+        runs = [run for s in args.seeds for run in seed_runs(s, args.widths, args.epochs, Path(tmp))]
     summary = {}
     for w in args.widths:
         for e in args.epochs:
