@@ -235,3 +235,29 @@ def test_searcher_tells_complete_pruned_failed_and_interrupted_trials(tmp_path):
     [queued_again] = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert queued_again.system_attrs["fixed_params"] == st.params
     assert queued_again.user_attrs["retry_of"] == st.number
+
+
+def test_ray_started_beside_the_teacher_outlives_its_start_and_stops_with_the_search(tmp_path):
+    """``autokd search`` starts Ray on a thread while the teacher trains (RayStart). Ray's processes die with
+    the thread that spawned them, so that thread must hold on until the search ends; the session stops Ray
+    on the way out, when the teacher (or anything before the trials) fails too."""
+    import ray
+
+    from autokd.config import StudyConfig
+    from autokd.search.ray_executor import RayExecutor
+    from autokd.search.ray_runtime import RayStart
+
+    (tmp_path / "out").mkdir()
+    cfg = StudyConfig(output=str(tmp_path / "out"))
+    start = RayStart(cfg)
+    try:
+        assert start.wait() is True
+        time.sleep(2)  # a thread that returned after ray.init would have taken GCS and the raylet with it by now
+        assert ray.get(ray.remote(lambda: os.getpid()).remote(), timeout=60) != os.getpid()  # a live worker
+    finally:
+        start.stop()
+    assert not ray.is_initialized()
+    with pytest.raises(RuntimeError, match="the teacher failed"):
+        with RayExecutor().session(cfg):
+            raise RuntimeError("the teacher failed")
+    assert not ray.is_initialized()

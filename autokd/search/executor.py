@@ -13,7 +13,7 @@ the running trials told FAIL and re-enqueued (exit 130).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 import optuna
 from rich.console import Console
@@ -114,6 +114,9 @@ class Executor(Protocol):
 
     label: str
 
+    def session(self, study_cfg: StudyConfig) -> ContextManager[None]:
+        """What the executor holds for a whole search (Ray), begun before the teacher is prepared."""
+
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]: ...
 
@@ -137,9 +140,10 @@ def run_search(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, 
             console.print(f"study '{study_cfg.name}' already holds {finished_count(study)} finished trials "
                           f"(budget {study_cfg.n_trials}); nothing to run")
             return []
-        context = prepare() if prepare is not None else None
-        with SearchProgress(study, study_cfg, console, executor.label) as progress:
-            told = executor.run(study, study_cfg, space, context, progress)
+        with executor.session(study_cfg):
+            context = prepare() if prepare is not None else None
+            with SearchProgress(study, study_cfg, console, executor.label) as progress:
+                told = executor.run(study, study_cfg, space, context, progress)
         retime_after_search(study, study_cfg, told, console)
         return told
 

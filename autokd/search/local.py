@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import optuna
 from rich.console import Console
@@ -87,6 +87,9 @@ class LocalExecutor:
     """One trial at a time in this process (``executor.kind: local``)."""
 
     label = "trials"
+
+    def session(self, study_cfg: StudyConfig) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: TrialContext,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:

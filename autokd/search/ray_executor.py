@@ -47,7 +47,7 @@ from autokd.record import study_teacher
 from autokd.search.early_stopping import early_stopping_of
 from autokd.search.executor import SearchProgress, run_search
 from autokd.search.lifecycle import TrialLifecycle
-from autokd.search.ray_runtime import init_ray, shutdown_ray, trial_error_lines
+from autokd.search.ray_runtime import RayStart, trial_error_lines
 from autokd.search.storage import StorageLost, strip_password
 from autokd.search.study import EPOCH_FILE, CostCheck, trial_dir
 from autokd.trial import TRIAL_LOG, cost_checker
@@ -298,20 +298,32 @@ class RayExecutor:
 
     def __init__(self, trainable: Callable[..., None] | None = None):
         self.trainable = trainable or train_trial
+        self._ray: RayStart | None = None
 
     @property
     def label(self) -> str:
         return "trials (ray)"
 
+    @contextlib.contextmanager
+    def session(self, study_cfg: StudyConfig) -> Iterator[None]:
+        """Ray for the whole search: started in the background while the driver prepares the teacher
+        (Ray's start is mostly waiting on its processes: about 3 s of the demo, and the teacher phase
+        leaves a core idle), stopped when the search ends, by an error or a Ctrl-C too."""
+        self._ray = RayStart(study_cfg)
+        try:
+            yield
+        finally:
+            ray, self._ray = self._ray, None
+            ray.stop()
+
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
-        started_ray = init_ray(study_cfg)
-        try:
-            return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context),
-                        context)
-        finally:
-            if started_ray:
-                shutdown_ray()
+        if self._ray is None:  # called outside session(): Ray starts now
+            with self.session(study_cfg):
+                return self.run(study, study_cfg, space, context, progress)
+        self._ray.wait()  # its start's error (a cluster that went away) is raised here
+        return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context),
+                    context)
 
 
 def run_ray(optuna_study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, *, console: Console,

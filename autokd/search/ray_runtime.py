@@ -7,7 +7,8 @@
 * :func:`init_ray` starts a private Ray (or keeps the cluster :func:`preflight` joined), sends
   Tune's and the raylets' tracebacks to ``OUTPUT/ray.log`` instead of the console, and starts
   :mod:`autokd.search.ray_reaper`, which kills that private Ray's processes when the driver ends,
-  killed or not. :func:`shutdown_ray` is its normal end.
+  killed or not. :class:`RayStart` runs it in the background while the driver trains the teacher.
+  :func:`shutdown_ray` is its normal end.
 * :func:`trial_error_lines` is the Tune callback that turns a worker death into one line on the
   console and the whole error into the trial's ``trial.log``.
 """
@@ -19,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +204,49 @@ def init_ray(study_cfg: StudyConfig) -> bool:
         _start_reaper(set(ray_reaper.children(os.getpid())) - before)
     _route_logs(study_cfg.output_dir / RAY_LOG)
     return True
+
+
+class RayStart:
+    """:func:`init_ray` on a thread of its own, begun at once: the driver goes on (trains the teacher)
+    while Ray's processes start. :meth:`wait` returns what ``init_ray`` returned or raises its error;
+    :meth:`stop` ends the session (:func:`shutdown_ray` where this started or joined Ray).
+
+    The thread lives until :meth:`stop`: Ray starts its processes with the parent-death signal
+    (``PR_SET_PDEATHSIG``), which the kernel sends when the *thread* that started them ends, so a
+    thread that returned after ``ray.init`` would take GCS and the raylet with it.
+    """
+
+    def __init__(self, study_cfg: StudyConfig):
+        self._started: bool | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._hold, args=(study_cfg,), name="autokd-ray", daemon=True)
+        self._thread.start()
+
+    def _hold(self, study_cfg: StudyConfig) -> None:
+        try:
+            self._started = init_ray(study_cfg)
+        except BaseException as err:  # handed to the driver's thread by wait()
+            self._error = err
+        finally:
+            self._ready.set()
+        self._release.wait()
+
+    def wait(self) -> bool:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return bool(self._started)
+
+    def stop(self) -> None:
+        self._ready.wait()
+        try:
+            if self._error is None and self._started:
+                shutdown_ray()
+        finally:
+            self._release.set()
+            self._thread.join()
 
 
 def shutdown_ray() -> None:
