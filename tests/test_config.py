@@ -273,3 +273,12 @@ def test_docs_list_every_study_key():
         keys = [f"{name}.{sub}" for sub in part.model_fields] if part is not None else [name]
         for key in keys:
             assert f"| `{key}` |" in text, key
+
+
+def test_the_built_in_study_written_out_is_the_built_in_study():
+    """``studies/default.yaml`` says it is ``autokd search`` with no arguments: every setting must agree."""
+    written = load_study_config(REPO_ROOT / "studies" / "default.yaml")
+    built_in = StudyConfig()
+    assert written.resolve(written.search_space) == built_in.resolve(built_in.search_space)
+    ignore = {"base_dir", "search_space"}
+    assert written.model_dump(exclude=ignore) == built_in.model_dump(exclude=ignore)
