@@ -163,6 +163,7 @@ class TrialLifecycle:
         with self._lock:
             frozen = self.study.tell(trial, values, state=state)
             self._live.pop(trial.number, None)
+        self.budget.recheck()
         self.early_stopping.forget(trial.number)
         return frozen
 

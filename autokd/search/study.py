@@ -214,6 +214,11 @@ class Budget:
             return "wait"
         return "go"
 
+    def recheck(self) -> None:
+        """A trial was told: the next decision asks the database at once (the last trial's tell ends the run
+        now, not after a wait of ``_WAIT_RECHECK_SECONDS`` and Tune's own second of sleep)."""
+        self._wait_until = 0.0
+
     def surplus(self, number: int) -> bool:
         """True when trials numbered below ``number`` already fill the budget (two drivers raced)."""
         if self.n_trials is None:
