@@ -14,7 +14,7 @@ executor with one torch thread (deterministic for a seed, and it fits a 2-core h
     (d) NSGA-II (``sampler: nsga2``)
     recipes: the seed-recipes study of that space (its enqueued configurations, nothing sampled)
 
-Every arm of one dataset and seed uses the same teacher (trained by arm (b)'s study, then loaded as a
+Every arm of one dataset and seed uses the same teacher (trained by the first arm's study, then loaded as a
 checkpoint: same seed, same validation split) and the same ``n_trials``. The studies optimise what
 the hypervolume scores: objectives ``[accuracy, params]`` (validation accuracy, maximised; parameters,
 minimised); latency is left out because on a shared host it measures the load.
@@ -317,14 +317,18 @@ def dataset_setups(scale: Scale, work: Path, only: str | None) -> list[dict]:
 
 
 def run_seed(setup: dict, seed: int, work: Path) -> dict:
-    """Every arm and the recipes on one dataset and seed; arm (b) trains the teacher the others load."""
+    """Every arm and the recipes on one dataset and seed; the first arm trains the teacher the others load."""
     space_path = work / f"{setup['dataset']}-space.yaml"
     space_path.write_text(yaml.safe_dump(setup["space"], sort_keys=False))
     common = {**setup["study"], "search_space": str(space_path), "objectives": ["accuracy", "params"], "seed": seed,
               "latency_backend": "torch", "latency_runs": 5, "latency_min_seconds": 0.0,
               "executor": {"kind": "local", **({"threads_per_trial": 1} if threads_key() else {})}}
     early = early_stopping_available()
-    order = ["b_default", "a_default_early_stopping", "c_random", "d_nsga2"]
+    # The arms run one after another; the order turns with the seed, so that no arm is always the first
+    # (the one most exposed to whatever else the host is doing when a run starts). The first arm that runs
+    # trains the teacher; the others load it.
+    arms = ["b_default", "a_default_early_stopping", "c_random", "d_nsga2"]
+    order = arms[seed % len(arms):] + arms[:seed % len(arms)]
     teacher = setup["teacher"]
     runs: dict[str, Any] = {}
     for arm in order:
@@ -337,7 +341,7 @@ def run_seed(setup: dict, seed: int, work: Path) -> dict:
         rows, wall = run_study(work, name, {**common, **keys, "teacher": teacher, "n_trials": setup["n_trials"]})
         runs[arm] = {"available": True, "study": name, "settings": keys, "wall_seconds": round(wall, 1),
                      "rows": with_cumulative(rows)}
-        if arm == "b_default":  # the others load the teacher it trained
+        if teacher is setup["teacher"]:  # the first arm trained it: the others load it
             teacher = {"checkpoint": str(work / "runs" / name / "teacher.pt")}
     name = f"{setup['dataset']}-recipes-s{seed}"
     # Every recipe trains to the end: a recipe is a point to place, not a proposal to judge.
