@@ -17,8 +17,9 @@ each checkout times latencies with its own default host lock, as ``make demo`` w
     python -m bench.demo_time [--repeats 3] [--before PATH]    # bench/results/demo_time.json
     python -m bench.demo_time --repeats 1 --seeds 0 1 2 --executor local --before PATH --out demo_front_local
 
-With ``--executor local`` a seed proposes the same students run after run (under Ray the order in
-which trials finish moves the sampler), so fronts of two checkouts compare without luck.
+With ``--executor local`` the order in which trials finish no longer moves the sampler (under Ray it
+does), but measured latency is an objective and differs run to run, so a seed's later students can
+still differ: compare fronts over several seeds, not one.
 """
 
 from __future__ import annotations
