@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from bench.common import write_result
 
@@ -37,16 +36,14 @@ DEFAULT_CANDIDATES = ["resnet18 width=32 lr=0.05", "resnet18 width=16 lr=0.05", 
 
 def parse_candidate(text: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``"cnn5 width=2.0 hidden=256 lr=0.1"`` -> ``("cnn5", {"width": 2.0, "hidden": 256}, {"lr": 0.1})``."""
+    from autokd.cli import _parse_knob  # the CLI's NAME=VALUE reader (--knob)
     from autokd.models import family_knobs
 
     family, *pairs = text.split()
     knob_names = set(family_knobs(family))
     knobs, recipe = {}, {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if not value:
-            raise SystemExit(f"candidate {text!r}: {pair!r} is not key=value")
-        (knobs if key in knob_names else recipe)[key] = yaml.safe_load(value)
+    for key, value in map(_parse_knob, pairs):
+        (knobs if key in knob_names else recipe)[key] = value
     return family, knobs, recipe
 
 

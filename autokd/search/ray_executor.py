@@ -318,9 +318,8 @@ class RayExecutor:
 
     def run(self, study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, context: Any,
             progress: SearchProgress) -> list[optuna.trial.FrozenTrial]:
-        if self._ray is None:  # called outside session(): Ray starts now
-            with self.session(study_cfg):
-                return self.run(study, study_cfg, space, context, progress)
+        if self._ray is None:
+            raise RuntimeError("RayExecutor.run runs inside session(); autokd.search.executor.run_search opens it")
         self._ray.wait()  # its start's error (a cluster that went away) is raised here
         return _fit(study, study_cfg, space, progress, self.trainable, cost_checker(study_cfg.constraints, context),
                     context)
