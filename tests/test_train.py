@@ -169,3 +169,44 @@ def test_function_matching_views_are_identical_for_teacher_and_student_and_fixed
     for a, b in zip(first["student"], second["student"]):
         assert torch.equal(a, b)  # deterministic for a seed and epoch
     assert not torch.equal(first["student"][0], first["student"][2])  # epochs differ
+
+
+def _conv_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+
+
+def test_students_train_in_channels_last_and_leave_contiguous():
+    """The fast CPU layout during training; the saved and exported model is plain contiguous."""
+    data = load_dataset("digits").subset(256, 32, seed=0)
+    model = deployable(build_model("resnet", num_classes=10, in_channels=1, image_size=8, depth=8, width=8),
+                       data.mean, data.std)
+    layouts = []
+    train_model(model, data.train_images, data.train_labels, train=TrainSpec(epochs=2, batch_size=64, lr=0.05),
+                distill=DistillSpec(loss="none"), policy=AugmentPolicy(),
+                on_epoch=lambda epoch, metrics: layouts.append(
+                    all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(model))))
+    assert layouts == [True, True]
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+class _FlattensWithView(torch.nn.Module):
+    """A user's network that flattens a conv output with ``.view`` (which channels_last cannot take)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.head(y.view(y.size(0), -1))
+
+
+def test_a_network_that_cannot_take_channels_last_trains_as_it_is():
+    data = load_dataset("digits").subset(512, 64, seed=0)
+    torch.manual_seed(0)
+    model = deployable(_FlattensWithView(), data.mean, data.std)
+    result = train_model(model, data.train_images, data.train_labels, train=TrainSpec(epochs=3, batch_size=64, lr=0.05),
+                         distill=DistillSpec(loss="none"), policy=AugmentPolicy())
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert accuracy(predict(model, data.test_images), data.test_labels) > 0.5
