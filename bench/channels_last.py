@@ -8,7 +8,7 @@ on ``--threads`` torch threads, in both layouts. The two layouts alternate round
 alike; the JSON keeps every round's ms per step, the medians and their ratio (contiguous /
 channels_last: above 1 means channels_last is faster). Run it on an idle host.
 
-    python -m bench.channels_last                    # about two minutes on 2 cores
+    python -m bench.channels_last                    # about 7 minutes on 2 cores
     python -m bench.channels_last --threads 1 2 --rounds 7
 """
 
