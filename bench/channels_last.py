@@ -8,8 +8,13 @@ on ``--threads`` torch threads, in both layouts. The two layouts alternate round
 alike; the JSON keeps every round's ms per step, the medians and their ratio (contiguous /
 channels_last: above 1 means channels_last is faster). Run it on an idle host.
 
+``--accuracy SEEDS`` also distils five of the demo's students from the built-in study's teacher,
+both ways, for each seed (12 epochs, KD, one thread), and records validation and test accuracy
+pair by pair: the same training math in another layout should score the same within noise.
+
     python -m bench.channels_last                    # about 7 minutes on 2 cores
     python -m bench.channels_last --threads 1 2 --rounds 7
+    python -m bench.channels_last --threads --accuracy 0 1 2 --out channels_last_accuracy
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import argparse
 import os
 import time
 from pathlib import Path
+
+import contextlib
+import tempfile
 
 import torch
 
@@ -72,9 +80,60 @@ def measure(family: str, knobs: dict, channels: int, size: int, batch: int, roun
             "speedup": round(contiguous / channels_last, 3)}
 
 
+#: The demo's students whose accuracy ``--accuracy`` compares across layouts.
+ACCURACY_STUDENTS = [("cnn5", {"width": 0.284, "hidden": 16}), ("cnn5", {"width": 0.629, "hidden": 111}),
+                     ("resnet", {"depth": 8, "width": 12}), ("vgg", {"variant": 7, "width": 0.1}),
+                     ("cnn5", {"width": 0.14, "hidden": 49})]
+
+
+@contextlib.contextmanager
+def _as_it_is(model: torch.nn.Module):
+    yield model
+
+
+def accuracy_pairs(seeds: list[int]) -> dict:
+    """Validation and test accuracy of the same students trained in each layout (same seed, same teacher)."""
+    import autokd.train
+    from autokd.config import load_study_config
+    from autokd.measure import accuracy
+    from autokd.trial import build_student, distill_student
+    from autokd.trial_config import DistillSpec, StudentSpec, TrainSpec, TrialConfig
+    from bench.demo_phases import Clock, teacher_phases
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("AUTOKD_LOCK_DIR", "off")
+    layouts = {"contiguous": _as_it_is, "channels_last": autokd.train.channels_last_training}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="autokd-layout-") as tmp:
+        context = teacher_phases(load_study_config(None).model_copy(update={"output": tmp}), Clock())
+        for seed in seeds:
+            for family, knobs in ACCURACY_STUDENTS:
+                row = {"seed": seed, "family": family, "knobs": knobs}
+                for layout, scope in layouts.items():
+                    autokd.train.channels_last_training = scope
+                    config = TrialConfig(student=StudentSpec.of(family, **knobs),
+                                         distill=DistillSpec(loss="kd", alpha=0.6, temperature=4.0),
+                                         train=TrainSpec(epochs=12, batch_size=64, lr=0.05, weight_decay=1e-4, seed=seed))
+                    torch.manual_seed(seed)
+                    model = build_student(config, context.data)
+                    distill_student(model, config, context.teaching, context.train, context.validation)
+                    row[layout] = {name: round(accuracy(autokd.train.predict(model, split.images), split.labels), 4)
+                                   for name, split in (("validation", context.validation), ("test", context.test))}
+                autokd.train.channels_last_training = layouts["channels_last"]
+                rows.append(row)
+                print(seed, family, knobs, row["contiguous"], row["channels_last"], flush=True)
+    mean = {layout: {split: round(sum(r[layout][split] for r in rows) / len(rows), 4) for split in rows[0][layout]}
+            for layout in layouts}
+    gaps = [r["channels_last"][s] - r["contiguous"][s] for r in rows for s in r["contiguous"]]
+    return {"students": rows, "mean": mean, "largest_gap": round(max(map(abs, gaps)), 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="Torch thread counts to time.")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                        help="Torch thread counts to time (none: time nothing).")
+    parser.add_argument("--accuracy", type=int, nargs="*", default=[],
+                        help="Seeds of the accuracy comparison (default: none).")
     parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds per layout.")
     parser.add_argument("--steps", type=int, default=0, help="Steps per round (default: about 0.3 s of steps).")
     parser.add_argument("--out", default="channels_last", help="Result name under bench/results/.")
@@ -91,10 +150,13 @@ def main() -> None:
                   f"channels_last, {row['speedup']:.2f}x", flush=True)
     speedups = [r["speedup"] for r in results]
     payload = {"what": "median ms per SGD training step, contiguous vs channels_last, layouts alternating per round",
-               "commit": repo_commit(Path(__file__).resolve().parents[1]), "load_average_end": os.getloadavg(), "rounds": args.rounds,
-               "summary": {"speedup_min": min(speedups), "speedup_median": round(median(speedups), 3),
-                           "speedup_max": max(speedups)},
-               "results": results}
+               "commit": repo_commit(Path(__file__).resolve().parents[1]), "rounds": args.rounds, "results": results}
+    if speedups:
+        payload["summary"] = {"speedup_min": min(speedups), "speedup_median": round(median(speedups), 3),
+                              "speedup_max": max(speedups)}
+    if args.accuracy:
+        payload["accuracy"] = accuracy_pairs(args.accuracy)
+    payload["load_average_end"] = os.getloadavg()
     print(write_result(args.out, payload, torch.device("cpu")))
 
 
