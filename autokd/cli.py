@@ -167,7 +167,7 @@ def search(
 
     from autokd.teacher import validate_teacher
 
-    validate_teacher(cfg)
+    validate_teacher(cfg, hint_losses=space.hint_losses())
     data = load_study_data(cfg)  # bad dataset paths fail here, before the study exists
     validate_teacher(cfg, data)  # a teacher file, factory or weights that cannot fit the data
     space.check_weights(num_classes=data.num_classes, in_channels=data.channels, image_size=data.image_size)

@@ -149,6 +149,12 @@ class SearchSpace:
         self.pairs = self._section(data.get("pairs"), "pairs")
         self._validate()
 
+    def hint_losses(self) -> list[str]:
+        """The space's ``distill.loss`` values that regress a teacher's hint layer (hint, fitnets)."""
+        loss = self.distill.get("loss", DistillSpec().loss)
+        values = loss.choices if isinstance(loss, Dimension) else [loss]
+        return [value for value in values if value in ("hint", "fitnets")]
+
     def _mapping(self, value: Any, key: str) -> dict[str, Any]:
         if value is not None and not isinstance(value, dict):
             raise AutokdError(f"search space {self.source}: {key} must be a mapping (key: value), "

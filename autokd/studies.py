@@ -134,7 +134,7 @@ def check_study(cfg: StudyConfig, warn: Callable[[list[str]], None]) -> list[tup
         if wanted is not None and have is not None and wanted > have:
             raise AutokdError(f"study: subset_{split} = {wanted} is more than the {have:,} {split} images of {info.name}",
                               f"set subset_{split} to at most {have} in the study file, or remove it to use them all")
-    validate_teacher(cfg)
+    validate_teacher(cfg, hint_losses=space.hint_losses())
     sizes = " / ".join(f"{n:,} {split}" for split, n in info.split_sizes.items()) or "sizes known once loaded"
     subset = (f", subset {cfg.subset_train or 'all'} train / {cfg.subset_test or 'all'} test"
               if cfg.subset_train or cfg.subset_test else "")

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -88,22 +88,35 @@ def fit_on_labels(model: nn.Module, data: ImageData, *, recipe: TeacherRecipe, p
         return accuracy(predict(model, test_images, pace=pace), test_labels)
 
 
-def validate_teacher(study: StudyConfig, data: ImageData | None = None) -> None:
+def validate_teacher(study: StudyConfig, data: ImageData | None = None, hint_losses: list[str] = ()) -> None:
     """Fail before any study is touched when the teacher names an unknown family, knob, file or factory.
 
     With ``data``, a teacher file or factory is also fitted to it (:func:`autokd.teacher_source.plan_source`):
     an input or classes that cannot fit are refused here, before anything trains or is written.
+    ``hint_losses`` (the space's ``hint``/``fitnets`` choices, :meth:`SearchSpace.hint_losses`) need a
+    hint layer in the teacher (its first member's): a zoo family has one, a file or factory only if
+    its module carries ``hint_layer``.
     """
     cfg = study.teacher
     members = cfg.ensemble or []
+    first_module = None
     if cfg.checkpoint is not None or cfg.factory is not None:
         loaded = check_source(study)
+        first_module = loaded.module
         if data is not None:
             _plan(study, data, loaded)
     for member in (m for m in members if m.checkpoint):
         loaded = load_model_file(study.resolve(member.checkpoint))
+        if members[0] is member:
+            first_module = loaded.module
         if data is not None:
             _member_plan(loaded, data)
+    if hint_losses and first_module is not None and getattr(first_module, "hint_layer", None) is None:
+        where = "teacher" if cfg.checkpoint or cfg.factory else "teacher.ensemble[0]"
+        raise AutokdError(f"distill.loss {' and '.join(hint_losses)} needs the teacher's hint layer, and {where} "
+                          f"({_source_name(cfg, members)}) has none",
+                          "drop hint/fitnets from the search space's distill.loss, or train a zoo teacher "
+                          "(teacher.family) or put one first in teacher.ensemble")
     trained = [("teacher", cfg.family, cfg.knobs, cfg.weights)] if cfg.family is not None else []
     trained += [(f"teacher.ensemble[{i}]", m.family, m.knobs, m.weights) for i, m in enumerate(members) if m.family]
     for where, family, knobs, start in trained:
@@ -123,6 +136,14 @@ def validate_teacher(study: StudyConfig, data: ImageData | None = None) -> None:
             if problem:
                 raise AutokdError(f"study: {where}.knobs.{knob} = {value!r} {problem}: must be {rules[knob]}",
                                   f"correct '{where}.knobs.{knob}' in the study file")
+
+
+def _source_name(cfg: Any, members: list) -> str:
+    if cfg.checkpoint is not None:
+        return f"file {cfg.checkpoint}"
+    if cfg.factory is not None:
+        return f"factory {cfg.factory}"
+    return f"file {members[0].checkpoint}"
 
 
 def _digest(recipe: dict) -> str:

@@ -171,3 +171,19 @@ def test_a_bad_teacher_is_one_line_exit_2_and_nothing_written(tmp_path, case, ex
     assert expected in lines[0], lines[0]
     assert tree(tmp_path) - before <= {str(tmp_path / "__pycache__")} | {
         str(p) for p in (tmp_path / "__pycache__").glob("*")}  # only Python's own bytecode of the user's module
+
+
+@pytest.mark.parametrize("fmt,losses", [("torchscript", ["kd", "hint"]), ("onnx", "fitnets")])
+def test_hint_losses_from_a_teacher_file_are_refused_before_anything_runs(files, tmp_path, fmt, losses):
+    """A file has no hint layer to regress: one line at `check` and `search`, the folder as it was."""
+    loss = {"choices": losses} if isinstance(losses, list) else losses
+    space = {**SPACE, "distill": {"loss": loss, "alpha": 0.9, "temperature": 4.0}}
+    study_path = write_tiny_study(tmp_path, space=space, n_trials=1,
+                                  teacher={"epochs": 1, "batch_size": 64, "checkpoint": str(files[fmt])})
+    before = tree(tmp_path)
+    for command in ("check", "search"):
+        result = invoke(command, str(study_path))
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "needs the teacher's hint layer" in lines[0] and "fix: drop hint/fitnets" in lines[0], lines[0]
+    assert tree(tmp_path) == before
