@@ -122,18 +122,23 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass at batch 1 (FLOPs / 2, torch's flop counter).
 
     Quantized conv and linear layers run int8 kernels the flop counter does not see: their MACs
-    are counted from weight and output shapes (one MAC per weight per output position).
+    are counted from weight and output shapes (one MAC per weight per output position). A module
+    that runs outside torch (an ONNX teacher in onnxruntime) counts its graph's (``graph_macs``).
     """
     was_training = model.training
     model.eval()
-    quantized = [0]
+    unseen = [0]
 
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def quantized(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         weight = module.weight()  # (O, I/groups, k, k) or (O, I)
         positions = output.numel() // output.shape[1] if output.dim() > 2 else output.numel() // output.shape[-1]
-        quantized[0] += positions * weight.numel()
+        unseen[0] += positions * weight.numel()
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if _is_quantized(m)]
+    def outside_torch(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        unseen[0] += module.graph_macs(tuple(inputs[0].shape[1:]))
+
+    hooks = [m.register_forward_hook(quantized) for m in model.modules() if _is_quantized(m)]
+    hooks += [m.register_forward_hook(outside_torch) for m in model.modules() if hasattr(m, "graph_macs")]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(example[:1])
@@ -141,7 +146,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
         for h in hooks:
             h.remove()
     model.train(was_training)
-    return int(counter.get_total_flops() // 2) + quantized[0]
+    return int(counter.get_total_flops() // 2) + unseen[0]
 
 
 @dataclass(frozen=True)

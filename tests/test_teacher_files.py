@@ -19,9 +19,9 @@ from autokd.context import augment_policy, load_study_data
 from autokd.distill import ClassOrder
 from autokd.errors import AutokdError
 from autokd.export import export_metadata, export_model, exported_predictions, load_trial_model
-from autokd.measure import accuracy
+from autokd.measure import accuracy, count_macs
 from autokd.models import build_model
-from autokd.models.files import replace_head
+from autokd.models.files import load_model_file, replace_head
 from autokd.teacher import build_teacher, validate_teacher
 from autokd.train import predict
 from tests.tiny import write_tiny_study
@@ -187,3 +187,10 @@ def test_hint_losses_from_a_teacher_file_are_refused_before_anything_runs(files,
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert "needs the teacher's hint layer" in lines[0] and "fix: drop hint/fitnets" in lines[0], lines[0]
     assert tree(tmp_path) == before
+
+
+def test_an_onnx_teacher_counts_the_macs_of_its_graph(files):
+    """onnxruntime runs outside torch's flop counter: the graph's Conv/Gemm/MatMul nodes are counted."""
+    onnx_module = load_model_file(files["onnx"]).module
+    example = torch.zeros(1, 1, 8, 8)
+    assert count_macs(onnx_module, example) == count_macs(files["model"], example) > 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -241,9 +242,47 @@ class OnnxModule(nn.Module):
                                    dtype=np.float32)[:len(array) - start])
         return torch.from_numpy(np.concatenate(outs)).to(x.device)  # (B, K)
 
+    def graph_macs(self, image_shape: tuple[int, ...]) -> int:
+        """Multiply-accumulates per image of the graph's Conv, Gemm and MatMul nodes (what torch's flop
+        counter counts for a torch model), shapes inferred for images of ``image_shape`` (C, H, W)."""
+        return onnx_macs(self.model_bytes, self.input_name, (self.batch or 1, *image_shape)) // (self.batch or 1)
+
     def __getstate__(self) -> dict:  # copies and pickles carry the bytes; each opens its own session
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         return {**state, "_session": None}
+
+
+def onnx_macs(model_bytes: bytes, input_name: str, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of an ONNX graph's Conv, Gemm and MatMul nodes for an input of ``input_shape``.
+
+    One per weight per output position for Conv, M*N*K for Gemm and MatMul (bias additions and
+    element-wise nodes are not counted, as torch's flop counter does not count them); a node whose
+    shapes ONNX's inference cannot resolve counts 0.
+    """
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    for graph_input in model.graph.input:
+        if graph_input.name == input_name:
+            for dim, size in zip(graph_input.type.tensor_type.shape.dim, input_shape):
+                dim.dim_value = int(size)  # a named (dynamic) dimension becomes this size
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+              for info in (*graph.value_info, *graph.input, *graph.output)}
+    shapes.update({tensor.name: list(tensor.dims) for tensor in graph.initializer})
+    total = 0
+    for node in graph.node:
+        out, first = shapes.get(node.output[0]), shapes.get(node.input[0])
+        if not out or not first:
+            continue
+        if node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]):
+            total += math.prod(out) * math.prod(shapes[node.input[1]][1:])  # (O, I/groups, kh, kw)
+        elif node.op_type == "Gemm":
+            trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+            total += math.prod(out) * first[0 if trans_a else -1]
+        elif node.op_type == "MatMul":
+            total += math.prod(out) * first[-1]
+    return total
 
 
 # --------------------------------------------------------------------------- factories
