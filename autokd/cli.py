@@ -130,6 +130,8 @@ def search(
     max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (ray executor)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial (ray), e.g. 0.25."),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (ray)."),
+    threads_per_trial: Optional[int] = typer.Option(
+        None, help="Torch threads per trial (default: the cores shared among the trials running at once)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
     latency_backend: Optional[str] = typer.Option(None, help="onnxruntime, torch or command (docs/latency.md)."),
     enqueue_from: Optional[str] = typer.Option(None, help="Run first the front of this study (YAML, folder or name)."),
@@ -151,7 +153,8 @@ def search(
         n_trials=n_trials, timeout=timeout, storage=storage, storage_retry_seconds=storage_retry_seconds, output=output,
         dataset=dataset, data_root=data_root, download=download, image_size=image_size,
         executor=executor, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial, address=address, latency_backend=latency_backend, early_stopping=early_stopping)
+        cpus_per_trial=cpus_per_trial, threads_per_trial=threads_per_trial, address=address,
+        latency_backend=latency_backend, early_stopping=early_stopping)
     cfg = storage_from_env(cfg)
     check_writable_folder(cfg.output_dir, "output folder", "--output")
     from autokd.latency import check_latency_command

@@ -453,7 +453,7 @@ class StudyConfig(_Strict):
         (``n_trials`` is ``--n-trials``, ``executor`` is ``--executor``); an invalid value is refused naming it."""
         given = {k: v for k, v in overrides.items() if v is not None}
         flags = {k: option_flag(k) for k in given}
-        executor_keys = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha"}
+        executor_keys = {"max_concurrent", "cpus_per_trial", "gpus_per_trial", "threads_per_trial", "address", "asha"}
         executor = {k: given.pop(k) for k in list(given) if k in executor_keys}
         if "executor" in given:
             executor["kind"] = given.pop("executor")

@@ -39,12 +39,12 @@ def snapshot(folder: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """One tiny study searched to 3 trials, then resumed to a total of 5."""
+    """One tiny study searched to 3 trials, then resumed to a total of 5 on 3 torch threads per trial."""
     folder = tmp_path_factory.mktemp("study")
     study_path = write_tiny_study(folder)
     first = invoke("search", str(study_path))
     assert first.exit_code == 0, first.output
-    second = invoke("search", str(study_path), "--n-trials", "5")
+    second = invoke("search", str(study_path), "--n-trials", "5", "--threads-per-trial", "3")
     assert second.exit_code == 0, second.output
     return study_path, folder / "tiny", first.output, second.output
 
@@ -65,6 +65,7 @@ def test_search_stores_every_figure_and_resume_counts_study_total(searched, figu
         assert len(attrs["per_class_test_accuracy"]) == 10 and attrs["macs"] > 0 and attrs["size_bytes"] > 0
         assert attrs["validation_accuracy"] == attrs["accuracy"] == trial.values[0]
         assert Path(attrs["weights_path"]).exists()
+    assert [trial_figures(t)["train_threads"] for t in complete[3:]] == [3, 3]  # --threads-per-trial
     teacher = study.user_attrs["teacher"]
     assert figure("teacher accuracy", teacher["accuracy"]) > 0.5 and teacher["params"] > 0
     assert (out / "teacher.pt").exists() and (out / "study.yaml").exists()

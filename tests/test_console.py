@@ -114,6 +114,7 @@ def test_a_folder_of_yaml_files_is_named_with_its_files_and_the_command_to_run(t
 @pytest.mark.parametrize("args, expected", [
     (["--n-trials", "0"], "error: --n-trials 0 is out of range: must be an integer >= 1; fix: pass --n-trials an integer >= 1"),
     (["--max-concurrent", "0"], "error: --max-concurrent 0 is out of range"),
+    (["--threads-per-trial", "0"], "error: --threads-per-trial 0 is out of range: must be an integer >= 1"),
     (["--image-size", "3"], "error: --image-size 3 is out of range: must be an integer in 8..224"),
     (["--timeout", "-1"], "error: --timeout -1.0 is out of range: must be a number > 0"),
     (["--executor", "foo"], "fix: pass --executor 'local' or 'ray'"),
