@@ -11,10 +11,13 @@ what autokd writes or prints (the study snapshot, Ray's experiment state, errors
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime
 import os
 import sys
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +30,7 @@ from sqlalchemy.exc import (ArgumentError, DBAPIError, IntegrityError, Operation
 from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
-from autokd.search.internals import DelegatingStorage, study_names_in
+from autokd.search.internals import DelegatingStorage, study_names_in, trial_id
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and its sweeps for trials of dead drivers,
 #: :class:`autokd.search.lifecycle.Heartbeat`); declared to the storage as its heartbeat interval.
@@ -356,6 +359,26 @@ def _reason(err: BaseException) -> str:
     return (text.splitlines() or [type(cause).__name__])[0][:160]
 
 
+#: System attribute of a new trial: a one-off token by which a retried creation finds it.
+CREATION_TOKEN = "autokd:created"
+
+
+def _with_creation_token(study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+                         ) -> tuple[int, optuna.trial.FrozenTrial, str]:
+    """``(study_id, template, token)``: the trial to create (a fresh RUNNING one unless a template is
+    given) with a new token among its system attributes."""
+    token = uuid.uuid4().hex
+    if template_trial is None:
+        template_trial = optuna.trial.FrozenTrial(
+            number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+            datetime_start=datetime.datetime.now(), datetime_complete=None, params={}, distributions={},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=-1)
+    else:
+        template_trial = copy.deepcopy(template_trial)
+    template_trial.system_attrs[CREATION_TOKEN] = token
+    return study_id, template_trial, token
+
+
 class RetryingStorage(DelegatingStorage):
     """Optuna's RDB storage, each call of which waits out a lost database for up to ``retry_seconds``.
 
@@ -363,8 +386,10 @@ class RetryingStorage(DelegatingStorage):
     with a growing pause (0.5 s to 5 s); the first failure of an outage prints one line and the first
     success after it another. Once the outage outlasts ``retry_seconds`` every call, in every thread,
     raises the same :class:`StorageLost` (one line, exit 2): the running trials stay RUNNING, and the
-    next run re-enqueues them as after a kill. A state change whose commit reached the database
-    but whose answer was lost is not applied twice: its retry finds the state already set.
+    next run re-enqueues them as after a kill. A write whose commit reached the database but whose
+    answer was lost is not applied twice: a state change's retry finds the state already set, and
+    a new trial carries a one-off token (system attribute ``autokd:created``) by which a retry finds
+    the trial the first try made instead of adding a second (:meth:`_create_once`).
     """
 
     def __init__(self, rdb: optuna.storages.RDBStorage, where: str, retry_seconds: float, notify: Any):
@@ -377,12 +402,19 @@ class RetryingStorage(DelegatingStorage):
         return self.outage.since is None and time.monotonic() - self.outage.ended >= seconds
 
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        token = None
+        if name == "create_new_trial":
+            study_id, template, token = _with_creation_token(*args, **kwargs)
+            args, kwargs = (study_id, template), {}
         tries = 0
         while True:
             if self.outage.lost is not None:
                 raise self.outage.again()
             try:
-                result = super()._call(name, args, kwargs)
+                if token is None:
+                    result = super()._call(name, args, kwargs)
+                else:
+                    result = self._create_once(args, token, retried=tries > 0)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if not (tries and name == "set_trial_state_values" and self._already_set(*args, **kwargs)):
                     raise
@@ -396,6 +428,26 @@ class RetryingStorage(DelegatingStorage):
             if tries:
                 self.outage.recovered()
             return result
+
+    def _create_once(self, args: tuple, token: str, retried: bool) -> int:
+        """``create_new_trial(*args)`` leaving one trial with ``token``: a retry first looks for the
+        trial a try whose answer was lost made, and copies made by Optuna's own retry of a commit it
+        did not hear back from are told FAIL (``failed_because`` names the trial they copy)."""
+        study_id = args[0]
+        if not (retried and self._made_with(study_id, token)):
+            super()._call("create_new_trial", args, {})
+        first, *copies = self._made_with(study_id, token)
+        for copy_ in copies:
+            super()._call("set_trial_user_attr", (trial_id(copy_), "failed_because",
+                                                  f"a second copy of trial {first.number}, made when the "
+                                                  "database's answer to its creation was lost"), {})
+            super()._call("set_trial_state_values", (trial_id(copy_), optuna.trial.TrialState.FAIL), {})
+        return trial_id(first)
+
+    def _made_with(self, study_id: int, token: str) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials that carry ``token``, first made first (reads new rows into the cache)."""
+        trials = super()._call("get_all_trials", (study_id,), {"deepcopy": False})
+        return sorted((t for t in trials if t.system_attrs.get(CREATION_TOKEN) == token), key=lambda t: t.number)
 
     def _already_set(self, trial_id: int, state: Any, values: Any = None) -> bool:
         stored = super()._call("get_trial", (trial_id,), {})
