@@ -15,7 +15,7 @@ from autokd.export import load_trial_model
 from autokd.train import predict
 from autokd.trial import run_trial
 from tests.test_measure import hold_measurement
-from tests.tiny import TEST_SEED, write_tiny_study
+from tests.tiny import TEST_SEED, TEST_THREADS, write_tiny_study
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,8 @@ def test_a_trial_pauses_for_its_own_studys_measurements_only(context, tmp_path, 
             measurements[0].start()
             assert entered.wait(60), "the measurement did not start"
 
-    assert context.threads == ExecutorConfig(kind="local").trial_threads(host_cores())  # the tiny study runs local
+    # the tiny study runs local, on AUTOKD_TEST_THREADS threads when that is set
+    assert context.threads == ExecutorConfig(kind="local", threads_per_trial=TEST_THREADS).trial_threads(host_cores())
     threads_before = torch.get_num_threads()
     config = TrialConfig(student=StudentSpec.of("resnet", depth=8, width=4), distill=DistillSpec(loss="kd"),
                          train=TrainSpec(epochs=2, batch_size=64, lr=0.05, seed=TEST_SEED))
