@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -88,7 +88,7 @@ def fit_on_labels(model: nn.Module, data: ImageData, *, recipe: TeacherRecipe, p
         return accuracy(predict(model, test_images, pace=pace), test_labels)
 
 
-def validate_teacher(study: StudyConfig, data: ImageData | None = None, hint_losses: list[str] = ()) -> None:
+def validate_teacher(study: StudyConfig, data: ImageData | None = None, hint_losses: Sequence[str] = ()) -> None:
     """Fail before any study is touched when the teacher names an unknown family, knob, file or factory.
 
     With ``data``, a teacher file or factory is also fitted to it (:func:`autokd.teacher_source.plan_source`):

@@ -383,12 +383,14 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
 def channels_last_training(model: nn.Module) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """``model``'s 4-D weights in channels_last for the scope (yields its forward), contiguous after it.
 
-    oneDNN's convolutions, pooling and batch norm skip a layout reorder per call in channels_last:
-    the zoo's training steps ran 1.03-1.85x faster on one CPU thread, 0.96-1.57x on two
-    (``bench/channels_last.py``), and CUDA's tensor cores want it too. The model leaves contiguous, which safetensors, exports and a
-    fresh model loading its state dict expect. A network whose forward cannot take the layout (a
-    ``.view`` of a conv output, say) fails its first forward; that forward then runs again with
-    the model contiguous, which it stays (its batch-norm statistics have seen that batch twice).
+    oneDNN's convolution, pooling and batch-norm kernels run faster on channels-last tensors: the
+    zoo's training steps ran 1.03-1.85x faster on one CPU thread, 0.96-1.57x on two
+    (``bench/channels_last.py``), and CUDA's tensor cores want the layout too. The model leaves
+    contiguous, which safetensors, exports and a fresh model loading its state dict expect.
+
+    A network whose forward cannot take the layout (a ``.view`` of a conv output, say) fails its
+    first forward; that forward then runs again with the model contiguous, which it stays (its
+    batch-norm statistics have seen that batch twice).
     """
     model.to(memory_format=torch.channels_last)
     checked = False
