@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import os
 import sys
 import threading
@@ -369,10 +368,7 @@ def _with_creation_token(study_id: int, template_trial: optuna.trial.FrozenTrial
     given) with a new token among its system attributes."""
     token = uuid.uuid4().hex
     if template_trial is None:
-        template_trial = optuna.trial.FrozenTrial(
-            number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
-            datetime_start=datetime.datetime.now(), datetime_complete=None, params={}, distributions={},
-            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=-1)
+        template_trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
     else:
         template_trial = copy.deepcopy(template_trial)
     template_trial.system_attrs[CREATION_TOKEN] = token
