@@ -196,10 +196,13 @@ def init_ray(study_cfg: StudyConfig) -> bool:
         before = set(ray_reaper.children(os.getpid()))
         # "local" starts a private instance even when someone else's Ray runs on this machine.
         # No pre-started workers: Tune's trial actors never use them (each starts a worker of its
-        # own), so on a small host they only took CPU from the first trials.
+        # own), so on a small host they only took CPU from the first trials. Workers at the
+        # driver's priority, not Ray's default nice 15: beside other work on the host, niced
+        # trials got a few percent of a core (bench/results/ray_niceness.json).
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR,
-                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
+                 _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False,
+                                 "worker_niceness": 0})
         _SESSION.joined = True
         _start_reaper(set(ray_reaper.children(os.getpid())) - before)
     _route_logs(study_cfg.output_dir / RAY_LOG)
