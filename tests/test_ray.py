@@ -254,7 +254,9 @@ def test_ray_started_beside_the_teacher_outlives_its_start_and_stops_with_the_se
     try:
         assert start.wait() is True
         time.sleep(2)  # a thread that returned after ray.init would have taken GCS and the raylet with it by now
-        assert ray.get(ray.remote(lambda: os.getpid()).remote(), timeout=60) != os.getpid()  # a live worker
+        worker_pid, worker_nice = ray.get(ray.remote(lambda: (os.getpid(), os.nice(0))).remote(), timeout=60)
+        assert worker_pid != os.getpid()  # a live worker
+        assert worker_nice == os.nice(0)  # at the driver's priority, not Ray's nice 15 (starved beside other work)
     finally:
         start.stop()
     assert not ray.is_initialized()
