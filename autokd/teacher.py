@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -99,22 +99,20 @@ def validate_teacher(study: StudyConfig, data: ImageData | None = None, hint_los
     """
     cfg = study.teacher
     members = cfg.ensemble or []
-    first_module = None
+    first = None  # (where, loaded) when a file or factory gives the teacher's (first) network
     if cfg.checkpoint is not None or cfg.factory is not None:
-        loaded = check_source(study)
-        first_module = loaded.module
+        first = ("teacher", check_source(study))
         if data is not None:
-            _plan(study, data, loaded)
+            _plan(study, data, first[1])
     for member in (m for m in members if m.checkpoint):
         loaded = load_model_file(study.resolve(member.checkpoint))
         if members[0] is member:
-            first_module = loaded.module
+            first = ("teacher.ensemble[0]", loaded)
         if data is not None:
             _member_plan(loaded, data)
-    if hint_losses and first_module is not None and getattr(first_module, "hint_layer", None) is None:
-        where = "teacher" if cfg.checkpoint or cfg.factory else "teacher.ensemble[0]"
-        raise AutokdError(f"distill.loss {' and '.join(hint_losses)} needs the teacher's hint layer, and {where} "
-                          f"({_source_name(cfg, members)}) has none",
+    if hint_losses and first is not None and getattr(first[1].module, "hint_layer", None) is None:
+        raise AutokdError(f"distill.loss {' and '.join(hint_losses)} needs the teacher's hint layer, and {first[0]} "
+                          f"({first[1].source}) has none",
                           "drop hint/fitnets from the search space's distill.loss, or train a zoo teacher "
                           "(teacher.family) or put one first in teacher.ensemble")
     trained = [("teacher", cfg.family, cfg.knobs, cfg.weights)] if cfg.family is not None else []
@@ -136,14 +134,6 @@ def validate_teacher(study: StudyConfig, data: ImageData | None = None, hint_los
             if problem:
                 raise AutokdError(f"study: {where}.knobs.{knob} = {value!r} {problem}: must be {rules[knob]}",
                                   f"correct '{where}.knobs.{knob}' in the study file")
-
-
-def _source_name(cfg: Any, members: list) -> str:
-    if cfg.checkpoint is not None:
-        return f"file {cfg.checkpoint}"
-    if cfg.factory is not None:
-        return f"factory {cfg.factory}"
-    return f"file {members[0].checkpoint}"
 
 
 def _digest(recipe: dict) -> str:

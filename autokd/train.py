@@ -353,32 +353,6 @@ class Checkpointer(Protocol):
     def save(self, epoch: int, model: nn.Module, optimizer: Any, scheduler: Any) -> Any: ...
 
 
-def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
-                distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
-                logit_cache: TeacherLogitCache | None = None,
-                evaluate: Callable[[nn.Module], float] | None = None,
-                on_epoch: EpochCallback | None = None, checkpointer: Checkpointer | None = None,
-                resume: dict | None = None, compile_model: bool = False, pace: Pace = no_pace) -> TrainResult:
-    """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
-
-    With ``distill.loss`` in kd/fm/hint/fitnets a ``teacher`` is required. Teacher outputs come from
-    ``logit_cache`` when given and the loss needs logits only (kd, fm, fitnets' stage 2), else the
-    teacher runs live. ``fitnets`` first runs ``distill.hint_epochs`` epochs of hint regression
-    (:func:`fit_hint_stage`; not counted in ``train.epochs``, not reported to ``on_epoch``).
-    ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
-    it may raise to stop the trial (pruning, Ctrl-C). ``checkpointer.save`` runs after each epoch,
-    before ``on_epoch``; ``resume`` (what it saved) continues a run at its next epoch with the
-    same optimizer, schedule and visiting order. ``pace()`` runs before every step (and every
-    batch of teacher logits). The model trains in channels_last (:func:`channels_last_training`),
-    on CUDA with bf16 autocast and a fused optimizer; ``compile_model`` wraps it in ``torch.compile``
-    and reports the first (compiling) step separately as ``compile_seconds``.
-    """
-    with channels_last_training(model) as forward:
-        return _train_model(model, forward, images, labels, train=train, distill=distill, policy=policy,
-                            teacher=teacher, logit_cache=logit_cache, evaluate=evaluate, on_epoch=on_epoch,
-                            checkpointer=checkpointer, resume=resume, compile_model=compile_model, pace=pace)
-
-
 @contextlib.contextmanager
 def channels_last_training(model: nn.Module) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """``model``'s 4-D weights in channels_last for the scope (yields its forward), contiguous after it.
@@ -413,61 +387,76 @@ def channels_last_training(model: nn.Module) -> Iterator[Callable[[torch.Tensor]
         model.to(memory_format=torch.contiguous_format)
 
 
-def _train_model(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                 labels: torch.Tensor, *, train: TrainSpec,
-                 distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None,
-                 logit_cache: TeacherLogitCache | None, evaluate: Callable[[nn.Module], float] | None,
-                 on_epoch: EpochCallback | None, checkpointer: Checkpointer | None, resume: dict | None,
-                 compile_model: bool, pace: Pace) -> TrainResult:
-    use_cache = _teacher_source(distill, teacher, logit_cache)
-    result = TrainResult(teacher_path="cache" if use_cache else ("live" if distill.loss != "none" else "none"))
-    if distill.loss == "fitnets" and distill.hint_epochs > 0 and not resume:
-        result.hint_history = fit_hint_stage(model, images, teacher, train=train, policy=policy,
-                                             epochs=distill.hint_epochs, pace=pace)
-    params = list(model.parameters())
-    adapter, features, hooks = None, {}, []
-    if distill.loss == "hint":
-        adapter, hooks = _attach_hint(model, teacher, images[:2].float() / 255.0, features)
-        params += list(adapter.parameters())
-    optimizer, scheduler = optimization(params, train, len(images))
-    if resume:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-    if compile_model:
-        forward, result.compile_seconds = _compiled(model, images[:train.batch_size], optimizer)
+def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, train: TrainSpec,
+                distill: DistillSpec, policy: AugmentPolicy, teacher: Teacher | None = None,
+                logit_cache: TeacherLogitCache | None = None,
+                evaluate: Callable[[nn.Module], float] | None = None,
+                on_epoch: EpochCallback | None = None, checkpointer: Checkpointer | None = None,
+                resume: dict | None = None, compile_model: bool = False, pace: Pace = no_pace) -> TrainResult:
+    """Train ``model`` (which takes [0, 1] input) on device-resident uint8 ``images``.
 
-    def epoch_loss(epoch: int, views: EpochViews) -> BatchLoss:
-        model.train()
-        teacher_epoch = logit_cache.epoch_logits(epoch, views, pace) if use_cache else None
+    With ``distill.loss`` in kd/fm/hint/fitnets a ``teacher`` is required. Teacher outputs come from
+    ``logit_cache`` when given and the loss needs logits only (kd, fm, fitnets' stage 2), else the
+    teacher runs live. ``fitnets`` first runs ``distill.hint_epochs`` epochs of hint regression
+    (:func:`fit_hint_stage`; not counted in ``train.epochs``, not reported to ``on_epoch``).
+    ``on_epoch(epoch, metrics)`` is called after each epoch (metrics: loss, accuracy if ``evaluate``);
+    it may raise to stop the trial (pruning, Ctrl-C). ``checkpointer.save`` runs after each epoch,
+    before ``on_epoch``; ``resume`` (what it saved) continues a run at its next epoch with the
+    same optimizer, schedule and visiting order. ``pace()`` runs before every step (and every
+    batch of teacher logits). The model trains in channels_last (:func:`channels_last_training`),
+    on CUDA with bf16 autocast and a fused optimizer; ``compile_model`` wraps it in ``torch.compile``
+    and reports the first (compiling) step separately as ``compile_seconds``.
+    """
+    with channels_last_training(model) as forward:
+        use_cache = _teacher_source(distill, teacher, logit_cache)
+        result = TrainResult(teacher_path="cache" if use_cache else ("live" if distill.loss != "none" else "none"))
+        if distill.loss == "fitnets" and distill.hint_epochs > 0 and not resume:
+            result.hint_history = fit_hint_stage(model, images, teacher, train=train, policy=policy,
+                                                 epochs=distill.hint_epochs, pace=pace)
+        params = list(model.parameters())
+        adapter, features, hooks = None, {}, []
+        if distill.loss == "hint":
+            adapter, hooks = _attach_hint(model, teacher, images[:2].float() / 255.0, features)
+            params += list(adapter.parameters())
+        optimizer, scheduler = optimization(params, train, len(images))
+        if resume:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        if compile_model:
+            forward, result.compile_seconds = _compiled(model, images[:train.batch_size], optimizer)
 
-        def batch_loss(index: torch.Tensor) -> torch.Tensor:
-            x = augmented_batch(images, index, views, policy)
-            with autocast(images.device):
-                logits = forward(x)
-                t_logits = None
-                if distill.loss != "none":
-                    t_logits = teacher_epoch[index].float() if use_cache else teacher(x)
-                return _loss(distill, train, logits, t_logits, labels[index], adapter, features)
-        return batch_loss
+        def epoch_loss(epoch: int, views: EpochViews) -> BatchLoss:
+            model.train()
+            teacher_epoch = logit_cache.epoch_logits(epoch, views, pace) if use_cache else None
 
-    def end_epoch(epoch: int, loss: float) -> None:
-        metrics = {"epoch": epoch + 1, "loss": loss}
-        if evaluate is not None:
-            metrics["accuracy"] = evaluate(model)
-        result.history.append(metrics)
-        if checkpointer is not None:
-            checkpointer.save(epoch, model, optimizer, scheduler)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+            def batch_loss(index: torch.Tensor) -> torch.Tensor:
+                x = augmented_batch(images, index, views, policy)
+                with autocast(images.device):
+                    logits = forward(x)
+                    t_logits = None
+                    if distill.loss != "none":
+                        t_logits = teacher_epoch[index].float() if use_cache else teacher(x)
+                    return _loss(distill, train, logits, t_logits, labels[index], adapter, features)
+            return batch_loss
 
-    started = time.perf_counter()
-    run_epochs(images, epoch_loss, optimizer=optimizer, scheduler=scheduler, batch_size=train.batch_size,
-               policy=policy, order_gen=torch.Generator().manual_seed(train.seed),
-               epochs=range(int(resume["epoch"]) if resume else 0, train.epochs), end_epoch=end_epoch, pace=pace)
-    result.seconds = time.perf_counter() - started
-    for h in hooks:
-        h.remove()
-    return result
+        def end_epoch(epoch: int, loss: float) -> None:
+            metrics = {"epoch": epoch + 1, "loss": loss}
+            if evaluate is not None:
+                metrics["accuracy"] = evaluate(model)
+            result.history.append(metrics)
+            if checkpointer is not None:
+                checkpointer.save(epoch, model, optimizer, scheduler)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+
+        started = time.perf_counter()
+        run_epochs(images, epoch_loss, optimizer=optimizer, scheduler=scheduler, batch_size=train.batch_size,
+                   policy=policy, order_gen=torch.Generator().manual_seed(train.seed),
+                   epochs=range(int(resume["epoch"]) if resume else 0, train.epochs), end_epoch=end_epoch, pace=pace)
+        result.seconds = time.perf_counter() - started
+        for h in hooks:
+            h.remove()
+        return result
 
 
 def _teacher_source(distill: DistillSpec, teacher: Teacher | None, logit_cache: TeacherLogitCache | None) -> bool:

@@ -362,17 +362,17 @@ def _reason(err: BaseException) -> str:
 CREATION_TOKEN = "autokd:created"
 
 
-def _with_creation_token(study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
-                         ) -> tuple[int, optuna.trial.FrozenTrial, str]:
-    """``(study_id, template, token)``: the trial to create (a fresh RUNNING one unless a template is
-    given) with a new token among its system attributes."""
+def _with_creation_token(template_trial: optuna.trial.FrozenTrial | None = None
+                         ) -> tuple[optuna.trial.FrozenTrial, str]:
+    """``(template, token)``: the trial to create (a fresh RUNNING one unless a template is given)
+    with a new token among its system attributes."""
     token = uuid.uuid4().hex
     if template_trial is None:
         template_trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
     else:
         template_trial = copy.deepcopy(template_trial)
     template_trial.system_attrs[CREATION_TOKEN] = token
-    return study_id, template_trial, token
+    return template_trial, token
 
 
 class RetryingStorage(DelegatingStorage):
@@ -400,8 +400,8 @@ class RetryingStorage(DelegatingStorage):
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
         token = None
         if name == "create_new_trial":
-            study_id, template, token = _with_creation_token(*args, **kwargs)
-            args, kwargs = (study_id, template), {}
+            template, token = _with_creation_token(*args[1:], **kwargs)
+            args, kwargs = (args[0], template), {}
         tries = 0
         while True:
             if self.outage.lost is not None:
