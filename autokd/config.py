@@ -353,6 +353,8 @@ class StudyConfig(_Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    # TPE's start-up proposals: spread over the cost axis (autokd.search.startup) or random, as Optuna's.
+    startup: Literal["spread", "random"] = "spread"
     seed: int = Field(0, ge=0)
     storage: str | None = None
     # Seconds a driver waits out a lost database connection before it stops (autokd.search.storage).

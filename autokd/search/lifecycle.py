@@ -38,6 +38,7 @@ from autokd.errors import disk_full
 from autokd.record import (record_failed, record_pruned, record_result, record_start, record_weights_artifact,
                            resume_from)
 from autokd.search.early_stopping import EarlyStopping
+from autokd.search.startup import CostSpread
 from autokd.search.internals import record_heartbeat, storage_of
 from autokd.search.storage import HEARTBEAT_SECONDS, StorageLost
 from autokd.search.study import (Budget, CostCheck, SpaceExhausted, claim_trial, finished_count, give_back, propose,
@@ -78,6 +79,8 @@ class TrialLifecycle:
         self.study, self.study_cfg, self.space = study, study_cfg, space
         self.early_stopping = early_stopping or EarlyStopping(study, study_cfg, None)  # None: curves only
         self.cost_check = cost_check  # a proposal over a cost constraint is replaced before it trains
+        probe = self.early_stopping.probe
+        self.spread = CostSpread(study_cfg, space, probe) if probe is not None else None  # TPE's start-up by cost
         self.executor, self.teacher_accuracy = executor, teacher_accuracy
         remaining = None if study_cfg.n_trials is None else study_cfg.n_trials - finished_count(study)
         self.budget = Budget(study, study_cfg.n_trials, max_failed=max(3, remaining or 0))
@@ -106,7 +109,7 @@ class TrialLifecycle:
             return decision
         try:
             with self._lock:
-                trial, config = propose(self.study, self.study_cfg, self.space, self.cost_check)
+                trial, config = propose(self.study, self.study_cfg, self.space, self.cost_check, self.spread)
                 self._live[trial.number] = trial
         except SpaceExhausted as err:
             self.exhausted = err

@@ -27,6 +27,7 @@ from autokd.search.ray_reaper import start_ticks
 from autokd.search.storage import open_storage
 
 if TYPE_CHECKING:  # the space needs torch; opening a study (the report) does not
+    from autokd.search.startup import CostSpread
     from autokd.space import SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -70,8 +71,13 @@ def make_sampler(study: StudyConfig, trials_stored: int = 0, *, random: bool = F
     if study.sampler == "nsga2":
         population = max(4, min(50, (study.n_trials or 40) // 3))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    startup = max(4, min(10, (study.n_trials or 30) // 3))
-    return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True, constant_liar=True, seed=seed)
+    return optuna.samplers.TPESampler(n_startup_trials=startup_trials(study), multivariate=True, constant_liar=True,
+                                      seed=seed)
+
+
+def startup_trials(study: StudyConfig) -> int:
+    """TPE's start-up phase: a third of the budget, 4 to 10 trials."""
+    return max(4, min(10, (study.n_trials or 30) // 3))
 
 
 class SpaceExhausted(AutokdError):
@@ -141,7 +147,7 @@ CostCheck = Callable[[TrialConfig], "tuple[str, float, float] | None"]
 
 
 def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
-            cost_check: CostCheck | None = None) -> tuple[optuna.Trial, TrialConfig]:
+            cost_check: CostCheck | None = None, spread: CostSpread | None = None) -> tuple[optuna.Trial, TrialConfig]:
     """Ask the study for its next trial, never one that repeats a finished or running configuration.
 
     The sampler is re-seeded from the study's history before each ask (:func:`sampler_seed`). A
@@ -150,7 +156,8 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
     trains) and replaced: by the study's sampler, then by random proposals; after
     ``MAX_PROPOSALS`` duplicates the space counts as exhausted (:class:`SpaceExhausted`). A proposal
     whose cost ``cost_check`` finds over a constraint is told FAIL with ``rejected_because`` (the
-    constraint, its value and bound) and replaced the same way, before any training.
+    constraint, its value and bound) and replaced the same way, before any training. During TPE's
+    start-up, ``spread`` chooses the sampler's proposal by its cost (:mod:`autokd.search.startup`).
     """
     # Finished single students a reuse pair may draw from (replaced duplicates never change them).
     students = finished_students(study, space.reuse_pool) if space.reuse_pool else ()
@@ -159,7 +166,9 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
             queue_single_if_needed(study, len(students))
         # Queued (WAITING) trials do not count: popping one does not add a trial to the history.
         stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
-        study.sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
+        sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
+        chosen = spread.choose(study, sampler_seed(study_cfg.seed, stored), students) if spread is not None else None
+        study.sampler = optuna.samplers.PartialFixedSampler(chosen, sampler) if chosen else sampler
         trial = study.ask()
         config = space.suggest(trial, students)
         if is_retry(trial):
