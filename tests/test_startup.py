@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
+import yaml
 import pytest
 from optuna.trial import TrialState
 
@@ -88,3 +89,20 @@ def test_random_start_up_enqueued_trials_and_committees_are_left_alone(tmp_path,
     # Only TPE has a start-up to spread.
     nsga_cfg, nsga = _study(tmp_path / "nsga", sampler="nsga2")
     assert CostSpread(nsga_cfg, space, probe).choose(nsga, 0) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_search_starts_from_the_cheapest_of_its_pool_on_both_executors(tmp_path, tiny_teacher, probe, executor):
+    from ray_support import load, run_search, write_study
+
+    from autokd.config import load_study_config
+
+    path = write_study(tmp_path, n_trials=1, epochs=1, teacher=tiny_teacher, executor=executor, max_concurrent=1)
+    done = run_search(path, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [trial] = load(path).trials
+    cfg = load_study_config(path)
+    space = SearchSpace(yaml.safe_load((tmp_path / "space.yaml").read_text()))
+    cheapest = min(_pool_log_params(space, CostSpread(cfg, space, probe), sampler_seed(cfg.seed, 0)))
+    assert _log_params(probe, space, trial.params) == cheapest
