@@ -552,10 +552,11 @@ def main() -> None:
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["note"] = ("trial-seconds depend on the host's load (see loadavg_start/end): compare arms within one "
                       "file; student epochs do not. Accuracies, fronts and hypervolumes are the same for a seed on "
-                      "one processor whatever the load. TPE's start-up trials (max(4, min(10, n_trials // 3))) and "
-                      "NSGA-II's first population are random proposals seeded as random search's are "
-                      "(autokd.search.study.sampler_seed), so the first trials of (b), (c) and (d) are the same "
-                      "students: the arms differ only after them.")
+                      "one processor whatever the load. NSGA-II's first population is random proposals seeded as random "
+                      "search's are (autokd.search.study.sampler_seed), so the first trials of (c) and (d) are the same "
+                      "students. TPE's start-up trials (max(4, min(10, n_trials // 3))) are spread over the cost axis "
+                      "(startup: spread, autokd.search.startup): each the cheapest, then the farthest in log params, of "
+                      "32 random configurations drawn with that seed.")
     print(write_result(args.out or "search_efficiency" + ("-quick" if args.quick else ""), result, CPU))
 
 
