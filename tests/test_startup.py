@@ -91,6 +91,20 @@ def test_random_start_up_enqueued_trials_and_committees_are_left_alone(tmp_path,
     assert CostSpread(nsga_cfg, space, probe).choose(nsga, 0) is None
 
 
+def test_a_cost_bound_keeps_the_pool_inside_it_and_an_accuracy_only_study_starts_at_random(tmp_path, probe):
+    space = SearchSpace(SPACE)
+    cfg, study = _study(tmp_path, constraints={"max_params": 20000})
+    spread = CostSpread(cfg, space, probe)
+    for _ in range(startup_trials(cfg)):
+        trial, config = propose(study, cfg, space, spread=spread)
+        assert probe(config, False)["params"] <= 20000
+    # every proposal was the spread's own pick: nothing over the bound was proposed and replaced
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 0
+    # no cost objective, no front over cost: Optuna's random start-up
+    only_cfg, only = _study(tmp_path / "accuracy", objectives=["accuracy"])
+    assert CostSpread(only_cfg, space, probe).choose(only, 0) is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_a_search_starts_from_the_cheapest_of_its_pool_on_both_executors(tmp_path, tiny_teacher, probe, executor):

@@ -8,8 +8,10 @@ start-up proposal is drawn from a pool of random configurations: the one whose c
 the configuration (distillation, training) is random as before.
 
 Applies while the study holds fewer than ``n_startup_trials`` trials (finished or running, as TPE's
-constant liar counts them), to spaces whose proposals' costs are final before training (single
-uncompressed students); anywhere else the start-up stays random.
+constant liar counts them), to studies with a cost objective and to spaces whose proposals' costs are
+final before training (single uncompressed students); anywhere else the start-up stays random. A
+candidate over a cost constraint on params, size or MACs never enters the pool (latency constraints
+are checked on the chosen proposal alone, as on any other: timing every candidate would cost seconds).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import optuna
 from optuna.trial import FixedTrial, TrialState
 
-from autokd.config import StudyConfig, TrialConfig
+from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
+from autokd.early_stop import COST_OBJECTIVES
 from autokd.search.study import startup_trials
 from autokd.trial import costs_are_final
 
@@ -50,10 +53,14 @@ class CostSpread:
     def __init__(self, study_cfg: StudyConfig, space: SearchSpace, probe: CostProbe):
         self.study_cfg, self.space, self.probe = study_cfg, space, probe
         self.cost = spread_cost(study_cfg)
-        self._log_costs: dict[str, float] = {}  # student spec -> log10 cost; costs depend on the student alone
+        # bounds a candidate's untimed costs must meet: (metric, "max" or "min", bound)
+        self.bounds = [(*CONSTRAINTS[key], bound) for key, bound in study_cfg.constraints.items()
+                       if CONSTRAINTS[key][0] in SPREAD_COSTS]
+        self._costs: dict[str, dict[str, float]] = {}  # student spec -> untimed costs (the student's alone)
 
     def applies(self, study: optuna.Study) -> bool:
-        if self.study_cfg.sampler != "tpe" or self.study_cfg.startup != "spread":
+        cfg = self.study_cfg
+        if cfg.sampler != "tpe" or cfg.startup != "spread" or not set(cfg.objectives) & set(COST_OBJECTIVES):
             return False
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
         trials = study.get_trials(deepcopy=False, states=states)
@@ -72,18 +79,29 @@ class CostSpread:
             config = self.space.suggest(trial, students)
             if not costs_are_final(config):
                 return None  # committees and compressed students cost what training makes of them
-            candidates.append((self.log_cost(config), dict(trial.params)))
+            if self.within_bounds(config):
+                candidates.append((self.log_cost(config), dict(trial.params)))
+        if not candidates:
+            return None
         held = self._held_log_costs(study, students)
         if not held:
             return min(candidates, key=lambda c: c[0])[1]
         return max(candidates, key=lambda c: min(abs(c[0] - h) for h in held))[1]
 
-    def log_cost(self, config: TrialConfig) -> float:
+    def costs(self, config: TrialConfig) -> dict[str, float]:
         key = repr(config.student)
-        if key not in self._log_costs:
-            value = float(self.probe(config, False)[self.cost])
-            self._log_costs[key] = math.log10(max(value, 1.0))
-        return self._log_costs[key]
+        if key not in self._costs:
+            measured = self.probe(config, False)
+            self._costs[key] = {k: float(measured[k]) for k in SPREAD_COSTS}
+        return self._costs[key]
+
+    def log_cost(self, config: TrialConfig) -> float:
+        return math.log10(max(self.costs(config)[self.cost], 1.0))
+
+    def within_bounds(self, config: TrialConfig) -> bool:
+        costs = self.costs(config)
+        return all(costs[metric] <= bound if kind == "max" else costs[metric] >= bound
+                   for metric, kind, bound in self.bounds)
 
     def _held_log_costs(self, study: optuna.Study, students: Sequence[Any]) -> list[float]:
         """Log costs of the trials the study holds or runs (a trial from another space is skipped)."""

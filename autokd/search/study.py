@@ -167,7 +167,10 @@ def propose(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace,
         # Queued (WAITING) trials do not count: popping one does not add a trial to the history.
         stored = len(study.get_trials(deepcopy=False, states=(*TAKEN, TrialState.FAIL)))
         sampler = make_sampler(study_cfg, stored, random=attempt >= _SAMPLER_ATTEMPTS)
-        chosen = spread.choose(study, sampler_seed(study_cfg.seed, stored), students) if spread is not None else None
+        # the spread's pick on the first try only: a replaced pick (a duplicate, a latency over its bound)
+        # falls back to the sampler, so a pool that keeps choosing it cannot exhaust the proposals
+        use_spread = spread is not None and attempt == 0
+        chosen = spread.choose(study, sampler_seed(study_cfg.seed, stored), students) if use_spread else None
         study.sampler = optuna.samplers.PartialFixedSampler(chosen, sampler) if chosen else sampler
         trial = study.ask()
         config = space.suggest(trial, students)
