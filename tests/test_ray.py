@@ -146,6 +146,22 @@ def test_reclaim_leaves_live_drivers_trials_alone(tmp_path):
     assert reclaim_stale_trials(s, cfg) == []  # idempotent: one re-enqueue per dead trial
 
 
+def test_a_driver_killed_between_creating_and_claiming_a_trial_leaves_it_reclaimable(tmp_path):
+    """A trial is named its driver's from birth: one whose driver died before claiming it (no parameters, no
+    heartbeat yet) is reclaimed by the next run, not left RUNNING in a budget slot the next run waits for."""
+    study = write_study(tmp_path)
+    (tmp_path / "out").mkdir()
+    cfg = load_study_config(study)
+    open_study(cfg)
+    script = ("import os, sys; from autokd.config import load_study_config; from autokd.search.study import open_study; "
+              "open_study(load_study_config(sys.argv[1])).ask(); os._exit(0)")  # dies right after the creation
+    subprocess.run([sys.executable, "-c", script, str(study)], check=True, timeout=120)
+    s = open_study(cfg)
+    [orphan] = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert reclaim_stale_trials(s, cfg) == [orphan.number]
+    assert not s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -29,6 +29,7 @@ from sqlalchemy.exc import (ArgumentError, DBAPIError, IntegrityError, Operation
 from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
+from autokd.record import DRIVER_ATTR
 from autokd.search.internals import DelegatingStorage, study_names_in, trial_id
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and its sweeps for trials of dead drivers,
@@ -365,13 +366,20 @@ CREATION_TOKEN = "autokd:created"
 def _with_creation_token(template_trial: optuna.trial.FrozenTrial | None = None
                          ) -> tuple[optuna.trial.FrozenTrial, str]:
     """``(template, token)``: the trial to create (a fresh RUNNING one unless a template is given)
-    with a new token among its system attributes."""
+    with a new token among its system attributes. A RUNNING trial also names this process as its
+    driver from birth: one killed before it claimed the trial (:func:`~autokd.search.study.claim_trial`)
+    left a RUNNING trial no heartbeat ever covered, which the next run could not reclaim and whose
+    budget slot it waited for."""
+    from autokd.search.study import driver_id  # study opens storages: imported here, not at the top
+
     token = uuid.uuid4().hex
     if template_trial is None:
         template_trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
     else:
         template_trial = copy.deepcopy(template_trial)
     template_trial.system_attrs[CREATION_TOKEN] = token
+    if template_trial.state == optuna.trial.TrialState.RUNNING:
+        template_trial.system_attrs[DRIVER_ATTR] = driver_id()
     return template_trial, token
 
 
