@@ -17,13 +17,14 @@ are checked on the chosen proposal alone, as on any other: timing every candidat
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import optuna
 from optuna.trial import FixedTrial, TrialState
 
 from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
 from autokd.early_stop import COST_OBJECTIVES
+from autokd.search.early_stopping import CostProbe
 from autokd.search.study import startup_trials
 from autokd.trial import costs_are_final
 
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 POOL = 32
 #: The costs spread over, in order of preference: the study's first cost objective among these.
 SPREAD_COSTS = ("params", "size_bytes", "macs")
-#: ``costs(config, timed)``: the untrained student's costs (:data:`autokd.search.early_stopping.CostProbe`).
-CostProbe = Callable[[TrialConfig, bool], dict[str, Any]]
 
 
 def spread_cost(study_cfg: StudyConfig) -> str:
