@@ -439,6 +439,11 @@ class StudyConfig(_Strict):
         return self.storage or f"sqlite:///{self.output_dir / 'study.db'}"
 
     @property
+    def startup_trials(self) -> int:
+        """TPE's start-up phase (``startup``): a third of the budget, 4 to 10 trials."""
+        return max(4, min(10, (self.n_trials or 30) // 3))
+
+    @property
     def directions(self) -> list[str]:
         return [OBJECTIVE_DIRECTIONS[o] for o in self.objectives]
 

@@ -16,7 +16,7 @@ from autokd.config import StudyConfig
 from autokd.data import load_dataset
 from autokd.search.early_stopping import cost_probe
 from autokd.search.startup import POOL, CostSpread
-from autokd.search.study import open_study, propose, sampler_seed, startup_trials
+from autokd.search.study import open_study, propose, sampler_seed
 from autokd.space import SearchSpace
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
@@ -54,7 +54,7 @@ def test_start_up_proposals_spread_over_the_cost_axis_cheapest_first(tmp_path, p
     space = SearchSpace(SPACE)
     spread = CostSpread(cfg, space, probe)
     proposed = []
-    for _ in range(startup_trials(cfg)):
+    for _ in range(cfg.startup_trials):
         seed = sampler_seed(cfg.seed, len(study.trials))
         trial, _ = propose(study, cfg, space, spread=spread)  # left RUNNING: in flight, it counts as held
         proposed.append(_log_params(probe, space, trial.params))
@@ -95,7 +95,7 @@ def test_a_cost_bound_keeps_the_pool_inside_it_and_an_accuracy_only_study_starts
     space = SearchSpace(SPACE)
     cfg, study = _study(tmp_path, constraints={"max_params": 20000})
     spread = CostSpread(cfg, space, probe)
-    for _ in range(startup_trials(cfg)):
+    for _ in range(cfg.startup_trials):
         trial, config = propose(study, cfg, space, spread=spread)
         assert probe(config, False)["params"] <= 20000
     # every proposal was the spread's own pick: nothing over the bound was proposed and replaced

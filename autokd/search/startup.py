@@ -25,7 +25,6 @@ from optuna.trial import FixedTrial, TrialState
 from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
 from autokd.early_stop import COST_OBJECTIVES
 from autokd.search.early_stopping import CostProbe
-from autokd.search.study import startup_trials
 from autokd.trial import costs_are_final
 
 if TYPE_CHECKING:
@@ -65,7 +64,7 @@ class CostSpread:
         trials = study.get_trials(deepcopy=False, states=states)
         if any(t.state == TrialState.WAITING for t in trials):
             return False  # an enqueued trial comes next: its values are fixed already
-        return len(trials) < startup_trials(self.study_cfg)
+        return len(trials) < self.study_cfg.startup_trials
 
     def choose(self, study: optuna.Study, seed: int, students: Sequence[Any] = ()) -> dict[str, Any] | None:
         """The parameters of the next start-up proposal, or None when the start-up is over or stays random."""

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from autokd.errors import AutokdError
 from autokd.record import DRIVER_ATTR
+from autokd.search.driver import driver_id
 from autokd.search.internals import DelegatingStorage, study_names_in, trial_id
 
 #: Seconds between heartbeats of a driver's RUNNING trials (and its sweeps for trials of dead drivers,
@@ -370,8 +371,6 @@ def _with_creation_token(template_trial: optuna.trial.FrozenTrial | None = None
     driver from birth: one killed before it claimed the trial (:func:`~autokd.search.study.claim_trial`)
     left a RUNNING trial no heartbeat ever covered, which the next run could not reclaim and whose
     budget slot it waited for."""
-    from autokd.search.study import driver_id  # study opens storages: imported here, not at the top
-
     token = uuid.uuid4().hex
     if template_trial is None:
         template_trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)

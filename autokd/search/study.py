@@ -23,7 +23,7 @@ from autokd.record import (DRIVER_ATTR, carried_attrs, is_retry, is_stopped, lat
                            retry_attrs, stored_objectives, trial_accuracy, trial_config, trial_driver, trial_figures,
                            trial_kind, weights_path)
 from autokd.search.internals import fail_trial, record_heartbeat, set_system_attr, system_attrs
-from autokd.search.ray_reaper import start_ticks
+from autokd.search.driver import driver_id, driver_is_dead
 from autokd.search.storage import open_storage
 
 if TYPE_CHECKING:  # the space needs torch; opening a study (the report) does not
@@ -71,13 +71,9 @@ def make_sampler(study: StudyConfig, trials_stored: int = 0, *, random: bool = F
     if study.sampler == "nsga2":
         population = max(4, min(50, (study.n_trials or 40) // 3))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=startup_trials(study), multivariate=True, constant_liar=True,
+    return optuna.samplers.TPESampler(n_startup_trials=study.startup_trials, multivariate=True, constant_liar=True,
                                       seed=seed)
 
-
-def startup_trials(study: StudyConfig) -> int:
-    """TPE's start-up phase: a third of the budget, 4 to 10 trials."""
-    return max(4, min(10, (study.n_trials or 30) // 3))
 
 
 class SpaceExhausted(AutokdError):
@@ -304,38 +300,6 @@ def finished_count(study: optuna.Study) -> int:
 
 # --------------------------------------------------------------------------- resume
 
-def driver_id() -> str:
-    """This process as ``host:pid:start-ticks``; the start time guards against a reused pid."""
-    import os
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
-
-
-def _start_ticks(pid: int) -> str:
-    return start_ticks(pid, zombies=True) or "?"
-
-
-def _driver_is_dead(owner: str | None) -> bool:
-    """True only when the owner ran on this host and its process is gone (other hosts: heartbeat)."""
-    import os
-    import socket
-
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return ticks not in ("?", _start_ticks(int(pid)))
-
-
 def claim_trial(study: optuna.Study, trial: optuna.Trial) -> None:
     """Mark a RUNNING trial as held by this driver and start its heartbeat."""
     set_system_attr(study, trial, DRIVER_ATTR, driver_id())
@@ -403,7 +367,7 @@ def reclaim_stale_trials(study: optuna.Study, study_cfg: StudyConfig) -> list[in
     optuna.storages.fail_stale_trials(study)
     reclaimed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _driver_is_dead(trial_driver(trial)):
+        if not driver_is_dead(trial_driver(trial)):
             continue
         if not fail_trial(study, trial, lambda writer: record_failed(writer, "driver died")):
             continue  # another driver reclaimed it first
