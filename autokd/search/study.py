@@ -75,7 +75,6 @@ def make_sampler(study: StudyConfig, trials_stored: int = 0, *, random: bool = F
                                       seed=seed)
 
 
-
 class SpaceExhausted(AutokdError):
     """Every proposal repeated a configuration the study already holds."""
 
