@@ -285,6 +285,12 @@ class SearchSpace:
         weights = self._value(trial, f"{prefix}{family}.weights", self.weights.get(family))
         return StudentSpec.of(family, weights=weights, **knobs)
 
+    def replay(self, params: dict[str, Any], students: Sequence[Any] = ()) -> TrialConfig:
+        """Rebuild a trial's config from its stored params alone (Optuna's ``FixedTrial``: no study, no database)."""
+        from optuna.trial import FixedTrial
+
+        return self.suggest(FixedTrial(params), students)
+
     def suggest(self, trial: Any, students: Sequence[Any] = ()) -> TrialConfig:
         """Suggest one trial's configuration (only suggestions happen here, no training, no database).
 

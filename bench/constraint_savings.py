@@ -35,7 +35,6 @@ import yaml
 from autokd.config import load_study_config
 from autokd.context import build_context
 from autokd.record import is_rejected, recorded_seconds, trial_architecture
-from autokd.search.local import replay
 from autokd.space import SearchSpace
 from autokd.trial import run_trial
 from bench.common import write_result
@@ -67,7 +66,7 @@ def train_rejected(path: Path, study: optuna.Study, root: Path) -> list[dict]:
     for trial in study.trials:
         if not is_rejected(trial):
             continue
-        config = replay(trial.params, space)
+        config = space.replay(trial.params)
         started = time.perf_counter()
         metrics = run_trial(config, context, work_dir=root / "rejected" / str(trial.number))
         rows.append({"trial": trial.number, "student": config.student.family,

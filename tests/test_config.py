@@ -12,7 +12,6 @@ from autokd.config import (REPO_ROOT, CompressSpec, DistillSpec, StudentSpec, St
 from autokd.rules import Rule
 from autokd.space import VALUE_RULES, SearchSpace
 from autokd.errors import AutokdError
-from autokd.search.local import replay
 from tests.tiny import TINY_SPACE, write_tiny_study
 
 
@@ -30,7 +29,7 @@ def test_suggested_config_replays_from_stored_params_with_fixed_trial():
     for _ in range(5):
         trial = study.ask()
         cfg = space.suggest(trial)
-        assert replay(trial.params, space) == cfg  # rebuilt from the database's params alone
+        assert space.replay(trial.params) == cfg  # rebuilt from the database's params alone
         assert TrialConfig.from_params(cfg.to_params()) == cfg
         assert cfg.student.family in ("cnn5", "vgg")
         assert set(cfg.student.knob_dict) == ({"width", "hidden"} if cfg.student.family == "cnn5" else

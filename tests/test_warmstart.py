@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from autokd.cli import app
 from autokd.record import enqueued_from
-from autokd.search.local import replay
 from autokd.space import SearchSpace
 from autokd.trial_config import TrialConfig
 from autokd.warmstart import Unfit, fixed_params, flatten
@@ -48,7 +47,7 @@ def test_a_configuration_gives_the_params_a_sampled_trial_holds_and_round_trips(
     for entry, expected in ((CNN, CNN_PARAMS), (VGG, VGG_PARAMS)):
         params, config = fixed_params(space, flatten(entry))
         assert params == {k: v for k, v in expected.items() if k != "weighting"}  # weighting is fixed, not searched
-        assert replay(params, space) == config  # what the study rebuilds from the trial's params
+        assert space.replay(params) == config  # what the study rebuilds from the trial's params
         assert TrialConfig.from_params(config.to_params()) == config
     _, config = fixed_params(space, flatten(CNN))
     assert (config.student.knob_dict, config.distill.alpha, config.distill.temperature, config.train.epochs) == (
@@ -169,7 +168,7 @@ def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_the
     assert trials[0].params == {k: v for k, v in CNN_PARAMS.items() if k != "weighting"}  # weighting: fixed
     assert enqueued_from(trials[0]) == f"enqueue[0] of {study}"
     space = SearchSpace.load(study.parent / f"{study.stem}-space.yaml")
-    assert TrialConfig.from_params(trials[0].user_attrs["config"]) == replay(trials[0].params, space)
+    assert TrialConfig.from_params(trials[0].user_attrs["config"]) == space.replay(trials[0].params)
 
     # resumed on Ray: nothing queued again, the queued one runs, then one sampled
     out = _search(study, "--n-trials", "3", "--executor", "ray")
@@ -178,7 +177,7 @@ def test_enqueued_configurations_run_first_exactly_and_a_resumed_study_keeps_the
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [(t.number, t.state) for t in trials]
     assert [t.user_attrs["executor"] for t in trials] == ["local", "ray", "ray"]
     assert trials[1].params == VGG_PARAMS and enqueued_from(trials[1]) == f"enqueue[1] of {study}"
-    assert TrialConfig.from_params(trials[1].user_attrs["config"]) == replay(trials[1].params, space)
+    assert TrialConfig.from_params(trials[1].user_attrs["config"]) == space.replay(trials[1].params)
     assert enqueued_from(trials[2]) is None  # sampled
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
 

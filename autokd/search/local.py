@@ -18,7 +18,7 @@ import optuna
 from rich.console import Console
 
 from autokd.checkpoint import EpochCheckpointer
-from autokd.config import StudyConfig, TrialConfig
+from autokd.config import StudyConfig
 from autokd.errors import disk_full
 from autokd.search.executor import SearchProgress, run_search
 from autokd.search.early_stopping import early_stopping_of
@@ -121,7 +121,3 @@ def run_local(study: optuna.Study, study_cfg: StudyConfig, space: SearchSpace, c
     return run_search(study, study_cfg, space, LocalExecutor(), console=console or Console(quiet=True),
                       prepare=lambda: context)
 
-
-def replay(params: dict[str, Any], space: SearchSpace) -> TrialConfig:
-    """Rebuild a trial's config from stored params alone (``FixedTrial``: no study, no database)."""
-    return space.suggest(optuna.trial.FixedTrial(params))

@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 import optuna
-from optuna.trial import FixedTrial, TrialState
+from optuna.trial import TrialState
 
 from autokd.config import CONSTRAINTS, StudyConfig, TrialConfig
 from autokd.early_stop import COST_OBJECTIVES
@@ -37,12 +37,9 @@ SPREAD_COSTS = ("params", "size_bytes", "macs")
 
 
 def spread_cost(study_cfg: StudyConfig) -> str:
-    """The cost the start-up spreads over: the first of the study's objectives in :data:`SPREAD_COSTS`;
-    MACs for a study that minimises latency only (its best predictor known before training); else params."""
-    for objective in study_cfg.objectives:
-        if objective in SPREAD_COSTS:
-            return objective
-    return "macs" if "latency_ms" in study_cfg.objectives else "params"
+    """The cost the start-up spreads over: the first of the study's objectives in :data:`SPREAD_COSTS`, else
+    MACs (a study whose only cost is latency: its best predictor known before training)."""
+    return next((o for o in study_cfg.objectives if o in SPREAD_COSTS), "macs")
 
 
 class CostSpread:
@@ -106,7 +103,7 @@ class CostSpread:
         held = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
             try:
-                config = self.space.suggest(FixedTrial(t.params), students)
+                config = self.space.replay(t.params, students)
             except (ValueError, KeyError, TypeError):
                 continue
             if costs_are_final(config):
